@@ -1,0 +1,108 @@
+"""Execution backend: submit, inspect, stop and read logs of jobs over the Ray Jobs API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from railyard.errors import BackendUnavailableError
+from railyard.store import submission_id_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What the execution backend says about a submission."""
+
+    status: str            # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED | UNKNOWN
+    message: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the driver has exited (or was never found)."""
+        return self.status in ("SUCCEEDED", "FAILED", "STOPPED", "UNKNOWN")
+
+
+class JobBackend(Protocol):
+    """What the API needs from an execution backend."""
+
+    def submit(self, job_id: str, *, env_vars: dict[str, str],
+               placement: dict | None = None) -> str: ...
+
+    def status(self, submission_id: str) -> BackendStatus: ...
+
+    def stop(self, submission_id: str) -> None: ...
+
+    def logs(self, submission_id: str) -> str: ...
+
+
+class RayJobsBackend:
+    """Runs each job as a Ray job: ``python -m railyard.runner <job-id>``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client = None
+
+    @property
+    def client(self):
+        """A JobSubmissionClient, created on first use (its constructor contacts the cluster)."""
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            try:
+                self._client = JobSubmissionClient(self.address)
+            except Exception as exc:  # noqa: BLE001 - any failure to connect is "unavailable"
+                raise BackendUnavailableError(
+                    f"cannot reach the Ray cluster at {self.address}: {exc}") from None
+        return self._client
+
+    def submit(self, job_id: str, *, env_vars: dict[str, str],
+               placement: dict | None = None) -> str:
+        """Submit the job; a repeated submit of the same job is a no-op."""
+        submission_id = submission_id_for(job_id)
+        try:
+            self.client.submit_job(
+                entrypoint=f"python -m railyard.runner {job_id}",
+                submission_id=submission_id,
+                runtime_env={"env_vars": env_vars},
+                metadata={"railyard_job_id": job_id},
+                **(placement or {}),
+            )
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if "already exists" in str(exc):
+                return submission_id
+            raise BackendUnavailableError(f"Ray refused job {job_id}: {exc}") from None
+        return submission_id
+
+    def status(self, submission_id: str) -> BackendStatus:
+        """Ray's view of the job; UNKNOWN when Ray has no record of it."""
+        try:
+            info = self.client.get_job_info(submission_id)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return BackendStatus("UNKNOWN", f"Ray has no job {submission_id}")
+            raise BackendUnavailableError(f"cannot read Ray job status: {exc}") from None
+        return BackendStatus(str(info.status.value), info.message)
+
+    def stop(self, submission_id: str) -> None:
+        """Stop the Ray job (driver and its workers)."""
+        try:
+            self.client.stop_job(submission_id)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if "does not exist" not in str(exc):
+                raise BackendUnavailableError(f"cannot stop Ray job: {exc}") from None
+
+    def logs(self, submission_id: str) -> str:
+        """The driver's log as Ray holds it."""
+        try:
+            return self.client.get_job_logs(submission_id)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"cannot read Ray job logs: {exc}") from None

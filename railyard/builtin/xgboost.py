@@ -1,0 +1,141 @@
+"""The built-in XGBoost workflow (classification and regression, categorical features)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import xgboost as xgb
+from pydantic import AliasChoices, Field
+
+from railyard.metrics import holdout_metrics
+from railyard.tabular import encode, fit_encoding
+from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
+                                register_workflow)
+
+# Objectives xgboost dropped, mapped to their current names.
+LEGACY_OBJECTIVES = {"reg:linear": "reg:squarederror"}
+
+
+def _alias(*names: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(*names))
+
+
+class XGBoostParams(WorkflowParams):
+    """XGBoost hyperparameters; scikit-learn names and native names both work."""
+
+    objective: str | None = None
+    n_estimators: int = Field(default=100, ge=1, le=100_000,
+                              validation_alias=AliasChoices("n_estimators", "num_boost_round"))
+    learning_rate: float | None = _alias("learning_rate", "eta")
+    max_depth: int | None = None
+    min_child_weight: float | None = None
+    subsample: float | None = None
+    colsample_bytree: float | None = None
+    colsample_bylevel: float | None = None
+    colsample_bynode: float | None = None
+    reg_lambda: float | None = _alias("reg_lambda", "lambda")
+    reg_alpha: float | None = _alias("reg_alpha", "alpha")
+    gamma: float | None = _alias("gamma", "min_split_loss")
+    max_bin: int | None = None
+    max_leaves: int | None = None
+    max_delta_step: float | None = None
+    grow_policy: str | None = None
+    tree_method: str | None = None
+    scale_pos_weight: float | None = None
+    base_score: float | None = None
+    num_class: int | None = None
+    eval_metric: str | list[str] | None = None
+    seed: int | None = _alias("seed", "random_state")
+    nthread: int | None = _alias("nthread", "n_jobs")
+    early_stopping_rounds: int | None = Field(default=None, ge=1)
+
+    def booster_params(self) -> dict[str, Any]:
+        """The parameters in xgboost.train's native names."""
+        renames = {"learning_rate": "eta", "reg_lambda": "lambda", "reg_alpha": "alpha"}
+        skip = {"n_estimators", "early_stopping_rounds"}
+        params = {renames.get(k, k): v for k, v in self.model_dump().items()
+                  if v is not None and k not in skip}
+        if "objective" in params:
+            params["objective"] = LEGACY_OBJECTIVES.get(params["objective"], params["objective"])
+        return params
+
+
+@register_workflow
+class XGBoostWorkflow(Workflow):
+    """Gradient-boosted trees with xgboost.train on the prepared features."""
+
+    name = "xgboost"
+    framework = "xgboost"
+    Params = XGBoostParams
+
+    def _objective(self, data: TrainingData) -> str:
+        objective = self.params.booster_params().get("objective")
+        if objective:
+            return objective
+        return {"binary": "binary:logistic", "multiclass": "multi:softprob",
+                "regression": "reg:squarederror"}[self.task(data)]
+
+    def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
+        params = self.params.booster_params()
+        params["objective"] = self._objective(data)
+        if params["objective"].startswith("multi:") and "num_class" not in params:
+            params["num_class"] = int(np.nanmax(data.label_array("train"))) + 1
+        encoding = fit_encoding(data.train, data.features)
+        dtrain = xgb.DMatrix(encode(data.train, encoding), label=data.label_array("train"),
+                             enable_categorical=True)
+        evals = [(dtrain, "train")]
+        if data.holdout.num_rows:
+            dholdout = xgb.DMatrix(encode(data.holdout, encoding),
+                                   label=data.label_array("holdout"), enable_categorical=True)
+            evals.append((dholdout, "holdout"))
+        rounds = self.params.n_estimators
+        booster = xgb.train(
+            params, dtrain, num_boost_round=rounds, evals=evals, verbose_eval=False,
+            early_stopping_rounds=self.params.early_stopping_rounds if len(evals) > 1 else None,
+            callbacks=[_ProgressCallback(context, rounds)])
+        return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
+
+    def predict(self, model: dict[str, Any], table: pa.Table) -> np.ndarray:
+        dmatrix = xgb.DMatrix(encode(table, model["encoding"]), enable_categorical=True)
+        return model["booster"].predict(dmatrix)
+
+    def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
+        if data.holdout.num_rows == 0:
+            return {}
+        metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
+                                  self.predict(model, data.holdout),
+                                  regression_objective=model["objective"].startswith("reg:"))
+        if self.params.early_stopping_rounds:
+            metrics["best_iteration"] = float(model["booster"].best_iteration)
+        return metrics
+
+    def save(self, model: dict[str, Any], directory: Path) -> str:
+        model["booster"].save_model(str(directory / "model.json"))
+        (directory / "encoding.json").write_text(json.dumps(
+            {"encoding": model["encoding"], "objective": model["objective"]}, indent=2))
+        return "model.json"
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        booster = xgb.Booster()
+        booster.load_model(str(directory / "model.json"))
+        meta = json.loads((directory / "encoding.json").read_text())
+        return {"booster": booster, "encoding": meta["encoding"], "objective": meta["objective"]}
+
+
+class _ProgressCallback(xgb.callback.TrainingCallback):
+    """Reports boosting progress to the job timeline (throttled by TrainContext)."""
+
+    def __init__(self, context: TrainContext, rounds: int) -> None:
+        super().__init__()
+        self.context, self.rounds = context, rounds
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+        last = {f"{d}-{m}": round(v[-1], 6) for d, ms in evals_log.items()
+                for m, v in ms.items() if v}
+        self.context.report(f"iteration {epoch + 1}/{self.rounds} {json.dumps(last)}",
+                            force=epoch + 1 == self.rounds)
+        return False

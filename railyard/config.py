@@ -1,0 +1,66 @@
+"""Settings read from the environment (prefix ``RAILYARD_``), built on demand, never at import.
+
+| variable                     | default                                  |
+| ---------------------------- | ---------------------------------------- |
+| RAILYARD_HOME                | ~/.railyard                              |
+| RAILYARD_DATABASE_URL        | sqlite:///$RAILYARD_HOME/railyard.db     |
+| RAILYARD_ARTIFACT_ROOT       | $RAILYARD_HOME/artifacts (or s3://...)   |
+| RAILYARD_RAY_ADDRESS         | http://127.0.0.1:8265 (Ray Jobs API)     |
+| RAILYARD_API_URL             | http://127.0.0.1:8000 (CLI and SDK)      |
+| RAILYARD_MAX_BODY_BYTES      | 1048576                                  |
+
+``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
+S3-compatible store.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server, runner and client configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="RAILYARD_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".railyard")
+    database_url: str | None = None
+    artifact_root: str | None = None
+    ray_address: str = "http://127.0.0.1:8265"
+    api_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 1_048_576
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under ``home``."""
+        return self.database_url or f"sqlite:///{self.home / 'railyard.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """Where models, metrics and logs go: a local directory or an ``s3://`` prefix."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+    def runtime_env_vars(self) -> dict[str, str]:
+        """Environment a Ray job or Serve replica needs to act on the same store and data."""
+        env = {
+            "RAILYARD_HOME": str(self.home),
+            "RAILYARD_DATABASE_URL": self.resolved_database_url,
+            "RAILYARD_ARTIFACT_ROOT": self.resolved_artifact_root,
+            "RAILYARD_RAY_ADDRESS": self.ray_address,
+        }
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env)."""
+    return Settings()

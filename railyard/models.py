@@ -1,0 +1,143 @@
+"""Database tables (SQLModel) and the API's read schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class JobStatus(str, Enum):
+    """Lifecycle of a training job."""
+
+    QUEUED = "QUEUED"        # stored, not yet accepted by Ray
+    PENDING = "PENDING"      # submitted to Ray, driver not started
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_terminal(self) -> bool:
+        """True once the job can change no more."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset(set(JobStatus) - TERMINAL_STATUSES)
+
+PHASES = ("fetch", "split", "train", "evaluate", "publish")
+
+
+def _tz() -> Column:
+    return Column(DateTime(timezone=True), nullable=True)
+
+
+class Job(SQLModel, table=True):
+    """One training job: its spec, where it is, and what it produced."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(default=JobStatus.QUEUED.value, index=True, max_length=16)
+    phase: str | None = Field(default=None, max_length=32)
+    owner: str = Field(index=True, max_length=256)
+    project: str = Field(default="", index=True, max_length=256)
+    trainer: str = Field(default="", max_length=256)
+    model_name: str = Field(max_length=256)
+    model_description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    workflow_name: str = Field(max_length=256)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(max_length=64)
+    origin: str = Field(default="api", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False,
+                                                  index=True))
+    started_at: datetime | None = Field(default=None, sa_column=_tz())
+    finished_at: datetime | None = Field(default=None, sa_column=_tz())
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_phase: str | None = Field(default=None, max_length=32)
+    train_rows: int | None = None
+    holdout_rows: int | None = None
+    dataset_stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    artifacts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    ray_submission_id: str | None = Field(default=None, max_length=128)
+
+
+class JobEvent(SQLModel, table=True):
+    """A timestamped entry on a job's timeline (status changes, phase starts and ends)."""
+
+    __tablename__ = "job_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    at: datetime = Field(default_factory=utcnow,
+                         sa_column=Column(DateTime(timezone=True), nullable=False))
+    kind: str = Field(max_length=32)        # status | phase_started | phase_finished | progress
+    phase: str | None = Field(default=None, max_length=32)
+    message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class PhasePublic(SQLModel):
+    """One phase of a job's run."""
+
+    name: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class EventPublic(SQLModel):
+    """One timeline entry."""
+
+    at: datetime
+    kind: str
+    phase: str | None = None
+    message: str | None = None
+
+
+class DatasetPublic(SQLModel):
+    """Row counts of the prepared data."""
+
+    train_rows: int | None = None
+    holdout_rows: int | None = None
+    stats: dict[str, Any] = {}
+
+
+class JobPublic(SQLModel):
+    """A job as the API returns it."""
+
+    id: str
+    status: JobStatus
+    phase: str | None
+    owner: str
+    project: str
+    trainer: str
+    model_name: str
+    model_description: str
+    workflow_name: str
+    origin: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    error_phase: str | None
+    dataset: DatasetPublic
+    metrics: dict[str, Any]
+    artifacts: dict[str, Any]
+    phases: list[PhasePublic]
+    ray_submission_id: str | None
+    spec: dict[str, Any]
+
+
+class JobList(SQLModel):
+    """A page of jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    jobs: list[JobPublic]
+    next_cursor: str | None = None

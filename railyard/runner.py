@@ -1,0 +1,251 @@
+"""In-cluster entrypoint of a training job.
+
+    python -m railyard.runner <job-id>                 # submitted by the API
+    python -m railyard.runner --spec spec.json         # `ray job submit ... -- python -m ...`
+
+Runs the phases fetch → split → train → evaluate → publish, recording each on the job's
+timeline. A failure becomes ``status=FAILED`` with the error and the phase it happened in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from railyard import store
+from railyard.config import Settings, get_settings
+from railyard.db import get_engine, migrate
+from railyard.errors import RailyardError
+from railyard.models import JobStatus, utcnow
+from railyard.spec import TrainingSpec, parse_spec
+from railyard.storage import ArtifactStore
+
+log = logging.getLogger("railyard.runner")
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while it ran; stop quietly."""
+
+
+class PhaseFailed(Exception):
+    """A phase raised; carries the phase name."""
+
+    def __init__(self, phase: str, error: BaseException) -> None:
+        super().__init__(f"{phase}: {error}")
+        self.phase, self.error = phase, error
+
+
+def ray_submission_id() -> str | None:
+    """The Ray Jobs submission id of this driver, when it runs as a Ray job."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("metadata", {}).get("job_submission_id")
+    except json.JSONDecodeError:
+        return None
+
+
+class JobRun:
+    """One attempt at running a job."""
+
+    def __init__(self, engine: Engine, settings: Settings, job_id: str) -> None:
+        self.engine, self.settings, self.job_id = engine, settings, job_id
+        self.artifacts = ArtifactStore(settings.resolved_artifact_root)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"railyard-{job_id}-"))
+        self.log_path = self.workdir / "job.log"
+
+    # ------------------------------------------------------------------ bookkeeping
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Record a phase's start and end; turn its exceptions into PhaseFailed."""
+        current = store.get_job(self.engine, job_id=self.job_id)
+        if current.status == JobStatus.CANCELLED.value:
+            raise JobCancelled()
+        store.update_job(self.engine, job_id=self.job_id, phase=name)
+        store.add_event(self.engine, job_id=self.job_id, kind="phase_started", phase=name)
+        log.info("phase %s started", name)
+        started = time.perf_counter()
+        try:
+            yield
+        except (JobCancelled, PhaseFailed):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
+            log.error("phase %s failed: %s\n%s", name, exc, traceback.format_exc())
+            raise PhaseFailed(name, exc) from exc
+        store.add_event(self.engine, job_id=self.job_id, kind="phase_finished", phase=name,
+                        message=f"{time.perf_counter() - started:.3f}s")
+        log.info("phase %s finished in %.3fs", name, time.perf_counter() - started)
+
+    def progress(self, message: str) -> None:
+        """A throttled progress line from the workflow."""
+        log.info("progress: %s", message)
+        store.add_event(self.engine, job_id=self.job_id, kind="progress", phase="train",
+                        message=message)
+
+    def upload_log(self) -> str | None:
+        """Copy the job's log to the artifact store (best effort)."""
+        try:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            return self.artifacts.put_file(self.log_path, self.job_id, "logs", "job.log")
+        except Exception:  # noqa: BLE001 - losing the log copy must not fail the job
+            log.exception("could not upload the job log")
+            return None
+
+    # ------------------------------------------------------------------ the run
+    def execute(self) -> int:
+        """Run every phase; return the process exit code."""
+        _attach_log_file(self.log_path)
+        job = store.get_job(self.engine, job_id=self.job_id)
+        started = store.transition(
+            self.engine, job_id=self.job_id, status=JobStatus.RUNNING,
+            allowed_from=frozenset({JobStatus.QUEUED, JobStatus.PENDING}),
+            started_at=utcnow(), ray_submission_id=ray_submission_id() or job.ray_submission_id)
+        if not started and job.status != JobStatus.RUNNING.value:
+            log.info("job %s is %s; nothing to run", self.job_id, job.status)
+            return 0
+        try:
+            results = self._phases(TrainingSpec.model_validate(job.spec))
+        except JobCancelled:
+            log.info("job %s was cancelled", self.job_id)
+            self.upload_log()
+            return 0
+        except PhaseFailed as failure:
+            message = f"{type(failure.error).__name__}: {failure.error}"
+            logs_uri = self.upload_log()
+            store.transition(self.engine, job_id=self.job_id, status=JobStatus.FAILED,
+                             message=f"failed in {failure.phase}: {message}",
+                             error=message[:8000], error_phase=failure.phase,
+                             artifacts={"logs": logs_uri} if logs_uri else {})
+            return 1
+        logs_uri = self.upload_log()
+        results["artifacts"]["logs"] = logs_uri
+        store.transition(self.engine, job_id=self.job_id, status=JobStatus.SUCCEEDED,
+                         phase=None, **results)
+        return 0
+
+    def _phases(self, spec: TrainingSpec) -> dict[str, Any]:
+        from railyard import data as data_plane
+        from railyard.workflows import TrainContext, TrainingData, get_workflow
+
+        workflow = get_workflow(spec.train.workflow_name)(spec.train)
+        with self.phase("fetch"):
+            plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
+            _ensure_ray()
+            table = workflow.prepare(data_plane.read_table(plan))
+            log.info("fetched %d rows, columns %s", table.num_rows, table.column_names)
+        with self.phase("split"):
+            train, holdout = data_plane.split_holdout(table, spec.data)
+            stats = data_plane.describe(table, train, holdout, spec.train.label)
+            store.update_job(self.engine, job_id=self.job_id, train_rows=train.num_rows,
+                             holdout_rows=holdout.num_rows, dataset_stats=stats.to_dict())
+            log.info("train rows %d, holdout rows %d", train.num_rows, holdout.num_rows)
+            if train.num_rows == 0:
+                raise ValueError("no training rows left after filters and holdout split; "
+                                 "loosen data.filters or the holdout range")
+        training_data = TrainingData(train=train, holdout=holdout,
+                                     features=list(spec.train.classifier_features),
+                                     label=spec.train.label)
+        with self.phase("train"):
+            context = TrainContext(resources=spec.train.resources.model_dump(),
+                                   on_progress=self.progress)
+            model = workflow.fit(training_data, context)
+        with self.phase("evaluate"):
+            metrics = workflow.evaluate(model, training_data)
+            log.info("holdout metrics %s", metrics)
+        with self.phase("publish"):
+            model_dir = self.workdir / "model"
+            model_dir.mkdir()
+            main_file = workflow.save(model, model_dir)
+            manifest = {
+                "job_id": self.job_id, "workflow": workflow.name, "framework": workflow.framework,
+                "model_file": main_file, "features": list(spec.train.classifier_features),
+                "feature_types": {f: str(train.schema.field(f).type)
+                                  for f in spec.train.classifier_features},
+                "label": spec.train.label, "task": workflow.task(training_data),
+                "metrics": {"holdout": metrics}, "spec_hash": spec.spec_hash(),
+            }
+            (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            uris = {p.name: self.artifacts.put_file(p, self.job_id, "model", p.name)
+                    for p in sorted(model_dir.iterdir())}
+            metrics_uri = self.artifacts.put_bytes(
+                json.dumps({"holdout": metrics}, indent=2).encode(), self.job_id, "metrics.json")
+        return {
+            "metrics": {"holdout": metrics},
+            "artifacts": {"model": uris[main_file], "manifest": uris["manifest.json"],
+                          "model_dir": self.artifacts.uri(self.job_id, "model"),
+                          "metrics": metrics_uri},
+        }
+
+
+def _ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
+                 logging_level=logging.WARNING)
+
+
+def _attach_log_file(path: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(fmt)
+    root.addHandler(file_handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+
+
+def register_spec_job(engine: Engine, spec_path: str) -> str:
+    """For ``ray job submit -- python -m railyard.runner --spec F``: validate and store the job."""
+    from railyard.validation import validate_spec
+
+    spec = parse_spec(json.loads(Path(spec_path).read_text()))
+    validate_spec(spec)
+    job = store.create_job(engine, spec=spec, origin="ray-job-submit",
+                           status=JobStatus.PENDING, ray_submission_id=ray_submission_id())
+    return job.id
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entrypoint."""
+    parser = argparse.ArgumentParser(prog="python -m railyard.runner")
+    parser.add_argument("job_id", nargs="?", help="id of a job stored by the API")
+    parser.add_argument("--spec", help="a training spec JSON file (registers a new job)")
+    args = parser.parse_args(argv)
+    if bool(args.job_id) == bool(args.spec):
+        parser.error("give either a job id or --spec FILE")
+    settings = get_settings()
+    engine = get_engine(settings.resolved_database_url)
+    if args.spec:
+        migrate(settings.resolved_database_url)
+        try:
+            job_id = register_spec_job(engine, args.spec)
+        except RailyardError as exc:
+            print(f"railyard: rejected spec: {exc.message}", file=sys.stderr)
+            return 2
+        print(f"railyard job id: {job_id}", flush=True)
+    else:
+        job_id = args.job_id
+    return JobRun(engine, settings, job_id).execute()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The training spec: the single source of truth for *what to train*.
+
+The blog's sample request, written as JSON, is valid as it stands. Every model forbids unknown
+fields, so a typo is a 422 naming the field path instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr, ValidationError, field_validator, model_validator)
+
+from railyard.errors import SpecError
+
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+Text = Annotated[str, Field(max_length=4096)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+
+MAX_FILTERS = 64
+MAX_COLUMNS = 512
+MAX_LIST_VALUES = 10_000
+
+
+class StrictModel(BaseModel):
+    """Base for spec sections: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Predicate(str, Enum):
+    """Comparison a filter applies between a column and its value."""
+
+    Eq = "Eq"
+    NotEq = "NotEq"
+    Gt = "Gt"
+    GtEq = "GtEq"
+    Lt = "Lt"
+    LtEq = "LtEq"
+    IsIn = "IsIn"
+    NotIn = "NotIn"
+    IsNull = "IsNull"
+    IsNotNull = "IsNotNull"
+    Between = "Between"
+    StartsWith = "StartsWith"
+
+    @property
+    def arity(self) -> Literal["none", "scalar", "list"]:
+        """How many values the predicate takes."""
+        if self in (Predicate.IsNull, Predicate.IsNotNull):
+            return "none"
+        if self in (Predicate.IsIn, Predicate.NotIn, Predicate.Between):
+            return "list"
+        return "scalar"
+
+
+SCALAR_VALUE_FIELDS = ("string_val", "float_val", "int_val", "bool_val")
+LIST_VALUE_FIELDS = ("string_vals", "float_vals", "int_vals")
+
+
+class FeatureValue(StrictModel):
+    """A filter's operand: exactly one of the typed fields is set."""
+
+    string_val: StrictStr | None = Field(default=None, max_length=4096)
+    float_val: StrictFloat | None = None
+    int_val: StrictInt | None = None
+    bool_val: StrictBool | None = None
+    string_vals: list[Annotated[StrictStr, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=MAX_LIST_VALUES)
+    float_vals: list[StrictFloat] | None = Field(default=None, max_length=MAX_LIST_VALUES)
+    int_vals: list[StrictInt] | None = Field(default=None, max_length=MAX_LIST_VALUES)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FeatureValue:
+        set_fields = [name for name in SCALAR_VALUE_FIELDS + LIST_VALUE_FIELDS
+                      if getattr(self, name) is not None]
+        if len(set_fields) != 1:
+            raise ValueError(
+                "set exactly one of string_val, float_val, int_val, bool_val, string_vals, "
+                f"float_vals, int_vals (got {', '.join(set_fields) or 'none'})")
+        return self
+
+    @property
+    def field_name(self) -> str:
+        """Which typed field carries the value."""
+        return next(name for name in SCALAR_VALUE_FIELDS + LIST_VALUE_FIELDS
+                    if getattr(self, name) is not None)
+
+    @property
+    def is_list(self) -> bool:
+        """True for string_vals, float_vals and int_vals."""
+        return self.field_name in LIST_VALUE_FIELDS
+
+    @property
+    def value(self) -> Any:
+        """The Python value, scalar or list."""
+        return getattr(self, self.field_name)
+
+
+class Filter(StrictModel):
+    """One row filter: ``feature_name <predicate> feature_value``."""
+
+    feature_name: ColumnName
+    predicate: Predicate
+    feature_value: FeatureValue | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_predicate(self) -> Filter:
+        arity = self.predicate.arity
+        value = self.feature_value
+        p = self.predicate.value
+        if arity == "none":
+            if value is not None:
+                raise ValueError(f"predicate {p} takes no feature_value; remove it")
+            return self
+        if value is None:
+            raise ValueError(f"predicate {p} needs a feature_value")
+        if arity == "scalar" and value.is_list:
+            raise ValueError(
+                f"predicate {p} compares with one value: use string_val, float_val, int_val or "
+                f"bool_val, not {value.field_name}")
+        if arity == "list" and not value.is_list:
+            raise ValueError(
+                f"predicate {p} takes a list: use string_vals, float_vals or int_vals, "
+                f"not {value.field_name}")
+        if self.predicate is Predicate.Between and len(value.value) != 2:
+            raise ValueError("predicate Between takes exactly two values [low, high]")
+        if self.predicate is Predicate.StartsWith and value.field_name != "string_val":
+            raise ValueError("predicate StartsWith takes a string_val")
+        return self
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse ``YYYY-MM-DD`` or an ISO-8601 timestamp; raise ValueError naming the format."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time())
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date: use YYYY-MM-DD or an ISO-8601 timestamp") from None
+
+
+class FeatureSource(StrictModel):
+    """Where a group of columns comes from."""
+
+    names: list[ColumnName] = Field(min_length=1, max_length=MAX_COLUMNS)
+    source: Literal["s3", "local"]
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> FeatureSource:
+        if self.source == "s3" and not self.path.startswith("s3://"):
+            raise ValueError("source 's3' needs a path starting with s3://")
+        if self.source == "local" and "://" in self.path:
+            raise ValueError("source 'local' needs a filesystem path; use source 's3' for s3://")
+        return self
+
+
+class DateRangeSampling(StrictModel):
+    """Holdout = rows whose date column lies in [start_date, end_date] (both inclusive)."""
+
+    date_column: ColumnName | None = None
+    start_date: Annotated[str, Field(max_length=64)]
+    end_date: Annotated[str, Field(max_length=64)]
+
+    @field_validator("start_date", "end_date")
+    @classmethod
+    def _is_date(cls, value: str) -> str:
+        parse_datetime(value)
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRangeSampling:
+        if parse_datetime(self.start_date) > parse_datetime(self.end_date):
+            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+        return self
+
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class RandomSampling(StrictModel):
+    """Holdout = a seeded random fraction of rows."""
+
+    fraction: Fraction
+    seed: StrictInt = 0
+
+
+class LatestSampling(StrictModel):
+    """Holdout = the newest fraction of rows by the date column."""
+
+    fraction: Fraction
+    date_column: ColumnName | None = None
+
+
+class HashSampling(StrictModel):
+    """Holdout = rows whose key hashes into the fraction (a key never straddles both sets)."""
+
+    column: ColumnName
+    fraction: Fraction
+
+
+class SamplingFunction(str, Enum):
+    """How the holdout set is chosen."""
+
+    DATE_RANGE = "DATE_RANGE"
+    RANDOM = "RANDOM"
+    LATEST = "LATEST"
+    HASH = "HASH"
+    NONE = "NONE"
+
+
+_SAMPLING_BLOCK = {
+    SamplingFunction.DATE_RANGE: "date_range_sampling",
+    SamplingFunction.RANDOM: "random_sampling",
+    SamplingFunction.LATEST: "latest_sampling",
+    SamplingFunction.HASH: "hash_sampling",
+}
+
+
+class HoldoutSampling(StrictModel):
+    """Which rows are held out for evaluation."""
+
+    sampling_function: SamplingFunction
+    date_range_sampling: DateRangeSampling | None = None
+    random_sampling: RandomSampling | None = None
+    latest_sampling: LatestSampling | None = None
+    hash_sampling: HashSampling | None = None
+
+    @model_validator(mode="after")
+    def _block_matches_function(self) -> HoldoutSampling:
+        wanted = _SAMPLING_BLOCK.get(self.sampling_function)
+        for block in _SAMPLING_BLOCK.values():
+            present = getattr(self, block) is not None
+            if block == wanted and not present:
+                raise ValueError(f"sampling_function {self.sampling_function.value} needs {block}")
+            if block != wanted and present:
+                raise ValueError(
+                    f"{block} does not apply to sampling_function {self.sampling_function.value}")
+        return self
+
+
+class DataSpec(StrictModel):
+    """What data to fetch, how to filter it and what to hold out."""
+
+    features: list[FeatureSource] = Field(min_length=1, max_length=1)
+    date_column: ColumnName | None = None
+    filters: list[Filter] = Field(default_factory=list, max_length=MAX_FILTERS)
+    holdout_sampling: HoldoutSampling = Field(
+        default_factory=lambda: HoldoutSampling(sampling_function=SamplingFunction.NONE))
+
+    @property
+    def fetched_columns(self) -> list[str]:
+        """Every column named in ``features``, in order, without duplicates."""
+        return list(dict.fromkeys(name for source in self.features for name in source.names))
+
+    @property
+    def holdout_date_column(self) -> str | None:
+        """The date column the holdout function uses, if it uses one."""
+        h = self.holdout_sampling
+        if h.date_range_sampling is not None:
+            return h.date_range_sampling.date_column or self.date_column
+        if h.latest_sampling is not None:
+            return h.latest_sampling.date_column or self.date_column
+        return None
+
+    @model_validator(mode="after")
+    def _date_column_known(self) -> DataSpec:
+        h = self.holdout_sampling
+        if h.sampling_function in (SamplingFunction.DATE_RANGE, SamplingFunction.LATEST) \
+                and self.holdout_date_column is None:
+            raise ValueError(
+                f"holdout {h.sampling_function.value} needs a date column: set data.date_column")
+        return self
+
+
+class ResourcesSpec(StrictModel):
+    """Where and how wide to train."""
+
+    pool: Name | None = None
+    num_workers: Annotated[int, Field(ge=1, le=256)] = 1
+    cpus_per_worker: Annotated[float, Field(gt=0, le=256)] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0, le=16)] = 0.0
+    memory_per_worker: Annotated[int, Field(ge=0)] | None = None
+
+
+class TrainSpec(StrictModel):
+    """Which workflow trains, on which features, towards which label, with which parameters."""
+
+    workflow_name: Name
+    classifier_features: list[ColumnName] = Field(min_length=1, max_length=MAX_COLUMNS)
+    label: ColumnName
+    custom_params: dict[Annotated[str, Field(max_length=256)], Any] = Field(
+        default_factory=dict, max_length=256)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+
+class TrainingSpec(StrictModel):
+    """A whole training request, as POSTed to ``/v1/jobs``."""
+
+    model_description: Text = ""
+    model_name: Annotated[str, Field(min_length=1, max_length=256,
+                                     pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    owner: Name
+    project: Annotated[str, Field(max_length=256)] = ""
+    trainer: Annotated[str, Field(max_length=256)] = ""
+    data: DataSpec
+    train: TrainSpec
+
+    def spec_hash(self) -> str:
+        """Stable hash of the spec's content (used for idempotency and model manifests)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(body)"
+
+
+def spec_error_from_validation(exc: ValidationError, prefix: str = "") -> SpecError:
+    """Turn pydantic's errors into one SpecError whose details name every field path."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        path = _loc(tuple(p for p in ((prefix,) if prefix else ()) + tuple(err["loc"])))
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append({"field": path, "message": message, "type": err["type"]})
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    if len(problems) > 5:
+        summary += f"; and {len(problems) - 5} more"
+    return SpecError(f"invalid training spec: {summary}", details=problems)
+
+
+def parse_spec(payload: Any) -> TrainingSpec:
+    """Validate a decoded JSON payload as a TrainingSpec, raising SpecError on any problem."""
+    if not isinstance(payload, dict):
+        raise SpecError("the training spec must be a JSON object",
+                        details=[{"field": "(body)", "message": "expected an object"}])
+    try:
+        return TrainingSpec.model_validate(payload)
+    except ValidationError as exc:
+        raise spec_error_from_validation(exc) from None

@@ -1,0 +1,186 @@
+"""Keyword-only CRUD over jobs and their timeline. Status changes are guarded: a terminal job
+never changes again, so a late runner write cannot turn a CANCELLED job into SUCCEEDED."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from railyard.db import session_scope
+from railyard.errors import NotFoundError, SpecError
+from railyard.models import (ACTIVE_STATUSES, PHASES, DatasetPublic, EventPublic, Job, JobEvent,
+                             JobPublic, JobStatus, PhasePublic, utcnow)
+from railyard.spec import TrainingSpec
+
+
+def new_job_id() -> str:
+    """A fresh job id: ``job-`` and 20 hex digits."""
+    return "job-" + uuid.uuid4().hex[:20]
+
+
+def submission_id_for(job_id: str) -> str:
+    """The Ray submission id of a job (deterministic, so Ray refuses a second submit)."""
+    return f"railyard-{job_id}"
+
+
+def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
+               origin: str = "api", status: JobStatus = JobStatus.QUEUED,
+               ray_submission_id: str | None = None) -> Job:
+    """Insert a job and its first timeline event in one transaction."""
+    job = Job(
+        id=job_id or new_job_id(), status=status.value, owner=spec.owner, project=spec.project,
+        trainer=spec.trainer, model_name=spec.model_name,
+        model_description=spec.model_description, workflow_name=spec.train.workflow_name,
+        spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), origin=origin,
+        ray_submission_id=ray_submission_id,
+    )
+    with session_scope(engine) as session:
+        session.add(job)
+        session.flush()
+        session.add(JobEvent(job_id=job.id, kind="status", message=status.value))
+    return job
+
+
+def get_job(engine: Engine, *, job_id: str) -> Job:
+    """The job, or NotFoundError."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id!r}")
+        return job
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{_as_utc(job.created_at).isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except Exception:
+        raise SpecError("cursor is not valid: pass back the next_cursor of a previous page",
+                        details=[{"field": "cursor", "message": "invalid cursor"}]) from None
+
+
+def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None = None,
+              status: JobStatus | None = None, limit: int = 50,
+              cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of jobs, newest first, and the cursor of the next page (None on the last)."""
+    query = select(Job)
+    if owner:
+        query = query.where(Job.owner == owner)
+    if project:
+        query = query.where(Job.project == project)
+    if status:
+        query = query.where(Job.status == status.value)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created,
+                                and_(Job.created_at == created, Job.id < job_id)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with session_scope(engine) as session:
+        jobs = list(session.exec(query).all())
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def list_active_jobs(engine: Engine) -> list[Job]:
+    """Every job that is not yet terminal."""
+    with session_scope(engine) as session:
+        query = select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+        return list(session.exec(query).all())
+
+
+def transition(engine: Engine, *, job_id: str, status: JobStatus,
+               allowed_from: frozenset[JobStatus] = ACTIVE_STATUSES,
+               message: str | None = None, **fields: Any) -> bool:
+    """Move a job to ``status`` if it is currently in ``allowed_from``; record the event.
+
+    Returns False (changing nothing) when the job has already moved elsewhere.
+    """
+    values: dict[str, Any] = {"status": status.value, **fields}
+    if status.is_terminal() and "finished_at" not in values:
+        values["finished_at"] = utcnow()
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([s.value for s in allowed_from]))
+            .values(**values))
+        if result.rowcount == 0:
+            return False
+        session.add(JobEvent(job_id=job_id, kind="status", message=message or status.value))
+    return True
+
+
+def update_job(engine: Engine, *, job_id: str, **fields: Any) -> None:
+    """Set fields on a job regardless of its status (results, phase, artifacts)."""
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**fields))
+
+
+def add_event(engine: Engine, *, job_id: str, kind: str, phase: str | None = None,
+              message: str | None = None) -> None:
+    """Append an entry to a job's timeline."""
+    with session_scope(engine) as session:
+        session.add(JobEvent(job_id=job_id, kind=kind, phase=phase, message=message))
+
+
+def list_events(engine: Engine, *, job_id: str) -> list[JobEvent]:
+    """A job's timeline, oldest first."""
+    with session_scope(engine) as session:
+        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        return list(session.exec(query).all())
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def phases_from_events(events: list[JobEvent]) -> list[PhasePublic]:
+    """Fold phase start/finish events into one entry per phase, in run order."""
+    phases: dict[str, PhasePublic] = {}
+    for ev in events:
+        if ev.phase is None or ev.kind not in ("phase_started", "phase_finished"):
+            continue
+        entry = phases.setdefault(ev.phase, PhasePublic(name=ev.phase))
+        if ev.kind == "phase_started":
+            entry.started_at = _as_utc(ev.at)
+        else:
+            entry.finished_at = _as_utc(ev.at)
+    for entry in phases.values():
+        if entry.started_at and entry.finished_at:
+            entry.duration_s = round((entry.finished_at - entry.started_at).total_seconds(), 3)
+    order = {name: i for i, name in enumerate(PHASES)}
+    return sorted(phases.values(), key=lambda p: order.get(p.name, len(order)))
+
+
+def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
+    """The API view of a job."""
+    return JobPublic(
+        id=job.id, status=JobStatus(job.status), phase=job.phase, owner=job.owner,
+        project=job.project, trainer=job.trainer, model_name=job.model_name,
+        model_description=job.model_description, workflow_name=job.workflow_name,
+        origin=job.origin, created_at=_as_utc(job.created_at),
+        started_at=_as_utc(job.started_at), finished_at=_as_utc(job.finished_at),
+        error=job.error, error_phase=job.error_phase,
+        dataset=DatasetPublic(train_rows=job.train_rows, holdout_rows=job.holdout_rows,
+                              stats=job.dataset_stats or {}),
+        metrics=job.metrics or {}, artifacts=job.artifacts or {},
+        phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
+        spec=job.spec,
+    )
+
+
+def to_event_public(ev: JobEvent) -> EventPublic:
+    """The API view of a timeline entry."""
+    return EventPublic(at=_as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)

@@ -1,0 +1,239 @@
+"""The Workflow interface and the registry of named workflows.
+
+A workflow is a Python class registered under a name (``train.workflow_name`` in a spec). It
+declares its hyperparameters as a pydantic model, may derive columns from fetched ones
+(``derived_columns`` + ``prepare``), and knows how to fit, predict, save and load its model::
+
+    from railyard.workflows import Workflow, register_workflow
+
+    @register_workflow
+    class MyModel(Workflow):
+        name = "MyModel"
+        class Params(WorkflowParams):
+            alpha: float = 1.0
+        def fit(self, data, context): ...
+        def predict(self, model, table): ...
+        def save(self, model, directory): ...
+        def load(self, directory): ...
+
+Workflows are found in railyard.builtin, in the top-level ``workflows`` package and in installed
+packages' ``railyard.workflows`` entry points; never imported from a path named in a spec.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import pkgutil
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from railyard.errors import SpecError, UnknownWorkflowError
+from railyard.spec import TrainSpec
+
+log = logging.getLogger(__name__)
+
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class WorkflowParams(BaseModel):
+    """Base for a workflow's hyperparameters: unknown names are rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+@dataclass
+class TrainingData:
+    """The prepared data a workflow trains on."""
+
+    train: pa.Table
+    holdout: pa.Table
+    features: list[str]
+    label: str
+
+    def label_array(self, which: Literal["train", "holdout"]) -> np.ndarray:
+        """The label column as float64 (nulls become NaN)."""
+        table = self.train if which == "train" else self.holdout
+        return table[self.label].to_numpy(zero_copy_only=False).astype("float64")
+
+
+@dataclass
+class TrainContext:
+    """What the runner hands a workflow besides data: resources and a throttled progress hook."""
+
+    resources: dict[str, Any] = field(default_factory=dict)
+    on_progress: Callable[[str], None] | None = None
+    min_interval_s: float = 2.0
+    _last: float = 0.0
+
+    def report(self, message: str, *, force: bool = False) -> None:
+        """Record a progress line on the job's timeline, at most every ``min_interval_s``."""
+        now = time.monotonic()
+        if self.on_progress is None or (not force and now - self._last < self.min_interval_s):
+            return
+        self._last = now
+        self.on_progress(message)
+
+
+class Workflow(ABC):
+    """Base class of every training workflow."""
+
+    name: ClassVar[str]
+    framework: ClassVar[str] = "python"
+    Params: ClassVar[type[WorkflowParams]] = WorkflowParams
+    # Columns the workflow creates in prepare(), mapped to the source columns it needs.
+    derived_columns: ClassVar[dict[str, list[str]]] = {}
+
+    def __init__(self, train: TrainSpec) -> None:
+        self.train_spec = train
+        self.params = self.parse_params(train.custom_params)
+
+    @classmethod
+    def parse_params(cls, custom_params: dict[str, Any]) -> WorkflowParams:
+        """Validate ``train.custom_params``; unknown names get a did-you-mean."""
+        try:
+            return cls.Params.model_validate(custom_params)
+        except ValidationError as exc:
+            valid = sorted(cls.param_names())
+            problems = []
+            for err in exc.errors(include_url=False):
+                name = str(err["loc"][0]) if err["loc"] else ""
+                if err["type"] == "extra_forbidden":
+                    close = difflib.get_close_matches(name, valid, n=1)
+                    msg = (f"unknown parameter {name!r} for workflow {cls.name}"
+                           + (f"; did you mean {close[0]!r}?" if close else "")
+                           + f" Valid names: {', '.join(valid)}")
+                else:
+                    msg = err["msg"]
+                problems.append({"field": f"train.custom_params.{name}", "message": msg})
+            raise SpecError("; ".join(f"{p['field']}: {p['message']}" for p in problems),
+                            details=problems) from None
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        """Every accepted parameter name, aliases included."""
+        names = set()
+        for fname, finfo in cls.Params.model_fields.items():
+            names.add(fname)
+            alias = finfo.validation_alias
+            if alias is not None:
+                choices = getattr(alias, "choices", [alias])
+                names.update(str(c) for c in choices)
+        return names
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        """Derive columns (labels, features) from fetched ones. Default: unchanged."""
+        return table
+
+    def task(self, data: TrainingData) -> Task:
+        """What kind of target this is; the default infers it from the label values."""
+        return infer_task(data.train[data.label])
+
+    @abstractmethod
+    def fit(self, data: TrainingData, context: TrainContext) -> Any:
+        """Train and return the model."""
+
+    @abstractmethod
+    def predict(self, model: Any, table: pa.Table) -> np.ndarray:
+        """Scores for every row of ``table`` (probabilities for classifiers)."""
+
+    def evaluate(self, model: Any, data: TrainingData) -> dict[str, float]:
+        """Holdout metrics; the default picks them from the task."""
+        from railyard.metrics import holdout_metrics
+
+        if data.holdout.num_rows == 0:
+            return {}
+        return holdout_metrics(self.task(data), data.label_array("holdout"),
+                               self.predict(model, data.holdout))
+
+    @abstractmethod
+    def save(self, model: Any, directory: Path) -> str:
+        """Write the model into ``directory``; return the main file's name."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> Any:
+        """Read back what ``save`` wrote."""
+
+
+def infer_task(label: pa.ChunkedArray) -> Task:
+    """binary for labels in {0, 1} or bool, multiclass for few integer classes, else regression."""
+    if pa.types.is_boolean(label.type):
+        return "binary"
+    unique = label.drop_null().unique()
+    if len(unique) <= 2 and set(unique.to_pylist()) <= {0, 1, 0.0, 1.0}:
+        return "binary"
+    if pa.types.is_integer(label.type) and len(unique) <= 50:
+        return "multiclass"
+    return "regression"
+
+
+_REGISTRY: dict[str, type[Workflow]] = {}
+_loaded = False
+_load_lock = threading.Lock()
+
+
+def register_workflow(cls: type[Workflow]) -> type[Workflow]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(f"workflow name {cls.name!r} is taken by {existing.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _import_package_modules(package_name: str) -> None:
+    try:
+        package = importlib.import_module(package_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == package_name:
+            return
+        raise
+    for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+        importlib.import_module(f"{package_name}.{info.name}")
+
+
+def load_workflows() -> None:
+    """Import built-ins, the ``workflows`` package and ``railyard.workflows`` entry points."""
+    global _loaded
+    with _load_lock:
+        if _loaded:
+            return
+        _import_package_modules("railyard.builtin")
+        _import_package_modules("workflows")
+        for ep in entry_points(group="railyard.workflows"):
+            try:
+                ep.load()
+            except Exception:  # a broken plugin must not take the API down
+                log.exception("could not load workflow entry point %s", ep.name)
+        _loaded = True
+
+
+def get_workflow(name: str) -> type[Workflow]:
+    """The workflow class registered as ``name``."""
+    load_workflows()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownWorkflowError(
+            f"train.workflow_name: no workflow named {name!r}{hint} Registered: "
+            f"{', '.join(sorted(_REGISTRY))}",
+            details=[{"field": "train.workflow_name", "message": "unknown workflow"}]) from None
+
+
+def available_workflows() -> dict[str, type[Workflow]]:
+    """All registered workflows by name."""
+    load_workflows()
+    return dict(sorted(_REGISTRY.items()))

@@ -1,0 +1,192 @@
+"""The REST API as a FastAPI app. Importable without a running Ray; the Ray Serve deployment in
+serve_app/deployment.py wraps it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from railyard import store
+from railyard.backend import RayJobsBackend
+from railyard.config import Settings, get_settings
+from railyard.db import get_engine, migrate
+from railyard.errors import (BackendUnavailableError, PayloadTooLargeError, RailyardError,
+                             SpecError)
+from railyard.models import EventPublic, JobList, JobPublic, JobStatus
+from railyard.service import JobService
+from railyard.spec import TrainingSpec
+from railyard.workflows import available_workflows
+
+log = logging.getLogger(__name__)
+
+ServiceFactory = Callable[[], JobService]
+
+
+def default_service_factory(settings: Settings | None = None) -> ServiceFactory:
+    """Build the JobService from settings on first use (migrating the database once)."""
+    lock = threading.Lock()
+    holder: dict[str, JobService] = {}
+
+    def factory() -> JobService:
+        with lock:
+            if "service" not in holder:
+                cfg = settings or get_settings()
+                migrate(cfg.resolved_database_url)
+                holder["service"] = JobService(
+                    engine=get_engine(cfg.resolved_database_url),
+                    backend=RayJobsBackend(cfg.ray_address), settings=cfg)
+            return holder["service"]
+
+    return factory
+
+
+def get_service(request: Request) -> JobService:
+    """FastAPI dependency: the app's JobService."""
+    try:
+        return request.app.state.service_factory()
+    except (OperationalError, OSError) as exc:
+        raise BackendUnavailableError(f"the job database is unreachable: {exc}") from None
+
+
+Service = Annotated[JobService, Depends(get_service)]
+
+
+def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
+    """The Railyard API. Pass a factory to swap the database or backend (tests do)."""
+    app = FastAPI(title="Railyard", version="0.1.0",
+                  description="Send a training spec; get a tracked job, a model, metrics, logs.")
+    app.state.service_factory = service_factory or default_service_factory()
+
+    @app.exception_handler(RailyardError)
+    async def _railyard_error(_: Request, exc: RailyardError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                    for e in exc.errors()]
+        err = SpecError("invalid request: " + "; ".join(
+            f"{p['field']}: {p['message']}" for p in problems), details=problems)
+        return JSONResponse(err.to_dict(), status_code=422)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.warning("database error: %s", exc)
+        err = BackendUnavailableError("the job database is unavailable; retry shortly")
+        return JSONResponse(err.to_dict(), status_code=503)
+
+    @app.get("/healthz")
+    def healthz(svc: Service) -> dict[str, str]:
+        """Liveness and database reachability."""
+        with svc.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    @app.post("/v1/jobs", status_code=201, response_model=JobPublic,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"$ref": "#/components/schemas/TrainingSpec"}}}}})
+    async def create_job(request: Request, svc: Service) -> JobPublic:
+        """Validate a training spec, store the job and submit it to Ray."""
+        payload = _parse_json(await _read_body(request, svc.settings.max_body_bytes))
+        job = await _in_thread(svc.create, payload)
+        return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
+
+    @app.get("/v1/jobs", response_model=JobList)
+    def list_jobs(svc: Service, owner: str | None = None, project: str | None = None,
+                  status: JobStatus | None = None,
+                  limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                  cursor: str | None = None) -> JobList:
+        """Jobs, newest first; follow ``next_cursor`` for more."""
+        jobs, next_cursor = store.list_jobs(svc.engine, owner=owner, project=project,
+                                            status=status, limit=limit, cursor=cursor)
+        jobs = [svc.reconcile(j) for j in jobs]
+        return JobList(jobs=[store.to_public(j, store.list_events(svc.engine, job_id=j.id))
+                             for j in jobs], next_cursor=next_cursor)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobPublic)
+    def get_job(job_id: str, svc: Service) -> JobPublic:
+        """A job: status, phases, data stats, metrics, artifacts, spec."""
+        job = svc.get(job_id)
+        return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
+
+    @app.get("/v1/jobs/{job_id}/events", response_model=list[EventPublic])
+    def job_events(job_id: str, svc: Service) -> list[EventPublic]:
+        """The job's timeline, oldest first."""
+        store.get_job(svc.engine, job_id=job_id)
+        return [store.to_event_public(e) for e in store.list_events(svc.engine, job_id=job_id)]
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobPublic)
+    def cancel_job(job_id: str, svc: Service) -> JobPublic:
+        """Cancel a QUEUED, PENDING or RUNNING job; 409 for a finished one."""
+        job = svc.cancel(job_id)
+        return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
+
+    @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
+    def job_logs(job_id: str, svc: Service) -> str:
+        """The job's log as text."""
+        return svc.logs(job_id)
+
+    @app.get("/v1/workflows")
+    def workflows() -> list[dict[str, Any]]:
+        """Registered workflows and the hyperparameters each accepts."""
+        return [{"name": name, "framework": cls.framework, "doc": (cls.__doc__ or "").strip(),
+                 "derived_columns": sorted(cls.derived_columns),
+                 "params": sorted(cls.param_names())}
+                for name, cls in available_workflows().items()]
+
+    _document_spec_schema(app)
+    return app
+
+
+def _document_spec_schema(app: FastAPI) -> None:
+    """POST /v1/jobs reads its body by hand (for size limits and our error format); put the
+    TrainingSpec schema into the OpenAPI components so clients and fuzzers still see it."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        spec_schema = TrainingSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(spec_schema.pop("$defs", {}))
+        components["TrainingSpec"] = spec_schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"request body is not valid JSON: {exc}; send the training spec as a "
+                        "JSON object", details=[{"field": "(body)", "message": str(exc)}]) \
+            from None
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)

@@ -1,0 +1,1 @@
+"""User-facing training workflows; every module here is registered on import."""

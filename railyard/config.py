@@ -8,6 +8,7 @@
 | RAILYARD_RAY_ADDRESS         | http://127.0.0.1:8265 (Ray Jobs API)     |
 | RAILYARD_API_URL             | http://127.0.0.1:8000 (CLI and SDK)      |
 | RAILYARD_MAX_BODY_BYTES      | 1048576                                  |
+| RAILYARD_IN_PROCESS_READ_MAX_BYTES | 268435456 (0: always Ray Data)     |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -34,6 +35,9 @@ class Settings(BaseSettings):
     ray_address: str = "http://127.0.0.1:8265"
     api_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 1_048_576
+    # Sources up to this size are read in the job's driver with pyarrow; larger ones (and all,
+    # when 0) through Ray Data's distributed read tasks.
+    in_process_read_max_bytes: int = 256 * 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:
@@ -52,6 +56,7 @@ class Settings(BaseSettings):
             "RAILYARD_DATABASE_URL": self.resolved_database_url,
             "RAILYARD_ARTIFACT_ROOT": self.resolved_artifact_root,
             "RAILYARD_RAY_ADDRESS": self.ray_address,
+            "RAILYARD_IN_PROCESS_READ_MAX_BYTES": str(self.in_process_read_max_bytes),
         }
         for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                      "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"):

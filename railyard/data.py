@@ -241,10 +241,30 @@ def read_ray(plan: ReadPlan):
     return ds
 
 
-def read_table(plan: ReadPlan) -> pa.Table:
+def source_bytes(source: FeatureSource) -> int:
+    """Total size of the source's Parquet files."""
+    dataset = open_dataset(source)
+    return sum(info.size or 0 for info in dataset.filesystem.get_file_info(dataset.files))
+
+
+def read_table(plan: ReadPlan, *, in_process_max_bytes: int = 0) -> tuple[pa.Table, str]:
+    """The filtered table, and which engine read it.
+
+    Sources up to ``in_process_max_bytes`` are read in this process by pyarrow.dataset (same
+    expression, same pushdown) because starting Ray Data's read tasks costs seconds that small
+    data never earns back; larger ones stream through Ray Data's parallel read tasks.
+    """
+    if in_process_max_bytes and source_bytes(plan.source) <= in_process_max_bytes:
+        return read_table_arrow(plan), "pyarrow"
+    return read_table_ray(plan), "ray.data"
+
+
+def read_table_ray(plan: ReadPlan) -> pa.Table:
     """Run the Ray Data read and gather its blocks into one Arrow table for single-node training."""
     import ray
 
+    if not ray.is_initialized():
+        ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
     ds = read_ray(plan)
     blocks = ray.get(ds.to_arrow_refs())
     blocks = [b for b in blocks if b.num_rows] or blocks[:1]
@@ -314,6 +334,7 @@ class DatasetStats:
     columns: list[str] = field(default_factory=list)
     null_counts: dict[str, int] = field(default_factory=dict)
     label_balance: dict[str, int] | None = None
+    read_engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -144,12 +144,15 @@ class JobRun:
         workflow = get_workflow(spec.train.workflow_name)(spec.train)
         with self.phase("fetch"):
             plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
-            _ensure_ray()
-            table = workflow.prepare(data_plane.read_table(plan))
-            log.info("fetched %d rows, columns %s", table.num_rows, table.column_names)
+            raw, engine = data_plane.read_table(
+                plan, in_process_max_bytes=self.settings.in_process_read_max_bytes)
+            table = workflow.prepare(raw)
+            log.info("fetched %d rows with %s, columns %s", table.num_rows, engine,
+                     table.column_names)
         with self.phase("split"):
             train, holdout = data_plane.split_holdout(table, spec.data)
             stats = data_plane.describe(table, train, holdout, spec.train.label)
+            stats.read_engine = engine
             store.update_job(self.engine, job_id=self.job_id, train_rows=train.num_rows,
                              holdout_rows=holdout.num_rows, dataset_stats=stats.to_dict())
             log.info("train rows %d, holdout rows %d", train.num_rows, holdout.num_rows)
@@ -189,14 +192,6 @@ class JobRun:
                           "model_dir": self.artifacts.uri(self.job_id, "model"),
                           "metrics": metrics_uri},
         }
-
-
-def _ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
-                 logging_level=logging.WARNING)
 
 
 def _attach_log_file(path: Path) -> None:

@@ -1,0 +1,113 @@
+"""Python SDK over the REST API (httpx). Errors come back as the same RailyardError classes
+the server raised::
+
+    from railyard.client import RailyardClient
+    client = RailyardClient()                     # RAILYARD_API_URL or http://127.0.0.1:8000
+    job = client.submit(spec_dict)
+    job = client.wait(job["id"])
+    print(job["metrics"]["holdout"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from railyard.config import get_settings
+from railyard.errors import ERROR_CLASSES, BackendUnavailableError, RailyardError
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+class RailyardClient:
+    """A client of one Railyard API."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = (base_url or get_settings().api_url).rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> RailyardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise BackendUnavailableError(
+                f"cannot reach the Railyard API at {self.base_url}: {exc}; is `railyard up` "
+                "running?") from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """POST a training spec; returns the new job."""
+        return self._request("POST", "/v1/jobs", json=spec).json()
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One job."""
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def list(self, **filters: Any) -> dict[str, Any]:
+        """A page of jobs: ``owner``, ``project``, ``status``, ``limit``, ``cursor``."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._request("GET", "/v1/jobs", params=params).json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job."""
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def logs(self, job_id: str) -> str:
+        """A job's log text."""
+        return self._request("GET", f"/v1/jobs/{job_id}/logs").text
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's timeline."""
+        return self._request("GET", f"/v1/jobs/{job_id}/events").json()
+
+    def workflows(self) -> list[dict[str, Any]]:
+        """Registered workflows."""
+        return self._request("GET", "/v1/workflows").json()
+
+    def healthy(self) -> bool:
+        """True when /healthz answers 200."""
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 0.5,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job is terminal; ``on_update`` sees every poll's job."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+
+def _error_from(response: httpx.Response) -> RailyardError:
+    try:
+        body = response.json()["error"]
+        cls = ERROR_CLASSES.get(body.get("type"), RailyardError)
+        error = cls(body.get("message", response.text), body.get("details"))
+    except (ValueError, KeyError, TypeError):
+        error = RailyardError(f"HTTP {response.status_code}: {response.text[:500]}")
+    error.status_code = response.status_code
+    return error

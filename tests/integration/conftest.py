@@ -1,0 +1,88 @@
+"""One real platform per test session: Postgres, an S3 server, a Ray cluster started with
+`ray start`, and the API deployed on it with Ray Serve."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pytest
+
+from railyard import local_cluster
+from railyard.client import RailyardClient
+from railyard.config import Settings
+from railyard.db import get_engine, migrate
+from railyard.demo_data import fraud_table
+from tests.servers import free_port
+
+DATA_BUCKET = "railyard-data"
+ARTIFACT_BUCKET = "railyard-artifacts"
+FRAUD_ROWS = 60_000
+
+
+@dataclass
+class Platform:
+    """Everything a test needs to talk to the running platform."""
+
+    settings: Settings
+    api_url: str
+    ray_address: str
+    fraud_uri: str
+    fraud: pa.Table
+
+    def client(self) -> RailyardClient:
+        return RailyardClient(self.api_url)
+
+    @property
+    def engine(self):
+        return get_engine(self.settings.resolved_database_url)
+
+
+def upload_table(table: pa.Table, bucket: str, prefix: str, files: int = 4) -> str:
+    """Write a table as Parquet files to S3 with boto3 (independently of Railyard's code)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    s3 = boto3.client("s3")
+    step = -(-table.num_rows // files)
+    for i in range(files):
+        buf = io.BytesIO()
+        pq.write_table(table.slice(i * step, step), buf)
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/part-{i}.parquet", Body=buf.getvalue())
+    return f"s3://{bucket}/{prefix}"
+
+
+@pytest.fixture(scope="session")
+def platform(postgres, s3, tmp_path_factory) -> Platform:
+    home = tmp_path_factory.mktemp("railyard-home")
+    dashboard_port = free_port()
+    settings = Settings(home=home, database_url=postgres.url(),
+                        artifact_root=f"s3://{ARTIFACT_BUCKET}",
+                        ray_address=f"http://127.0.0.1:{dashboard_port}")
+    s3_client = boto3.client("s3")
+    for bucket in (DATA_BUCKET, ARTIFACT_BUCKET):
+        s3_client.create_bucket(Bucket=bucket)
+    fraud = fraud_table(FRAUD_ROWS, seed=7)
+    fraud_uri = upload_table(fraud, DATA_BUCKET, "fraud")
+    migrate(settings.resolved_database_url)
+    address = local_cluster.start_head(
+        settings, num_cpus=2, gcs_port=free_port(), dashboard_port=dashboard_port,
+        extra_args=[f"--temp-dir={Path('/tmp') / f'ray-tests-{os.getpid()}'}"])
+    try:
+        api_url = local_cluster.deploy_api(settings, address=address, port=free_port())
+        yield Platform(settings=settings, api_url=api_url, ray_address=address,
+                       fraud_uri=fraud_uri, fraud=fraud)
+    finally:
+        subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
+                       capture_output=True, timeout=120)
+
+
+@pytest.fixture()
+def client(platform) -> RailyardClient:
+    with platform.client() as c:
+        yield c

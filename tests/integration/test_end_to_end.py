@@ -1,0 +1,113 @@
+"""The blog's sample request through the real platform: REST → Postgres → Ray job → data from
+the S3 server → XGBoost → model, metrics and logs in the artifact store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xgboost as xgb
+from sqlmodel import Session, func, select
+
+from railyard.demo_data import sample_spec
+from railyard.models import Job
+from railyard.tabular import encode
+
+
+def expected_counts(table: pa.Table) -> tuple[int, int]:
+    """The blog's filters and holdout, computed directly with pyarrow.compute."""
+    ts = table["created_at"]
+    mask = pc.and_(
+        pc.and_(pc.greater_equal(ts, pa.scalar(dt.datetime(2018, 1, 1), pa.timestamp("us"))),
+                pc.less_equal(ts, pa.scalar(dt.datetime(2019, 1, 1), pa.timestamp("us")))),
+        pc.and_(pc.greater(table["charge_amount"], 10.0),
+                pc.is_in(table["charge_country"], pa.array(["US", "CA"]))))
+    kept = table.filter(mask)
+    ts = kept["created_at"]
+    hold = pc.and_(pc.greater_equal(ts, pa.scalar(dt.datetime(2018, 10, 1), pa.timestamp("us"))),
+                   pc.less_equal(ts, pa.scalar(dt.datetime(2019, 1, 1), pa.timestamp("us"))))
+    holdout = pc.sum(hold.cast(pa.int64())).as_py()
+    return kept.num_rows - holdout, holdout
+
+
+def s3_bytes(uri: str) -> bytes:
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_blog_sample_request_trains_and_publishes(platform, client):
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    created = client.submit(spec)
+    assert created["id"].startswith("job-")
+    assert created["status"] in ("QUEUED", "PENDING", "RUNNING")
+
+    job = client.wait(created["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    train_rows, holdout_rows = expected_counts(platform.fraud)
+    assert job["dataset"] == {**job["dataset"], "train_rows": train_rows,
+                              "holdout_rows": holdout_rows}
+    assert [p["name"] for p in job["phases"]] == ["fetch", "split", "train", "evaluate",
+                                                  "publish"]
+    assert all(p["duration_s"] is not None for p in job["phases"])
+    holdout = job["metrics"]["holdout"]
+    assert 0.5 < holdout["auc"] <= 1.0 and holdout["logloss"] > 0 and holdout["rmse"] > 0
+    for key in ("owner", "project", "trainer", "model_name", "model_description"):
+        assert job[key] == spec[key]
+    assert job["workflow_name"] == "StripeFraudModel"
+    assert job["started_at"] and job["finished_at"] and job["error"] is None
+
+    # The model at its URI is xgboost's own format and predicts.
+    assert job["artifacts"]["model"].startswith("s3://railyard-artifacts/")
+    booster = xgb.Booster()
+    booster.load_model(bytearray(s3_bytes(job["artifacts"]["model"])))
+    import json
+
+    encoding = json.loads(s3_bytes(job["artifacts"]["model_dir"] + "/encoding.json"))
+    sample = platform.fraud.slice(0, 50)
+    predictions = booster.predict(xgb.DMatrix(encode(sample, encoding["encoding"]),
+                                              enable_categorical=True))
+    assert predictions.shape == (50,) and np.isfinite(predictions).all()
+
+    log_text = client.logs(job["id"])
+    assert "phase train finished" in log_text
+    assert s3_bytes(job["artifacts"]["logs"]).decode() == log_text
+
+    listed = client.list(owner=spec["owner"], limit=200)
+    assert job["id"] in [j["id"] for j in listed["jobs"]]
+
+
+def test_rejected_spec_leaves_no_row(platform, client):
+    with Session(platform.engine) as session:
+        before = session.exec(select(func.count()).select_from(Job)).one()
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["train"]["label"] = "chargeback"
+    try:
+        client.submit(spec)
+        raise AssertionError("expected a 422")
+    except Exception as exc:  # noqa: BLE001
+        assert getattr(exc, "status_code", None) == 422
+        assert "train.label" in str(exc)
+    missing = sample_spec("s3://railyard-data/nope", source="s3")
+    try:
+        client.submit(missing)
+        raise AssertionError("expected a 422")
+    except Exception as exc:  # noqa: BLE001
+        assert getattr(exc, "status_code", None) == 422
+        assert "data.features" in str(exc)
+    with Session(platform.engine) as session:
+        assert session.exec(select(func.count()).select_from(Job)).one() == before
+
+
+def test_training_failure_is_a_failed_job_with_phase(platform, client):
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["data"]["filters"].append({"feature_name": "charge_amount", "predicate": "Gt",
+                                    "feature_value": {"float_val": 1e12}})
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "FAILED"
+    assert job["error_phase"] == "split"
+    assert "no training rows" in job["error"]
+    assert "phase split failed" in client.logs(job["id"])

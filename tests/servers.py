@@ -1,0 +1,134 @@
+"""Real servers for the test suite: a throwaway Postgres (initdb/pg_ctl), an S3-compatible server
+(moto in server mode, spoken to over HTTP like AWS), and helpers to find free ports."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        raise RuntimeError(f"{name} not found: install PostgreSQL server binaries "
+                           "(apt-get install postgresql); scripts/test.sh does")
+    return found
+
+
+@dataclass
+class Postgres:
+    """A running throwaway Postgres."""
+
+    port: int
+    data_dir: Path
+    run_as: list[str]
+
+    def url(self, database: str = "railyard") -> str:
+        """SQLAlchemy URL (psycopg 3)."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def ctl(self, *args: str) -> None:
+        """Run pg_ctl against this server (start/stop for outage tests)."""
+        subprocess.run([*self.run_as, _pg_bin("pg_ctl"), "-D", str(self.data_dir), *args],
+                       check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it accepts connections."""
+        self.ctl("-o", f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
+                       "-c fsync=off -c full_page_writes=off -c max_connections=200",
+                 "-l", str(self.data_dir / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server (fast mode)."""
+        self.ctl("-m", "fast", "-w", "stop")
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """initdb + pg_ctl start on a free port; as the `postgres` user when we are root."""
+    base = Path(tempfile.mkdtemp(prefix="railyard-pg-"))
+    data_dir = base / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chmod(base, 0o755)
+        data_dir.mkdir()
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*run_as, _pg_bin("initdb"), "-D", str(data_dir), "-U", "postgres",
+                    "--auth=trust", "-E", "UTF8"], check=True, capture_output=True, timeout=180)
+    server = Postgres(port=free_port(), data_dir=data_dir, run_as=run_as)
+    server.start()
+    try:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE railyard")
+        yield server
+    finally:
+        try:
+            server.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class S3Server:
+    """A running S3-compatible server."""
+
+    endpoint: str
+    process: subprocess.Popen
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point clients at this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_REGION": "us-east-1"}
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """moto's standalone server on a free loopback port."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{endpoint}/moto-api/", timeout=2)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    try:
+        yield S3Server(endpoint=endpoint, process=process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -98,7 +98,8 @@ class RailyardClient:
             if job["status"] in TERMINAL:
                 return job
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s; "
+                                   f"timeline: {self.events(job_id)}")
             time.sleep(poll)
 
 

@@ -235,11 +235,10 @@ class HoldoutSampling(StrictModel):
     @model_validator(mode="after")
     def _block_matches_function(self) -> HoldoutSampling:
         wanted = _SAMPLING_BLOCK.get(self.sampling_function)
+        if wanted and getattr(self, wanted) is None:
+            raise ValueError(f"sampling_function {self.sampling_function.value} needs {wanted}")
         for block in _SAMPLING_BLOCK.values():
-            present = getattr(self, block) is not None
-            if block == wanted and not present:
-                raise ValueError(f"sampling_function {self.sampling_function.value} needs {block}")
-            if block != wanted and present:
+            if block != wanted and getattr(self, block) is not None:
                 raise ValueError(
                     f"{block} does not apply to sampling_function {self.sampling_function.value}")
         return self

@@ -1,0 +1,191 @@
+"""API routes against a SQLite store, with the execution backend swapped for an in-memory one
+(the real Ray backend is exercised in tests/integration)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, func, select
+
+from railyard import store
+from railyard.backend import BackendStatus
+from railyard.config import Settings
+from railyard.db import get_engine, migrate
+from railyard.demo_data import sample_spec, write_fraud_dataset
+from railyard.errors import BackendUnavailableError
+from railyard.models import Job, JobStatus
+from railyard.service import JobService
+from serve_app.app import create_app
+
+
+class InMemoryBackend:
+    """Records submissions; tests set what Ray would report."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.stopped: list[str] = []
+        self.statuses: dict[str, BackendStatus] = {}
+        self.available = True
+
+    def submit(self, job_id, *, env_vars, placement=None):
+        if not self.available:
+            raise BackendUnavailableError("cluster down")
+        sid = store.submission_id_for(job_id)
+        if sid not in self.submitted:
+            self.submitted.append(sid)
+        return sid
+
+    def status(self, submission_id):
+        return self.statuses.get(submission_id, BackendStatus("PENDING"))
+
+    def stop(self, submission_id):
+        self.stopped.append(submission_id)
+
+    def logs(self, submission_id):
+        return f"live log of {submission_id}"
+
+
+@pytest.fixture()
+def env(tmp_path):
+    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path}/t.db",
+                        max_body_bytes=64 * 1024)
+    migrate(settings.resolved_database_url)
+    backend = InMemoryBackend()
+    service = JobService(engine=get_engine(settings.resolved_database_url), backend=backend,
+                         settings=settings)
+    data = write_fraud_dataset(tmp_path / "fraud", 2000, files=2)
+    client = TestClient(create_app(lambda: service))
+    return client, service, backend, sample_spec(str(data))
+
+
+def job_count(service) -> int:
+    with Session(service.engine) as session:
+        return session.exec(select(func.count()).select_from(Job)).one()
+
+
+def test_submit_stores_then_submits(env):
+    client, service, backend, spec = env
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["status"] == "PENDING" and job["id"].startswith("job-")
+    assert backend.submitted == [f"railyard-{job['id']}"]
+    got = client.get(f"/v1/jobs/{job['id']}").json()
+    assert got["spec"] == json.loads(json.dumps(got["spec"]))
+    assert got["owner"] == spec["owner"] and got["workflow_name"] == "StripeFraudModel"
+    assert got["dataset"]["train_rows"] is None and got["metrics"] == {}
+
+
+BAD_SPECS = {
+    "unknown predicate": (lambda s: s["data"]["filters"][0].update(predicate="Near"),
+                          "data.filters.0.predicate"),
+    "wrong value type": (lambda s: s["data"]["filters"][2].update(
+        feature_value={"string_val": "ten"}), "data.filters.2 (charge_amount)"),
+    "missing label": (lambda s: s["train"].pop("label"), "train.label"),
+    "label not fetched or derived": (lambda s: s["train"].update(label="chargeback"),
+                                     "train.label"),
+    "unknown workflow": (lambda s: s["train"].update(workflow_name="StripeFraudModle"),
+                         "did you mean 'StripeFraudModel'"),
+    "unknown field": (lambda s: s.update(ownr="x"), "ownr"),
+    "unknown hyperparameter": (lambda s: s["train"]["custom_params"].update(max_dept=3),
+                               "did you mean 'max_depth'"),
+    "feature not fetched": (lambda s: s["train"]["classifier_features"].append("merchant_id"),
+                            "train.classifier_features.3"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_bad_specs_are_422_naming_the_problem_and_store_nothing(env, case):
+    client, service, backend, spec = env
+    mutate, words = BAD_SPECS[case]
+    bad = copy.deepcopy(spec)
+    mutate(bad)
+    response = client.post("/v1/jobs", json=bad)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert words in error["message"] or words in json.dumps(error["details"])
+    assert job_count(service) == 0 and backend.submitted == []
+
+
+def test_invalid_json_huge_body_and_non_object(env):
+    client, service, backend, spec = env
+    r = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
+    huge = copy.deepcopy(spec)
+    huge["model_description"] = "x" * 100_000
+    r = client.post("/v1/jobs", json=huge)
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+    r = client.post("/v1/jobs", json=[1, 2])
+    assert r.status_code == 422
+    long_field = copy.deepcopy(spec)
+    long_field["model_description"] = "x" * 5000
+    r = client.post("/v1/jobs", json=long_field)
+    assert r.status_code == 422 and "model_description" in r.json()["error"]["message"]
+    assert job_count(service) == 0
+
+
+def test_unknown_job_is_404_and_bad_query_is_422(env):
+    client, *_ = env
+    assert client.get("/v1/jobs/job-nope").status_code == 404
+    assert client.get("/v1/jobs?status=DONE").status_code == 422
+    assert client.get("/v1/jobs?limit=0").status_code == 422
+    assert client.get("/v1/jobs?cursor=%%%").status_code == 422
+
+
+def test_list_is_newest_first_and_paginates(env):
+    client, service, backend, spec = env
+    ids = [client.post("/v1/jobs", json=spec).json()["id"] for _ in range(5)]
+    other = copy.deepcopy(spec)
+    other["owner"] = "other-team"
+    client.post("/v1/jobs", json=other)
+    page = client.get("/v1/jobs", params={"owner": spec["owner"], "limit": 2}).json()
+    seen = [j["id"] for j in page["jobs"]]
+    while page["next_cursor"]:
+        page = client.get("/v1/jobs", params={"owner": spec["owner"], "limit": 2,
+                                              "cursor": page["next_cursor"]}).json()
+        seen += [j["id"] for j in page["jobs"]]
+    assert seen == list(reversed(ids))
+
+
+def test_cancel_and_conflict(env):
+    client, service, backend, spec = env
+    job = client.post("/v1/jobs", json=spec).json()
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
+    assert backend.stopped == [job["ray_submission_id"]]
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 409 and "already CANCELLED" in r.json()["error"]["message"]
+
+
+def test_dead_driver_is_reconciled_to_failed(env):
+    client, service, backend, spec = env
+    job = client.post("/v1/jobs", json=spec).json()
+    store.transition(service.engine, job_id=job["id"], status=JobStatus.RUNNING)
+    store.update_job(service.engine, job_id=job["id"], phase="train")
+    backend.statuses[job["ray_submission_id"]] = BackendStatus("FAILED", "node died")
+    got = client.get(f"/v1/jobs/{job['id']}").json()
+    assert got["status"] == "FAILED" and got["error_phase"] == "train"
+    assert "node died" in got["error"]
+
+
+def test_cluster_down_keeps_job_queued_then_submits(env):
+    client, service, backend, spec = env
+    backend.available = False
+    job = client.post("/v1/jobs", json=spec).json()
+    assert job["status"] == "QUEUED" and backend.submitted == []
+    backend.available = True
+    got = client.get(f"/v1/jobs/{job['id']}").json()
+    assert got["status"] == "PENDING" and backend.submitted == [f"railyard-{job['id']}"]
+
+
+def test_workflows_health_and_openapi(env):
+    client, *_ = env
+    names = {w["name"] for w in client.get("/v1/workflows").json()}
+    assert {"xgboost", "StripeFraudModel"} <= names
+    assert client.get("/healthz").json() == {"status": "ok"}
+    schema = client.get("/openapi.json").json()
+    assert "TrainingSpec" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 200

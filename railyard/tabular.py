@@ -45,7 +45,9 @@ def encode(table: pa.Table, encoding: dict[str, Any]) -> pd.DataFrame:
         if kind == "categorical":
             values = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
             dtype = pd.CategoricalDtype(entry["categories"])
-            frame[name] = pd.Series(values.to_pandas(), dtype="object").astype(dtype)
+            series = pd.Series(values.to_pandas(), dtype="object")
+            # Categories never seen in training become missing values.
+            frame[name] = series.where(series.isin(entry["categories"])).astype(dtype)
         elif kind == "bool":
             frame[name] = column.cast(pa.float32()).to_pandas()
         elif kind == "datetime":

@@ -138,7 +138,8 @@ def jobs(owner: Optional[str] = None, project: Optional[str] = None,
     except RailyardError as exc:
         _fail(exc)
     table = Table()
-    for column in ("id", "status", "phase", "owner", "model", "workflow", "created"):
+    table.add_column("id", no_wrap=True)
+    for column in ("status", "phase", "owner", "model", "workflow", "created"):
         table.add_column(column)
     for job in page["jobs"]:
         table.add_row(job["id"], job["status"], job.get("phase") or "", job["owner"],

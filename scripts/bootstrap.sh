@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Create .venv and install Railyard into it (and, with --test, what the test suite needs:
+# the test extras and PostgreSQL's server binaries). Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[[ "${1:-}" == "--test" ]] && want_tests=1
+
+python_bin=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && \
+     "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+    python_bin="$candidate"; break
+  fi
+done
+if [[ -z "$python_bin" ]]; then
+  echo "bootstrap: Python 3.11 is required (Ray 2.60 wheels are pinned for it)" >&2
+  exit 1
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$python_bin" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+
+extras=""
+[[ $want_tests == 1 ]] && extras="[test]"
+stamp=".venv/.railyard-installed${extras}"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  echo "bootstrap: installing railyard${extras} into .venv (first run takes a few minutes)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+  touch "$stamp"
+fi
+
+if [[ $want_tests == 1 ]]; then
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "bootstrap: installing PostgreSQL server binaries for the test suite"
+    if [[ $(id -u) == 0 ]]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  fi
+fi

@@ -1,0 +1,132 @@
+"""End to end: the blog's sample spec through Railyard vs the same work as a plain script.
+
+    .venv/bin/python benchmarks/bench_end_to_end.py [--rows 40000 1000000] [--repeat 3]
+
+Railyard: POST /v1/jobs → SUCCEEDED on a warm local cluster (SQLite, local artifacts), timed
+from the client. Baseline, in this process: pyarrow.dataset read with the same filters, the
+DATE_RANGE split, xgboost.train with the same parameters, holdout predictions and AUC, model
+saved. Prints both times and their ratio; writes benchmarks/results/end_to_end.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import xgboost as xgb
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from railyard import local_cluster  # noqa: E402
+from railyard.client import RailyardClient  # noqa: E402
+from railyard.config import Settings  # noqa: E402
+from railyard.db import migrate  # noqa: E402
+from railyard.demo_data import sample_spec, write_fraud_dataset  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+
+
+def plain_script(path: Path, workdir: Path) -> tuple[float, int, int]:
+    """The blog's spec written by hand with pyarrow + xgboost; returns (seconds, train, holdout)."""
+    started = time.perf_counter()
+    ts = pads.field("created_at")
+    ts_type = pa.timestamp("us")
+    flt = ((ts >= pa.scalar(dt.datetime(2018, 1, 1), ts_type))
+           & (ts <= pa.scalar(dt.datetime(2019, 1, 1), ts_type))
+           & (pads.field("charge_amount") > 10.0)
+           & pads.field("charge_country").isin(["US", "CA"]))
+    table = pads.dataset(str(path), format="parquet").to_table(
+        columns=["created_at", "charge_type", "charge_amount", "charge_country",
+                 "has_fraud_dispute"], filter=flt)
+    col = table["created_at"]
+    hold = pc.and_(pc.greater_equal(col, pa.scalar(dt.datetime(2018, 10, 1), ts_type)),
+                   pc.less_equal(col, pa.scalar(dt.datetime(2019, 1, 1), ts_type)))
+    train, holdout = table.filter(pc.invert(hold)), table.filter(hold)
+
+    def frame(t: pa.Table):
+        df = t.select(["charge_type", "charge_amount", "charge_country"]).to_pandas()
+        for c in ("charge_type", "charge_country"):
+            df[c] = df[c].astype("category")
+        return df, t["has_fraud_dispute"].to_numpy(zero_copy_only=False).astype("float64")
+
+    x_train, y_train = frame(train)
+    x_hold, y_hold = frame(holdout)
+    params = {"objective": "reg:squarederror", "max_depth": 6, "min_child_weight": 50,
+              "eta": 0.02}
+    booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train, enable_categorical=True),
+                        num_boost_round=500)
+    scores = booster.predict(xgb.DMatrix(x_hold, enable_categorical=True))
+    roc_auc_score(y_hold, scores)
+    booster.save_model(str(workdir / "plain-model.json"))
+    return time.perf_counter() - started, train.num_rows, holdout.num_rows
+
+
+def railyard_run(client: RailyardClient, path: Path) -> tuple[float, dict]:
+    started = time.perf_counter()
+    job = client.wait(client.submit(sample_spec(str(path), source="local"))["id"], poll=0.05)
+    elapsed = time.perf_counter() - started
+    if job["status"] != "SUCCEEDED":
+        raise RuntimeError(f"job failed: {job['error']}")
+    return elapsed, job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, nargs="+", default=[40_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="railyard-bench-"))
+    dashboard = free_port()
+    settings = Settings(home=work / "home", ray_address=f"http://127.0.0.1:{dashboard}")
+    migrate(settings.resolved_database_url)
+    address = local_cluster.start_head(settings, num_cpus=2, gcs_port=free_port(),
+                                       dashboard_port=dashboard)
+    results = []
+    try:
+        api = local_cluster.deploy_api(settings, address=address, port=free_port())
+        client = RailyardClient(api)
+        for rows in args.rows:
+            data = write_fraud_dataset(work / f"fraud-{rows}", rows, files=8)
+            railyard_run(client, data)  # warm-up: worker processes, imports, page cache
+            plain_script(data, work)
+            ry_times, plain_times, phases = [], [], None
+            for _ in range(args.repeat):
+                seconds, job = railyard_run(client, data)
+                ry_times.append(seconds)
+                phases = {p["name"]: p["duration_s"] for p in job["phases"]}
+                seconds, train_rows, holdout_rows = plain_script(data, work)
+                plain_times.append(seconds)
+                assert (train_rows, holdout_rows) == (job["dataset"]["train_rows"],
+                                                      job["dataset"]["holdout_rows"])
+            ry, plain = statistics.median(ry_times), statistics.median(plain_times)
+            row = {"rows": rows, "train_rows": train_rows, "holdout_rows": holdout_rows,
+                   "railyard_s": round(ry, 3), "plain_s": round(plain, 3),
+                   "ratio": round(ry / plain, 2), "overhead_s": round(ry - plain, 3),
+                   "railyard_phases_s": phases, "repeat": args.repeat}
+            results.append(row)
+            print(f"{rows:>9,} rows  railyard {ry:7.2f}s  plain {plain:7.2f}s  "
+                  f"ratio {ry / plain:5.2f}x  overhead {ry - plain:5.2f}s  phases {phases}",
+                  flush=True)
+    finally:
+        subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)
+    out = ROOT / "benchmarks" / "results" / "end_to_end.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+                               "machine": "2 cores, 24 GiB", "results": results}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -173,6 +173,7 @@ class JobRun:
             model_dir = self.workdir / "model"
             model_dir.mkdir()
             main_file = workflow.save(model, model_dir)
+            reports = workflow.write_reports(model, training_data, model_dir)
             manifest = {
                 "job_id": self.job_id, "workflow": workflow.name, "framework": workflow.framework,
                 "model_file": main_file, "features": list(spec.train.classifier_features),
@@ -180,6 +181,7 @@ class JobRun:
                                   for f in spec.train.classifier_features},
                 "label": spec.train.label, "task": workflow.task(training_data),
                 "metrics": {"holdout": metrics}, "spec_hash": spec.spec_hash(),
+                "reports": reports,
             }
             (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
             uris = {p.name: self.artifacts.put_file(p, self.job_id, "model", p.name)

@@ -157,6 +157,11 @@ class Workflow(ABC):
         return holdout_metrics(self.task(data), data.label_array("holdout"),
                                self.predict(model, data.holdout))
 
+    def write_reports(self, model: Any, data: TrainingData, directory: Path) -> dict[str, Any]:
+        """Optional extra outputs (plots, feature importance) written into ``directory``;
+        returns JSON-ready facts for the model manifest. Default: none."""
+        return {}
+
     @abstractmethod
     def save(self, model: Any, directory: Path) -> str:
         """Write the model into ``directory``; return the main file's name."""

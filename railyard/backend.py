@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +39,8 @@ class JobBackend(Protocol):
 
     def logs(self, submission_id: str) -> str: ...
 
+    def node_pools(self) -> dict[str, int]: ...
+
 
 class RayJobsBackend:
     """Runs each job as a Ray job: ``python -m railyard.runner <job-id>``."""
@@ -44,6 +48,8 @@ class RayJobsBackend:
     def __init__(self, address: str) -> None:
         self.address = address
         self._client = None
+        self._pools_cache: tuple[float, dict[str, int]] | None = None
+        self._pools_lock = threading.Lock()
 
     @property
     def client(self):
@@ -106,3 +112,27 @@ class RayJobsBackend:
             return self.client.get_job_logs(submission_id)
         except Exception as exc:  # noqa: BLE001
             raise BackendUnavailableError(f"cannot read Ray job logs: {exc}") from None
+
+    def node_pools(self, max_age_s: float = 5.0) -> dict[str, int]:
+        """Alive nodes per pool label (``railyard.io/pool``), from Ray's state API."""
+        from railyard.pools import POOL_LABEL
+
+        with self._pools_lock:
+            cached = self._pools_cache
+            if cached and time.monotonic() - cached[0] < max_age_s:
+                return cached[1]
+        from ray.util.state import list_nodes
+
+        try:
+            nodes = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")],
+                               timeout=10, raise_on_missing_output=False)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"cannot list Ray nodes: {exc}") from None
+        counts: dict[str, int] = {}
+        for node in nodes:
+            pool = (node.labels or {}).get(POOL_LABEL)
+            if pool:
+                counts[pool] = counts.get(pool, 0) + 1
+        with self._pools_lock:
+            self._pools_cache = (time.monotonic(), counts)
+        return counts

@@ -211,11 +211,61 @@ def demo(rows: int = typer.Option(100_000, help="rows of generated charges"),
     raise typer.Exit(code=0 if job["status"] == "SUCCEEDED" else 1)
 
 
-def _mount_kuberay() -> None:
+cluster_app = typer.Typer(help="A local multi-node Ray cluster whose nodes stand in for pools.",
+                          no_args_is_help=True)
+
+
+def _parse_pools(text: str) -> dict[str, int]:
+    pools: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, count = item.partition("=")
+        if not count.isdigit():
+            raise typer.BadParameter(f"{item!r}: use POOL=COUNT, e.g. cpu=1,highmem=1")
+        pools[name] = int(count)
+    return pools
+
+
+@cluster_app.command("up")
+def cluster_up(pools: str = typer.Option("cpu=1,highmem=1", help="POOL=COUNT,..."),
+               cpus_per_node: int = typer.Option(1, help="CPUs each local node advertises")
+               ) -> None:
+    """Start a head and one `ray start` node per pool entry, labelled like the KubeRay groups."""
+    from railyard import local_cluster
+    from railyard.pools import get_pool
+
+    settings = get_settings()
+    wanted = _parse_pools(pools)
     try:
-        from railyard.cli_kuberay import kuberay_app
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return
+        for name in wanted:
+            get_pool(name)
+    except RailyardError as exc:
+        _fail(exc)
+    if local_cluster.dashboard_alive(settings.ray_address):
+        err_console.print(f"[red]a Ray cluster already answers at {settings.ray_address}; "
+                          "run `railyard cluster down` first[/red]")
+        raise typer.Exit(code=1)
+    with console.status("starting the head and pool nodes…"):
+        address = local_cluster.start_pool_cluster(settings, wanted,
+                                                   cpus_per_node=cpus_per_node)
+    console.print(f"Ray cluster {address} with pools {wanted}; now `railyard up` deploys the "
+                  "API on it")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop every local Ray node."""
+    from railyard import local_cluster
+
+    local_cluster.stop_local_cluster(get_settings())
+    console.print("local Ray cluster stopped")
+
+
+app.add_typer(cluster_app, name="cluster")
+
+
+def _mount_kuberay() -> None:
+    from railyard.cli_kuberay import kuberay_app
+
     app.add_typer(kuberay_app, name="kuberay", help="Render and validate KubeRay manifests.")
 
 

@@ -9,6 +9,9 @@
 | RAILYARD_API_URL             | http://127.0.0.1:8000 (CLI and SDK)      |
 | RAILYARD_MAX_BODY_BYTES      | 1048576                                  |
 | RAILYARD_IN_PROCESS_READ_MAX_BYTES | 268435456 (0: always Ray Data)     |
+| RAILYARD_PENDING_TIMEOUT_S   | 600 (max: RAILYARD_MAX_PENDING_TIMEOUT_S, 86400) |
+| RAILYARD_RUN_TIMEOUT_S       | 86400 (max: RAILYARD_MAX_RUN_TIMEOUT_S, 604800)  |
+| RAILYARD_RECONCILE_INTERVAL_S | 5 (background status reconciliation)    |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -38,6 +41,11 @@ class Settings(BaseSettings):
     # Sources up to this size are read in the job's driver with pyarrow; larger ones (and all,
     # when 0) through Ray Data's distributed read tasks.
     in_process_read_max_bytes: int = 256 * 1024 * 1024
+    pending_timeout_s: int = 600
+    max_pending_timeout_s: int = 86_400
+    run_timeout_s: int = 86_400
+    max_run_timeout_s: int = 7 * 86_400
+    reconcile_interval_s: float = 5.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -58,6 +66,8 @@ class Settings(BaseSettings):
             "RAILYARD_RAY_ADDRESS": self.ray_address,
             "RAILYARD_IN_PROCESS_READ_MAX_BYTES": str(self.in_process_read_max_bytes),
         }
+        if os.environ.get("RAILYARD_POOLS_FILE"):
+            env["RAILYARD_POOLS_FILE"] = os.environ["RAILYARD_POOLS_FILE"]
         for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                      "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"):
             if os.environ.get(name):

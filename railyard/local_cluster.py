@@ -69,6 +69,56 @@ def start_head(settings: Settings, *, num_cpus: int | None = None, gcs_port: int
     return address
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def node_port_args() -> list[str]:
+    """Distinct agent and metrics ports, so several Ray nodes can share one machine."""
+    return [f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}"]
+
+
+def start_pool_node(settings: Settings, *, gcs_address: str, pool: str,
+                    cpus: int = 1, timeout: float = 120.0) -> None:
+    """``ray start --address`` a worker node labelled as one node of ``pool`` (CPU count
+    scaled down to fit this machine; the gpu pool keeps its GPUs only where there are some)."""
+    from railyard.pools import get_pool, local_node_args
+
+    definition = get_pool(pool)
+    num_gpus = definition.gpus if _has_gpu() else 0
+    args = [ray_executable(), "start", f"--address={gcs_address}", "--disable-usage-stats",
+            *local_node_args(definition, scale_cpus=cpus, num_gpus=num_gpus), *node_port_args()]
+    result = subprocess.run(args, env=cluster_env(settings), capture_output=True, text=True,
+                            timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"ray start (pool {pool}) failed:\n{result.stdout}\n{result.stderr}")
+
+
+def _has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def start_pool_cluster(settings: Settings, pools: dict[str, int], *, cpus_per_node: int = 1,
+                       gcs_port: int = 6379, dashboard_port: int = 8265,
+                       extra_head_args: list[str] | None = None) -> str:
+    """A head with no CPUs for work (it runs the API) and ``n`` labelled nodes per pool."""
+    address = start_head(settings, num_cpus=0, gcs_port=gcs_port,
+                         dashboard_port=dashboard_port, extra_args=extra_head_args)
+    for pool, count in pools.items():
+        for _ in range(count):
+            start_pool_node(settings, gcs_address=f"127.0.0.1:{gcs_port}", pool=pool,
+                            cpus=cpus_per_node)
+    return address
+
+
 def stop_local_cluster(settings: Settings) -> None:
     """``ray stop`` for a cluster this machine's ``railyard up`` started."""
     subprocess.run([ray_executable(), "stop", "--force"], capture_output=True, timeout=120)

@@ -68,6 +68,11 @@ class Job(SQLModel, table=True):
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     artifacts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     ray_submission_id: str | None = Field(default=None, max_length=128)
+    pool: str | None = Field(default=None, max_length=64)
+    pool_enforced: bool = False
+    placement_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    submitted_at: datetime | None = Field(default=None, sa_column=_tz())
 
 
 class JobEvent(SQLModel, table=True):
@@ -133,6 +138,9 @@ class JobPublic(SQLModel):
     artifacts: dict[str, Any]
     phases: list[PhasePublic]
     ray_submission_id: str | None
+    pool: str | None = None
+    placement_reason: str | None = None
+    status_reason: str | None = None
     spec: dict[str, Any]
 
 

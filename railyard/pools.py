@@ -248,8 +248,8 @@ def get_pool(name: str, pools: dict[str, Pool] | None = None) -> Pool:
         valid = ", ".join(sorted(pools))
         raise SpecError(
             f"train.resources.pool: unknown pool {name!r}; use one of: {valid}",
-            details=[{"loc": ["train", "resources", "pool"], "input": name,
-                      "msg": f"unknown pool; valid pools: {valid}"}]) from None
+            details=[{"field": "train.resources.pool",
+                      "message": f"unknown pool; valid pools: {valid}"}]) from None
 
 
 def _as_pool(pool: Pool | str) -> Pool:
@@ -319,8 +319,8 @@ def choose_pool(resources: ResourcesSpec | None, data_bytes: int, *,
             raise SpecError(
                 f"train.resources.gpus_per_worker: pool {pool.name!r} has no GPUs; "
                 "set gpus_per_worker to 0 or choose a GPU pool",
-                details=[{"loc": ["train", "resources", "gpus_per_worker"], "input": gpus,
-                          "msg": f"pool {pool.name} has no GPUs"}])
+                details=[{"field": "train.resources.gpus_per_worker",
+                          "message": f"pool {pool.name} has no GPUs"}])
         return pool.name
     if gpus > 0:
         wanted = "gpu"
@@ -333,6 +333,6 @@ def choose_pool(resources: ResourcesSpec | None, data_bytes: int, *,
     if wanted == "gpu":
         raise SpecError("train.resources.gpus_per_worker: no gpu pool is configured; "
                         "set gpus_per_worker to 0 or name a pool in train.resources.pool",
-                        details=[{"loc": ["train", "resources", "gpus_per_worker"],
-                                  "input": gpus, "msg": "no gpu pool"}])
+                        details=[{"field": "train.resources.gpus_per_worker",
+                                  "message": "no gpu pool"}])
     return "cpu" if "cpu" in pools else sorted(pools)[0]

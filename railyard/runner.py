@@ -113,7 +113,8 @@ class JobRun:
         started = store.transition(
             self.engine, job_id=self.job_id, status=JobStatus.RUNNING,
             allowed_from=frozenset({JobStatus.QUEUED, JobStatus.PENDING}),
-            started_at=utcnow(), ray_submission_id=ray_submission_id() or job.ray_submission_id)
+            started_at=utcnow(), status_reason=None,
+            ray_submission_id=ray_submission_id() or job.ray_submission_id)
         if not started and job.status != JobStatus.RUNNING.value:
             log.info("job %s is %s; nothing to run", self.job_id, job.status)
             return 0

@@ -11,11 +11,12 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from railyard import store
+from railyard import placement, store
 from railyard.backend import JobBackend
 from railyard.config import Settings
-from railyard.errors import BackendUnavailableError, ConflictError
-from railyard.models import Job, JobStatus
+from railyard.errors import BackendUnavailableError, ConflictError, SpecError
+from railyard.models import Job, JobStatus, utcnow
+from railyard.pools import choose_pool
 from railyard.spec import TrainingSpec, parse_spec
 from railyard.validation import validate_spec
 
@@ -31,14 +32,48 @@ class JobService:
     def create(self, payload: Any) -> Job:
         """Validate a spec, store the job, submit it. Nothing is stored for an invalid spec."""
         spec = parse_spec(payload)
+        self._check_lifecycle(spec)
         validate_spec(spec)
+        choose_pool(spec.train.resources, 0)  # an unknown pool or GPUs on a CPU pool → 422
         job = store.create_job(self.engine, spec=spec)
         return self._submit(job, spec)
 
+    def _check_lifecycle(self, spec: TrainingSpec) -> None:
+        limits = {"pending_timeout_s": self.settings.max_pending_timeout_s,
+                  "run_timeout_s": self.settings.max_run_timeout_s}
+        for name, maximum in limits.items():
+            value = getattr(spec.lifecycle, name)
+            if value is not None and value > maximum:
+                raise SpecError(f"lifecycle.{name}: {value}s is over this server's maximum of "
+                                f"{maximum}s; ask for at most {maximum}",
+                                details=[{"field": f"lifecycle.{name}", "message": "too long"}])
+
+    def timeouts(self, spec: TrainingSpec) -> tuple[int, int]:
+        """(pending, run) timeouts in seconds: the spec's, else the server's defaults."""
+        return (spec.lifecycle.pending_timeout_s or self.settings.pending_timeout_s,
+                spec.lifecycle.run_timeout_s or self.settings.run_timeout_s)
+
+    def _placement(self, spec: TrainingSpec) -> placement.Placement:
+        from railyard.data import open_dataset
+
+        try:
+            cluster_pools = self.backend.node_pools()
+        except BackendUnavailableError:
+            cluster_pools = {}
+        try:
+            dataset = open_dataset(spec.data.features[0])
+            infos = dataset.filesystem.get_file_info(dataset.files)
+            data_bytes = sum(info.size or 0 for info in infos)
+        except Exception:  # noqa: BLE001 - size only steers an automatic pool choice
+            data_bytes = 0
+        return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
+
     def _submit(self, job: Job, spec: TrainingSpec) -> Job:
+        where = self._placement(spec)
         try:
             submission_id = self.backend.submit(job.id,
-                                                env_vars=self.settings.runtime_env_vars())
+                                                env_vars=self.settings.runtime_env_vars(),
+                                                placement=where.submit_kwargs)
         except BackendUnavailableError as exc:
             # The job stays QUEUED; reconcile() submits it once the cluster answers.
             log.warning("job %s queued, Ray unavailable: %s", job.id, exc.message)
@@ -47,8 +82,11 @@ class JobService:
             return store.get_job(self.engine, job_id=job.id)
         store.transition(self.engine, job_id=job.id, status=JobStatus.PENDING,
                          allowed_from=frozenset({JobStatus.QUEUED}),
-                         message=f"submitted to Ray as {submission_id}",
-                         ray_submission_id=submission_id)
+                         message=f"submitted to Ray as {submission_id} (pool: "
+                                 f"{where.pool or 'any'}; {where.reason})",
+                         ray_submission_id=submission_id, submitted_at=utcnow(),
+                         pool=where.pool, pool_enforced=where.enforced,
+                         placement_reason=where.reason)
         return store.get_job(self.engine, job_id=job.id)
 
     def reconcile(self, job: Job) -> Job:
@@ -64,7 +102,7 @@ class JobService:
         except BackendUnavailableError:
             return job
         if not ray_status.is_terminal:
-            return job
+            return self._check_waiting_and_timeouts(job, ray_status.status)
         fresh = store.get_job(self.engine, job_id=job.id)   # the runner may have just finished
         if JobStatus(fresh.status).is_terminal():
             return fresh
@@ -78,6 +116,58 @@ class JobService:
                              message=reason, error=reason,
                              error_phase=fresh.phase or "startup")
         return store.get_job(self.engine, job_id=job.id)
+
+    def _check_waiting_and_timeouts(self, job: Job, ray_status: str) -> Job:
+        """Explain a job that waits for its pool; fail one past its pending or run timeout."""
+        spec = TrainingSpec.model_validate(job.spec)
+        pending_limit, run_limit = self.timeouts(spec)
+        now = utcnow()
+        if ray_status == "PENDING" and job.status in (JobStatus.QUEUED.value,
+                                                      JobStatus.PENDING.value):
+            reason = job.status_reason
+            if job.pool and job.pool_enforced:
+                try:
+                    reason = placement.pending_reason(job.pool, self.backend.node_pools())
+                except BackendUnavailableError:
+                    pass
+            since = store.as_utc(job.submitted_at or job.created_at)
+            if (now - since).total_seconds() > pending_limit:
+                message = (f"{reason or 'waiting for Ray to start the job'}; gave up after the "
+                           f"pending timeout of {pending_limit}s")
+                self._stop_quietly(job)
+                store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
+                                 message=message, error=message, error_phase="pending",
+                                 status_reason=reason)
+            elif reason and reason != job.status_reason:
+                store.update_job(self.engine, job_id=job.id, status_reason=reason)
+            return store.get_job(self.engine, job_id=job.id)
+        if job.status == JobStatus.RUNNING.value and job.started_at is not None:
+            if (now - store.as_utc(job.started_at)).total_seconds() > run_limit:
+                message = f"run timeout of {run_limit}s exceeded in phase {job.phase}"
+                self._stop_quietly(job)
+                store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
+                                 message=message, error=message,
+                                 error_phase=job.phase or "startup")
+                return store.get_job(self.engine, job_id=job.id)
+        return job
+
+    def _stop_quietly(self, job: Job) -> None:
+        if job.ray_submission_id:
+            try:
+                self.backend.stop(job.ray_submission_id)
+            except BackendUnavailableError:
+                log.warning("could not stop Ray job %s", job.ray_submission_id)
+
+    def reconcile_all(self) -> int:
+        """Reconcile every non-terminal job (the background reconciler calls this)."""
+        count = 0
+        for job in store.list_active_jobs(self.engine):
+            try:
+                self.reconcile(job)
+                count += 1
+            except Exception:  # noqa: BLE001 - one bad job must not stop the loop
+                log.exception("reconciling job %s failed", job.id)
+        return count
 
     def get(self, job_id: str) -> Job:
         """A job, reconciled with Ray first."""

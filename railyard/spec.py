@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Str
                       StrictStr, ValidationError, field_validator, model_validator)
 
 from railyard.errors import SpecError
+from railyard.sql_guard import check_select_only
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=4096)]
@@ -24,6 +25,9 @@ ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
 MAX_FILTERS = 64
 MAX_COLUMNS = 512
 MAX_LIST_VALUES = 10_000
+MAX_SOURCES = 8
+MAX_QUERY_CHARS = 100_000
+SQL_TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"
 
 
 class StrictModel(BaseModel):
@@ -145,20 +149,59 @@ def parse_datetime(text: str) -> datetime:
             f"{text!r} is not a date: use YYYY-MM-DD or an ISO-8601 timestamp") from None
 
 
-class FeatureSource(StrictModel):
-    """Where a group of columns comes from."""
+class ParquetSource(StrictModel):
+    """Columns from Parquet: a file, a directory (Hive ``key=value/`` partitions are columns too)
+    or a glob such as ``s3://bucket/charges/*.parquet`` (``**`` spans directories)."""
 
     names: list[ColumnName] = Field(min_length=1, max_length=MAX_COLUMNS)
     source: Literal["s3", "local"]
     path: Annotated[str, Field(min_length=1, max_length=4096)]
 
     @model_validator(mode="after")
-    def _path_matches_source(self) -> FeatureSource:
+    def _path_matches_source(self) -> ParquetSource:
         if self.source == "s3" and not self.path.startswith("s3://"):
             raise ValueError("source 's3' needs a path starting with s3://")
-        if self.source == "local" and "://" in self.path:
+        if self.source == "local" and "://" in self.path and not self.path.startswith("file://"):
             raise ValueError("source 'local' needs a filesystem path; use source 's3' for s3://")
         return self
+
+    @property
+    def label(self) -> str:
+        """How messages name this source."""
+        return self.path
+
+
+class SqlSource(StrictModel):
+    """Columns from a SQL database: a table (``name`` or ``schema.name``) or one read-only SELECT.
+
+    ``connection`` is the *name* of a database the server knows (``RAILYARD_SQL_CONNECTIONS``);
+    connection strings never appear in a spec.
+    """
+
+    names: list[ColumnName] = Field(min_length=1, max_length=MAX_COLUMNS)
+    source: Literal["sql"]
+    connection: Annotated[str, Field(min_length=1, max_length=128,
+                                     pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    table: Annotated[str, Field(max_length=256, pattern=SQL_TABLE_PATTERN)] | None = None
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("source 'sql' needs exactly one of table or query")
+        if self.query is not None:
+            check_select_only(self.query)
+        return self
+
+    @property
+    def label(self) -> str:
+        """How messages name this source (never the connection string)."""
+        what = f"table {self.table}" if self.table else "query"
+        return f"sql connection {self.connection!r} {what}"
+
+
+FeatureSource = Annotated[ParquetSource | SqlSource, Field(discriminator="source")]
+"""One ``data.features`` entry: Parquet (``s3``/``local``) or ``sql``."""
 
 
 class DateRangeSampling(StrictModel):
@@ -247,7 +290,10 @@ class HoldoutSampling(StrictModel):
 class DataSpec(StrictModel):
     """What data to fetch, how to filter it and what to hold out."""
 
-    features: list[FeatureSource] = Field(min_length=1, max_length=1)
+    features: list[FeatureSource] = Field(min_length=1, max_length=MAX_SOURCES)
+    # With several features entries: the column they share, and how they are joined on it.
+    join_key: ColumnName | None = None
+    join_type: Literal["inner", "left"] = "inner"
     date_column: ColumnName | None = None
     filters: list[Filter] = Field(default_factory=list, max_length=MAX_FILTERS)
     holdout_sampling: HoldoutSampling = Field(
@@ -267,6 +313,22 @@ class DataSpec(StrictModel):
         if h.latest_sampling is not None:
             return h.latest_sampling.date_column or self.date_column
         return None
+
+    @model_validator(mode="after")
+    def _joinable(self) -> DataSpec:
+        if len(self.features) > 1 and self.join_key is None:
+            raise ValueError(
+                f"data.join_key: {len(self.features)} features entries are joined on one column; "
+                "set data.join_key to the column they share (e.g. merchant_id)")
+        seen: dict[str, int] = {}
+        for i, source in enumerate(self.features):
+            for name in dict.fromkeys(source.names):
+                if name != self.join_key and name in seen:
+                    raise ValueError(
+                        f"data.features.{i}.names: column {name!r} is also fetched by "
+                        f"data.features.{seen[name]}; fetch it from one source only")
+                seen.setdefault(name, i)
+        return self
 
     @model_validator(mode="after")
     def _date_column_known(self) -> DataSpec:
@@ -299,6 +361,14 @@ class TrainSpec(StrictModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
 
+class LifecycleSpec(StrictModel):
+    """Time limits of a job; unset values take the server's defaults (and are capped by its
+    maxima: RAILYARD_MAX_PENDING_TIMEOUT_S, RAILYARD_MAX_RUN_TIMEOUT_S)."""
+
+    pending_timeout_s: Annotated[int, Field(ge=1)] | None = None
+    run_timeout_s: Annotated[int, Field(ge=1)] | None = None
+
+
 class TrainingSpec(StrictModel):
     """A whole training request, as POSTed to ``/v1/jobs``."""
 
@@ -310,6 +380,7 @@ class TrainingSpec(StrictModel):
     trainer: Annotated[str, Field(max_length=256)] = ""
     data: DataSpec
     train: TrainSpec
+    lifecycle: LifecycleSpec = Field(default_factory=LifecycleSpec)
 
     def spec_hash(self) -> str:
         """Stable hash of the spec's content (used for idempotency and model manifests)."""

@@ -57,7 +57,7 @@ def get_job(engine: Engine, *, job_id: str) -> Job:
 
 
 def _encode_cursor(job: Job) -> str:
-    raw = f"{_as_utc(job.created_at).isoformat()}|{job.id}"
+    raw = f"{as_utc(job.created_at).isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
@@ -140,7 +140,7 @@ def list_events(engine: Engine, *, job_id: str) -> list[JobEvent]:
         return list(session.exec(query).all())
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
+def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
@@ -154,9 +154,9 @@ def phases_from_events(events: list[JobEvent]) -> list[PhasePublic]:
             continue
         entry = phases.setdefault(ev.phase, PhasePublic(name=ev.phase))
         if ev.kind == "phase_started":
-            entry.started_at = _as_utc(ev.at)
+            entry.started_at = as_utc(ev.at)
         else:
-            entry.finished_at = _as_utc(ev.at)
+            entry.finished_at = as_utc(ev.at)
     for entry in phases.values():
         if entry.started_at and entry.finished_at:
             entry.duration_s = round((entry.finished_at - entry.started_at).total_seconds(), 3)
@@ -170,17 +170,18 @@ def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
         id=job.id, status=JobStatus(job.status), phase=job.phase, owner=job.owner,
         project=job.project, trainer=job.trainer, model_name=job.model_name,
         model_description=job.model_description, workflow_name=job.workflow_name,
-        origin=job.origin, created_at=_as_utc(job.created_at),
-        started_at=_as_utc(job.started_at), finished_at=_as_utc(job.finished_at),
+        origin=job.origin, created_at=as_utc(job.created_at),
+        started_at=as_utc(job.started_at), finished_at=as_utc(job.finished_at),
         error=job.error, error_phase=job.error_phase,
         dataset=DatasetPublic(train_rows=job.train_rows, holdout_rows=job.holdout_rows,
                               stats=job.dataset_stats or {}),
         metrics=job.metrics or {}, artifacts=job.artifacts or {},
         phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
+        pool=job.pool, placement_reason=job.placement_reason, status_reason=job.status_reason,
         spec=job.spec,
     )
 
 
 def to_event_public(ev: JobEvent) -> EventPublic:
     """The API view of a timeline entry."""
-    return EventPublic(at=_as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)
+    return EventPublic(at=as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)

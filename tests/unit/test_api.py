@@ -29,6 +29,8 @@ class InMemoryBackend:
         self.stopped: list[str] = []
         self.statuses: dict[str, BackendStatus] = {}
         self.available = True
+        self.pools: dict[str, int] = {}
+        self.placements: list[dict] = []
 
     def submit(self, job_id, *, env_vars, placement=None):
         if not self.available:
@@ -36,6 +38,7 @@ class InMemoryBackend:
         sid = store.submission_id_for(job_id)
         if sid not in self.submitted:
             self.submitted.append(sid)
+            self.placements.append(placement or {})
         return sid
 
     def status(self, submission_id):
@@ -46,6 +49,9 @@ class InMemoryBackend:
 
     def logs(self, submission_id):
         return f"live log of {submission_id}"
+
+    def node_pools(self):
+        return dict(self.pools)
 
 
 @pytest.fixture()
@@ -189,3 +195,47 @@ def test_workflows_health_and_openapi(env):
     schema = client.get("/openapi.json").json()
     assert "TrainingSpec" in schema["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+def test_explicit_pool_is_enforced_and_waits_with_a_reason(env):
+    client, service, backend, spec = env
+    backend.pools = {"cpu": 1}
+    spec = copy.deepcopy(spec)
+    spec["train"]["resources"] = {"pool": "gpu"}
+    spec["lifecycle"] = {"pending_timeout_s": 1}
+    job = client.post("/v1/jobs", json=spec).json()
+    assert job["pool"] == "gpu"
+    assert backend.placements[-1]["entrypoint_label_selector"] == {"railyard.io/pool": "gpu"}
+    waiting = client.get(f"/v1/jobs/{job['id']}").json()
+    assert waiting["status"] == "PENDING"
+    assert "no alive node with label railyard.io/pool=gpu" in waiting["status_reason"]
+    import time
+
+    time.sleep(1.2)
+    failed = client.get(f"/v1/jobs/{job['id']}").json()
+    assert failed["status"] == "FAILED" and failed["error_phase"] == "pending"
+    assert "pending timeout of 1s" in failed["error"]
+    assert backend.stopped == [job["ray_submission_id"]]
+
+
+def test_automatic_pool_is_enforced_only_where_the_cluster_has_pools(env):
+    client, service, backend, spec = env
+    job = client.post("/v1/jobs", json=spec).json()
+    assert job["pool"] == "cpu" and "not enforced" in job["placement_reason"]
+    assert backend.placements[-1] == {}
+    backend.pools = {"cpu": 1, "highmem": 1}
+    job = client.post("/v1/jobs", json=spec).json()
+    assert backend.placements[-1]["entrypoint_label_selector"] == {"railyard.io/pool": "cpu"}
+
+
+def test_unknown_pool_and_timeout_over_maximum_are_422(env):
+    client, service, backend, spec = env
+    bad = copy.deepcopy(spec)
+    bad["train"]["resources"] = {"pool": "tpu"}
+    r = client.post("/v1/jobs", json=bad)
+    assert r.status_code == 422 and "train.resources.pool" in r.json()["error"]["message"]
+    bad = copy.deepcopy(spec)
+    bad["lifecycle"] = {"pending_timeout_s": 10**9}
+    r = client.post("/v1/jobs", json=bad)
+    assert r.status_code == 422 and "lifecycle.pending_timeout_s" in r.json()["error"]["message"]
+    assert job_count(service) == 0

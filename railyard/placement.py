@@ -1,0 +1,55 @@
+"""Where a job runs: pick its pool, turn it into Ray placement, explain a job that waits.
+
+An explicit ``train.resources.pool`` is always enforced (a job for a pool with no nodes waits,
+with a reason, until its pending timeout). An automatic choice (data size, GPUs) is enforced
+only among pools the cluster actually has, so a one-node local cluster still runs everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from railyard.pools import POOL_LABEL, choose_pool, job_placement, load_pools
+from railyard.spec import TrainingSpec
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A job's pool, why it was chosen, and the submit_job arguments that enforce it."""
+
+    pool: str | None
+    reason: str
+    submit_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def enforced(self) -> bool:
+        """True when Ray will only place the driver on the pool's nodes."""
+        return bool(self.submit_kwargs)
+
+
+def decide(spec: TrainingSpec, *, data_bytes: int, cluster_pools: dict[str, int]) -> Placement:
+    """Choose the pool for ``spec``. ``cluster_pools`` counts alive nodes per pool label."""
+    pools = load_pools()
+    resources = spec.train.resources
+    name = choose_pool(resources, data_bytes, pools=pools)
+    if resources.pool:
+        return Placement(name, "requested in train.resources.pool", job_placement(pools[name]))
+    why = (f"chosen from the workflow and data size ({data_bytes / 2**20:.1f} MiB"
+           + (f", {resources.gpus_per_worker:g} GPUs per worker" if resources.gpus_per_worker
+              else "") + ")")
+    if not cluster_pools:
+        return Placement(name, why + "; not enforced: the cluster has no pool-labelled nodes")
+    if name not in cluster_pools:
+        fallback = "cpu" if "cpu" in cluster_pools else sorted(cluster_pools)[0]
+        why += f"; the cluster has no {name} nodes, so {fallback}"
+        name = fallback
+    return Placement(name, why, job_placement(pools[name]))
+
+
+def pending_reason(pool: str, cluster_pools: dict[str, int]) -> str:
+    """Why a job for ``pool`` has not started yet."""
+    if cluster_pools.get(pool, 0) == 0:
+        return f"waiting for pool {pool}: no alive node with label {POOL_LABEL}={pool}"
+    return (f"waiting for pool {pool}: its {cluster_pools[pool]} node(s) have no free capacity "
+            "for the job's driver")

@@ -59,7 +59,7 @@ def test_blog_sample_request_is_valid():
     ({"data__features__0__sourse": "s3"}, "data.features.0.sourse", "Extra inputs"),
     ({"colour": "blue"}, "colour", "Extra inputs"),
     ({"train__label": ...}, "train.label", "Field required"),
-    ({"data__features__0__source": "hdfs"}, "data.features.0.source", "Input should be"),
+    ({"data__features__0__source": "hdfs"}, "data.features.0.source", "hdfs"),
     ({"data__features__0__path": "/local/path"}, "data.features.0", "s3://"),
     ({"model_name": "x" * 300}, "model_name", "at most 256"),
     ({"model_description": "x" * 5000}, "model_description", "at most 4096"),

@@ -12,6 +12,9 @@
 | RAILYARD_PENDING_TIMEOUT_S   | 600 (max: RAILYARD_MAX_PENDING_TIMEOUT_S, 86400) |
 | RAILYARD_RUN_TIMEOUT_S       | 86400 (max: RAILYARD_MAX_RUN_TIMEOUT_S, 604800)  |
 | RAILYARD_RECONCILE_INTERVAL_S | 5 (background status reconciliation)    |
+| RAILYARD_SQL_CONNECTIONS     | {} — JSON {"name": "postgresql://..."}; specs name, never embed, a connection |
+| RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path; else comma-separated s3:// or local prefixes (403 outside) |
+| RAILYARD_BROADCAST_JOIN_MAX_BYTES | 268435456 (Ray: broadcast a smaller joined source) |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -19,12 +22,15 @@ S3-compatible store.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -46,6 +52,20 @@ class Settings(BaseSettings):
     run_timeout_s: int = 86_400
     max_run_timeout_s: int = 7 * 86_400
     reconcile_interval_s: float = 5.0
+    # SQL sources: connection *names* a spec may use → SQLAlchemy URLs (JSON object in the env).
+    sql_connections: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Parquet paths a spec may read (comma-separated directory prefixes; empty: any path).
+    allowed_data_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # On Ray, a later features entry up to this size is broadcast to every block of the first
+    # instead of shuffling both sides.
+    broadcast_join_max_bytes: int = 256 * 1024 * 1024
+
+    @field_validator("allowed_data_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @property
     def resolved_database_url(self) -> str:
@@ -65,7 +85,13 @@ class Settings(BaseSettings):
             "RAILYARD_ARTIFACT_ROOT": self.resolved_artifact_root,
             "RAILYARD_RAY_ADDRESS": self.ray_address,
             "RAILYARD_IN_PROCESS_READ_MAX_BYTES": str(self.in_process_read_max_bytes),
+            "RAILYARD_BROADCAST_JOIN_MAX_BYTES": str(self.broadcast_join_max_bytes),
         }
+        # The job's driver reads the same SQL connections and obeys the same path prefixes.
+        if self.sql_connections:
+            env["RAILYARD_SQL_CONNECTIONS"] = json.dumps(self.sql_connections)
+        if self.allowed_data_prefixes:
+            env["RAILYARD_ALLOWED_DATA_PREFIXES"] = ",".join(self.allowed_data_prefixes)
         if os.environ.get("RAILYARD_POOLS_FILE"):
             env["RAILYARD_POOLS_FILE"] = os.environ["RAILYARD_POOLS_FILE"]
         for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

@@ -152,7 +152,7 @@ class JobRun:
                      table.column_names)
         with self.phase("split"):
             train, holdout = data_plane.split_holdout(table, spec.data)
-            stats = data_plane.describe(table, train, holdout, spec.train.label)
+            stats = data_plane.describe(table, train, holdout, spec.train.label, plan=plan)
             stats.read_engine = engine
             store.update_job(self.engine, job_id=self.job_id, train_rows=train.num_rows,
                              holdout_rows=holdout.num_rows, dataset_stats=stats.to_dict())

@@ -56,7 +56,7 @@ def skeleton(query: str) -> str:
                     j += 2
                     continue
                 break
-            out.append(" " + _blank(query[i + 1:j]) + " ")
+            out.append(ch + _blank(query[i + 1:j]) + ch)      # keep the quotes: rstrip
             i = j + 1
         elif ch == "$" and (tag := _DOLLAR_TAG_RE.match(query, i)) \
                 and not (i and (query[i - 1].isalnum() or query[i - 1] == "_")):
@@ -64,7 +64,8 @@ def skeleton(query: str) -> str:
             end = query.find(delim, tag.end())
             if end == -1:
                 raise ValueError(f"the query has an unterminated {delim} string")
-            out.append(_blank(query[i:end + len(delim)]))
+            mark = "$" + _blank(delim[2:]) + "$"
+            out.append(mark + _blank(query[i + len(delim):end]) + mark)
             i = end + len(delim)
         else:
             out.append(ch)
@@ -85,7 +86,7 @@ def check_select_only(query: str) -> str:
     if not first or first.group(1).upper() not in ("SELECT", "WITH"):
         raise ValueError("query: only SELECT queries are allowed (it must start with SELECT "
                          "or WITH)")
-    if (word := _WRITE_RE.search(stripped)) or (word := _LOCK_RE.search(stripped)):
+    if (word := _LOCK_RE.search(stripped)) or (word := _WRITE_RE.search(stripped)):
         raise ValueError(
             f"query: {word.group(0).upper()!r} is not allowed; a query may only read (quote a "
             "column that has this name)")

@@ -1,5 +1,12 @@
 """Submit-time checks: everything that can be known before a job is queued is checked here,
-so a mistake is a 422 now rather than a FAILED job twenty minutes later."""
+so a mistake is a 422 now rather than a FAILED job twenty minutes later.
+
+Order matters: paths outside ``RAILYARD_ALLOWED_DATA_PREFIXES`` are refused (403) and SQL
+connection names resolved (422 listing the known names) before any source is touched; then each
+source's schema is read (Parquet footers, or a SQL ``LIMIT 0`` query) — cached for a minute and
+bounded in time — and the spec is planned against them (missing columns, label, date and filter
+columns, value types: 422 naming the field).
+"""
 
 from __future__ import annotations
 
@@ -9,42 +16,65 @@ import time
 
 import pyarrow as pa
 
-from railyard.data import ReadPlan, plan_read, source_schema
+from railyard.config import Settings, get_settings
+from railyard.data_access import check_allowed_paths
 from railyard.errors import BackendUnavailableError
-from railyard.spec import FeatureSource, TrainingSpec
+from railyard.read_plan import ReadPlan, plan_read, source_schema
+from railyard.spec import FeatureSource, SqlSource, TrainingSpec
+from railyard.sql_sources import connection_url
 from railyard.workflows import Workflow, get_workflow
 
 SCHEMA_TIMEOUT_S = 10.0
 SCHEMA_TTL_S = 60.0
+SCHEMA_CACHE_MAX = 1024
 
-_cache: dict[str, tuple[float, pa.Schema]] = {}
+_cache: dict[tuple[str, ...], tuple[float, pa.Schema]] = {}
 _cache_lock = threading.Lock()
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="schema")
 
 
-def cached_schema(source: FeatureSource) -> pa.Schema:
+def _cache_key(source: FeatureSource, url: str | None) -> tuple[str, ...]:
+    if isinstance(source, SqlSource):
+        return ("sql", url or "", source.table or "", source.query or "")
+    return ("parquet", source.path)
+
+
+def cached_schema(source: FeatureSource, index: int = 0, *,
+                  settings: Settings | None = None) -> pa.Schema:
     """The source's schema, cached for a minute and looked up within SCHEMA_TIMEOUT_S."""
+    url = None
+    if isinstance(source, SqlSource):
+        url = connection_url(source, (settings or get_settings()).sql_connections, index)
+    key = _cache_key(source, url)
     now = time.monotonic()
     with _cache_lock:
-        hit = _cache.get(source.path)
+        hit = _cache.get(key)
         if hit and now - hit[0] < SCHEMA_TTL_S:
             return hit[1]
-    future = _pool.submit(source_schema, source)
+    future = _pool.submit(source_schema, source, index, url, SCHEMA_TIMEOUT_S)
     try:
         schema = future.result(timeout=SCHEMA_TIMEOUT_S)
     except concurrent.futures.TimeoutError:
         raise BackendUnavailableError(
-            f"reading the schema of {source.path} took over {SCHEMA_TIMEOUT_S:.0f}s; "
-            "the data store is slow or unreachable, retry later") from None
+            f"data.features.{index}: reading the schema of {source.label} took over "
+            f"{SCHEMA_TIMEOUT_S:.0f}s; the data store is slow or unreachable, retry later"
+        ) from None
     with _cache_lock:
-        _cache[source.path] = (now, schema)
+        if len(_cache) >= SCHEMA_CACHE_MAX:
+            _cache.pop(min(_cache, key=lambda k: _cache[k][0]))
+        _cache[key] = (now, schema)
     return schema
 
 
-def validate_spec(spec: TrainingSpec) -> tuple[type[Workflow], ReadPlan]:
-    """Check workflow, hyperparameters and columns against the real source schema."""
+def validate_spec(spec: TrainingSpec, *,
+                  settings: Settings | None = None) -> tuple[type[Workflow], ReadPlan]:
+    """Check workflow, hyperparameters, access and columns against the real source schemas."""
+    settings = settings or get_settings()
     workflow_cls = get_workflow(spec.train.workflow_name)
     workflow_cls.parse_params(spec.train.custom_params)
-    plan = plan_read(spec, derived=workflow_cls.derived_columns,
-                     schema=cached_schema(spec.data.features[0]))
+    check_allowed_paths(spec.data, settings.allowed_data_prefixes)
+    schemas = [cached_schema(source, i, settings=settings)
+               for i, source in enumerate(spec.data.features)]
+    plan = plan_read(spec, derived=workflow_cls.derived_columns, schemas=schemas,
+                     settings=settings)
     return workflow_cls, plan

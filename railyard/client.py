@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from railyard.config import get_settings
-from railyard.errors import ERROR_CLASSES, BackendUnavailableError, RailyardError
+from railyard.errors import ERROR_CLASSES, BackendUnavailableError, NotFoundError, RailyardError
+
+if TYPE_CHECKING:
+    from railyard.published import PublishedModel
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
@@ -79,6 +83,19 @@ class RailyardClient:
     def workflows(self) -> list[dict[str, Any]]:
         """Registered workflows."""
         return self._request("GET", "/v1/workflows").json()
+
+    def load_model(self, job_id: str, *, into: Path | None = None) -> PublishedModel:
+        """The job's published model, loaded from its artifacts (``artifacts.model_dir``);
+        ``.predict(table_or_dataframe)`` scores rows. S3 artifacts are copied to ``into`` (or a
+        temporary directory) first."""
+        from railyard.published import load_published
+
+        job = self.get(job_id)
+        model_dir = (job.get("artifacts") or {}).get("model_dir")
+        if not model_dir:
+            raise NotFoundError(f"job {job_id} has no published model (status "
+                                f"{job.get('status')}); only SUCCEEDED jobs publish one")
+        return load_published(model_dir, into=into)
 
     def healthy(self) -> bool:
         """True when /healthz answers 200."""

@@ -1,17 +1,32 @@
-"""Holdout metrics by task."""
+"""Holdout metrics by task, and the report files (curves, feature importance) of a model.
+
+| task        | metrics                                                              |
+| ----------- | -------------------------------------------------------------------- |
+| binary      | auc, pr_auc, logloss, accuracy, precision, recall, f1 (at 0.5)       |
+| multiclass  | accuracy, macro_f1, logloss                                          |
+| regression  | rmse, mae, r2                                                        |
+| forecasting | mape, smape (in %), rmse, mae                                        |
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import pyarrow as pa
 from sklearn import metrics as skm
 
 _EPS = 1e-7
+THRESHOLD = 0.5
 
 
 def holdout_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray,
                     *, regression_objective: bool = False) -> dict[str, float]:
-    """AUC and log loss for binary labels; RMSE/MAE/R² for regression (and for binary labels
-    trained with a regression objective); accuracy and log loss for multiclass."""
+    """Metrics of ``y_score`` against ``y_true`` for ``task`` (see the module table); rows with
+    a NaN label are left out. Binary labels trained with a regression objective also get RMSE."""
     keep = ~np.isnan(y_true)
     y_true, y_score = y_true[keep], y_score[keep]
     out: dict[str, float] = {"rows": float(len(y_true))}
@@ -24,6 +39,11 @@ def holdout_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray,
             out["pr_auc"] = float(skm.average_precision_score(y_true, scores))
         out["logloss"] = float(skm.log_loss(y_true, np.clip(scores, _EPS, 1 - _EPS),
                                             labels=[0, 1]))
+        predicted = (scores >= THRESHOLD).astype("float64")
+        out["accuracy"] = float(np.mean(predicted == y_true))
+        out["precision"] = float(skm.precision_score(y_true, predicted, zero_division=0))
+        out["recall"] = float(skm.recall_score(y_true, predicted, zero_division=0))
+        out["f1"] = float(skm.f1_score(y_true, predicted, zero_division=0))
         if regression_objective:
             out["rmse"] = float(np.sqrt(np.mean((scores - y_true) ** 2)))
     elif task == "multiclass":
@@ -32,10 +52,132 @@ def holdout_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray,
         out["accuracy"] = float(np.mean(predicted == y_true))
         out["macro_f1"] = float(skm.f1_score(y_true, predicted, average="macro"))
         if probs is not None:
-            out["logloss"] = float(skm.log_loss(y_true, np.clip(probs, _EPS, 1),
-                                                labels=list(range(probs.shape[1]))))
+            out["logloss"] = _multiclass_logloss(y_true, probs)
+    elif task == "forecasting":
+        out.update(forecast_errors(y_true, y_score))
     else:
         out["rmse"] = float(np.sqrt(np.mean((y_score - y_true) ** 2)))
         out["mae"] = float(np.mean(np.abs(y_score - y_true)))
         out["r2"] = float(skm.r2_score(y_true, y_score)) if len(y_true) > 1 else float("nan")
     return out
+
+
+def forecast_errors(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAPE and sMAPE in percent, RMSE and MAE. MAPE skips rows whose actual value is 0."""
+    error = y_pred - y_true
+    nonzero = y_true != 0
+    denominator = np.abs(y_true) + np.abs(y_pred)
+    smape_terms = np.where(denominator == 0, 0.0,
+                           2 * np.abs(error) / np.where(denominator == 0, 1.0, denominator))
+    return {
+        "mape": float(100 * np.mean(np.abs(error[nonzero] / y_true[nonzero])))
+        if nonzero.any() else float("nan"),
+        "smape": float(100 * np.mean(smape_terms)),
+        "rmse": float(np.sqrt(np.mean(error ** 2))),
+        "mae": float(np.mean(np.abs(error))),
+    }
+
+
+# --------------------------------------------------------------------------- reports
+
+def permutation_importance(predict: Callable[[pa.Table], np.ndarray], table: pa.Table,
+                           features: list[str], y_true: np.ndarray, task: str,
+                           *, seed: int = 0) -> dict[str, float]:
+    """How much the task's main error grows when each feature's values are shuffled
+    (for models without a native importance); larger means more important."""
+    keep = ~np.isnan(y_true)
+    table, y_true = table.filter(pa.array(keep)), y_true[keep]
+    if table.num_rows < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    base = _loss(task, y_true, predict(table))
+    importance = {}
+    for name in features:
+        column = table[name].combine_chunks().take(pa.array(rng.permutation(table.num_rows)))
+        shuffled = table.set_column(table.schema.get_field_index(name), name, column)
+        importance[name] = max(0.0, _loss(task, y_true, predict(shuffled)) - base)
+    return importance
+
+
+def _loss(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    if task == "binary":
+        scores = y_score if y_score.ndim == 1 else y_score[:, -1]
+        return float(skm.log_loss(y_true, np.clip(scores, _EPS, 1 - _EPS), labels=[0, 1]))
+    if task == "multiclass" and y_score.ndim == 2:
+        return _multiclass_logloss(y_true, y_score)
+    return float(np.sqrt(np.mean((y_score - y_true) ** 2)))
+
+
+def _multiclass_logloss(y_true: np.ndarray, probs: np.ndarray) -> float:
+    clipped = np.clip(probs, _EPS, 1)
+    return float(skm.log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True),
+                              labels=list(range(probs.shape[1]))))
+
+
+def write_model_reports(directory: Path, *, task: str, y_true: np.ndarray | None = None,
+                        y_score: np.ndarray | None = None,
+                        importance: dict[str, float] | None = None,
+                        importance_type: str = "gain", top: int = 30) -> dict[str, Any]:
+    """Write ``feature_importance.json``/``.png`` and, for binary classifiers with both classes
+    in the holdout, ``roc_curve.png`` and ``pr_curve.png`` into ``directory``; return the
+    manifest's ``reports`` entry (file names and the top features)."""
+    reports: dict[str, Any] = {}
+    if importance:
+        ranked = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)
+        (directory / "feature_importance.json").write_text(json.dumps(
+            {"type": importance_type, "importance": dict(ranked)}, indent=2))
+        _bar_chart(directory / "feature_importance.png", ranked[:top],
+                   f"feature importance ({importance_type})")
+        reports["feature_importance"] = {
+            "type": importance_type, "file": "feature_importance.json",
+            "plot": "feature_importance.png",
+            "top": [{"feature": k, "importance": float(v)} for k, v in ranked[:10]]}
+    if task == "binary" and y_true is not None and y_score is not None:
+        keep = ~np.isnan(y_true)
+        y, scores = y_true[keep], (y_score if y_score.ndim == 1 else y_score[:, -1])[keep]
+        if len(np.unique(y)) == 2:
+            reports["curves"] = _binary_curves(directory, y, scores)
+    return reports
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bar_chart(path: Path, ranked: list[tuple[str, float]], title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(ranked) + 1.2))
+    names = [name for name, _ in reversed(ranked)]
+    ax.barh(names, [value for _, value in reversed(ranked)], color="#4c72b0")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _binary_curves(directory: Path, y_true: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    plt = _pyplot()
+    fpr, tpr, _ = skm.roc_curve(y_true, scores)
+    precision, recall, _ = skm.precision_recall_curve(y_true, scores)
+    auc, pr_auc = skm.auc(fpr, tpr), skm.average_precision_score(y_true, scores)
+    for name, (x, y, xlabel, ylabel, label) in {
+        "roc_curve.png": (fpr, tpr, "false positive rate", "true positive rate",
+                          f"ROC (AUC {auc:.3f})"),
+        "pr_curve.png": (recall, precision, "recall", "precision",
+                         f"precision-recall (AP {pr_auc:.3f})"),
+    }.items():
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(x, y, label=label)
+        if name == "roc_curve.png":
+            ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+        ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02), title=label)
+        fig.tight_layout()
+        fig.savefig(directory / name, dpi=100)
+        plt.close(fig)
+    return {"roc": "roc_curve.png", "precision_recall": "pr_curve.png",
+            "auc": float(auc), "pr_auc": float(pr_auc)}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,3 +57,20 @@ def encode(table: pa.Table, encoding: dict[str, Any]) -> pd.DataFrame:
         else:
             frame[name] = column.to_pandas().astype("float64")
     return pd.DataFrame(frame)
+
+
+def to_matrix(frame: pd.DataFrame, *,
+              categorical: Literal["ordinal", "one_hot"] = "ordinal") -> pd.DataFrame:
+    """An all-float frame of an ``encode`` result: categories become their codes (missing:
+    NaN) or one 0/1 column per training category named ``feature=category`` (missing: all 0).
+    The columns depend only on the encoding, so train and predict frames line up."""
+    categorical_columns = [c for c in frame.columns
+                           if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    if categorical == "one_hot":
+        return pd.get_dummies(frame, columns=categorical_columns, prefix_sep="=",
+                              dtype="float64").astype("float64")
+    out = frame.copy()
+    for name in categorical_columns:
+        codes = out[name].cat.codes.to_numpy().astype("float64")
+        out[name] = np.where(codes < 0, np.nan, codes)
+    return out.astype("float64")

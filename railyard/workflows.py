@@ -29,11 +29,11 @@ import pkgutil
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -42,9 +42,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from railyard.errors import SpecError, UnknownWorkflowError
 from railyard.spec import TrainSpec
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
-Task = Literal["binary", "multiclass", "regression"]
+Task = Literal["binary", "multiclass", "regression", "forecasting", "embedding"]
+Split = Literal["train", "holdout"]
 
 
 class WorkflowParams(BaseModel):
@@ -62,10 +66,52 @@ class TrainingData:
     features: list[str]
     label: str
 
-    def label_array(self, which: Literal["train", "holdout"]) -> np.ndarray:
+    def table(self, which: Split) -> pa.Table:
+        """The train or holdout table."""
+        return self.train if which == "train" else self.holdout
+
+    def label_array(self, which: Split) -> np.ndarray:
         """The label column as float64 (nulls become NaN)."""
-        table = self.train if which == "train" else self.holdout
-        return table[self.label].to_numpy(zero_copy_only=False).astype("float64")
+        return self.table(which)[self.label].to_numpy(zero_copy_only=False).astype("float64")
+
+    def encoding(self) -> dict[str, Any]:
+        """How to encode the features, learnt from the training rows (railyard.tabular)."""
+        from railyard.tabular import fit_encoding
+
+        return fit_encoding(self.train, self.features)
+
+    def to_pandas(self, which: Split, encoding: dict[str, Any] | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
+        """(features as a pandas frame, strings as categoricals; label) for one split."""
+        from railyard.tabular import encode
+
+        return (encode(self.table(which), encoding or self.encoding()),
+                self.label_array(which))
+
+    def to_numpy(self, which: Split, encoding: dict[str, Any] | None = None, *,
+                 categorical: Literal["ordinal", "one_hot"] = "ordinal"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 feature matrix, label); categories as codes or one-hot columns."""
+        from railyard.tabular import to_matrix
+
+        frame, label = self.to_pandas(which, encoding)
+        return to_matrix(frame, categorical=categorical).to_numpy(), label
+
+    def to_torch(self, which: Split, encoding: dict[str, Any] | None = None, *,
+                 categorical: Literal["ordinal", "one_hot"] = "one_hot",
+                 device: str = "cpu") -> tuple[Any, Any]:
+        """(float32 feature tensor, float32 label tensor) on ``device``; NaN features are 0."""
+        import torch
+
+        features, label = self.to_numpy(which, encoding, categorical=categorical)
+        x = torch.as_tensor(np.nan_to_num(features, nan=0.0), dtype=torch.float32)
+        return x.to(device), torch.as_tensor(label, dtype=torch.float32).to(device)
+
+    def iter_batches(self, which: Split, batch_size: int) -> Iterator[pa.Table]:
+        """The split in slices of at most ``batch_size`` rows (zero-copy)."""
+        table = self.table(which)
+        for start in range(0, table.num_rows, batch_size):
+            yield table.slice(start, batch_size)
 
 
 @dataclass
@@ -161,6 +207,20 @@ class Workflow(ABC):
         """Optional extra outputs (plots, feature importance) written into ``directory``;
         returns JSON-ready facts for the model manifest. Default: none."""
         return {}
+
+    def holdout_reports(self, model: Any, data: TrainingData, directory: Path,
+                        importance: dict[str, float] | None,
+                        importance_type: str = "gain") -> dict[str, Any]:
+        """The usual ``write_reports``: feature importance plus, for binary tasks, ROC and
+        precision-recall curves of the holdout predictions (railyard.metrics)."""
+        from railyard.metrics import write_model_reports
+
+        task = self.task(data)
+        curves = task == "binary" and data.holdout.num_rows > 0
+        return write_model_reports(
+            directory, task=task, importance=importance, importance_type=importance_type,
+            y_true=data.label_array("holdout") if curves else None,
+            y_score=self.predict(model, data.holdout) if curves else None)
 
     @abstractmethod
     def save(self, model: Any, directory: Path) -> str:

@@ -113,6 +113,13 @@ class XGBoostWorkflow(Workflow):
             metrics["best_iteration"] = float(model["booster"].best_iteration)
         return metrics
 
+    def write_reports(self, model: dict[str, Any], data: TrainingData,
+                      directory: Path) -> dict[str, Any]:
+        """Gain importance per feature (JSON + PNG); ROC and PR curves for binary labels."""
+        scores = model["booster"].get_score(importance_type="total_gain")
+        importance = {name: float(scores.get(name, 0.0)) for name in model["encoding"]}
+        return self.holdout_reports(model, data, directory, importance, "total_gain")
+
     def save(self, model: dict[str, Any], directory: Path) -> str:
         model["booster"].save_model(str(directory / "model.json"))
         (directory / "encoding.json").write_text(json.dumps(

@@ -1,0 +1,327 @@
+"""Published models: each built-in and example is trained in-process and published into a
+directory shaped like the artifact store's ``<job>/model`` (model files + the runner's
+manifest.json); loading it through railyard.published predicts exactly what the trained model
+object predicts and what the framework's own loader predicts. Also the SDK's load_model, the
+``railyard predict`` command, S3 model directories and the serving helpers (without Serve)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import typer
+import xgboost as xgb
+from threadpoolctl import threadpool_limits
+from typer.testing import CliRunner
+
+from railyard import model_serving
+from railyard.builtin.torch_mlp import TabularMLP
+from railyard.client import RailyardClient
+from railyard.cli_models import predict as predict_command
+from railyard.cli_models import serve_model as serve_model_command
+from railyard.errors import DataSourceError, NotFoundError
+from railyard.published import load_published, prediction_columns
+from railyard.storage import ArtifactStore
+from railyard.tabular import encode, to_matrix
+from railyard.workflows import TrainContext, TrainingData, Workflow
+from tests.unit.test_builtin_workflows import (FAST, FEATURES, FORECAST, corpus, forecast_data,
+                                               make, sales_table, split, tabular_table)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread for torch and OpenMP (HistGradientBoosting): faster on two shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(before)
+
+
+def publish(workflow: Workflow, model: Any, data: TrainingData, directory: Path,
+            job_id: str = "job-1") -> Path:
+    """What JobRun's publish phase writes: the workflow's files, reports and manifest.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    metrics = workflow.evaluate(model, data)
+    main_file = workflow.save(model, directory)
+    reports = workflow.write_reports(model, data, directory)
+    manifest = {
+        "job_id": job_id, "workflow": workflow.name, "framework": workflow.framework,
+        "model_file": main_file, "features": list(data.features),
+        "feature_types": {f: str(data.train.schema.field(f).type) for f in data.features},
+        "label": data.label, "task": workflow.task(data),
+        "metrics": {"holdout": metrics}, "spec_hash": "0" * 64, "reports": reports,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return directory
+
+
+def trained(name: str, task: str) -> tuple[Workflow, Any, TrainingData]:
+    label = {"binary": "y_binary", "multiclass": "y_multi", "regression": "y_reg"}[task]
+    workflow = make(name, label, **FAST[name])
+    data = split(tabular_table(900), label, holdout=200)
+    return workflow, workflow.fit(data, TrainContext()), data
+
+
+def encoding_of(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "encoding.json").read_text())
+
+
+def native_xgboost(directory: Path, table: pa.Table) -> np.ndarray:
+    booster = xgb.Booster()
+    booster.load_model(str(directory / "model.json"))
+    frame = encode(table, encoding_of(directory)["encoding"])
+    return booster.predict(xgb.DMatrix(frame, enable_categorical=True))
+
+
+def native_lightgbm(directory: Path, table: pa.Table) -> np.ndarray:
+    booster = lgb.Booster(model_file=str(directory / "model.txt"))
+    return booster.predict(encode(table, encoding_of(directory)["encoding"]))
+
+
+def native_sklearn(directory: Path, table: pa.Table) -> np.ndarray:
+    saved = joblib.load(directory / "model.joblib")
+    matrix = to_matrix(encode(table, saved["encoding"]), categorical=saved["categorical"])
+    proba = saved["pipeline"].predict_proba(matrix.to_numpy())
+    return proba[:, 1] if saved["task"] == "binary" else proba
+
+
+def native_torch(directory: Path, table: pa.Table) -> np.ndarray:
+    """Rebuild the network from config.json and the state_dict, preprocess by hand."""
+    config = json.loads((directory / "config.json").read_text())
+    module = TabularMLP(len(config["numeric"]), config["cardinalities"],
+                        config["embedding_dims"], config["one_hot"], config["hidden_sizes"],
+                        config["dropout"], config["n_out"])
+    module.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+    frame = encode(table, config["encoding"])
+    numeric = np.nan_to_num((frame[config["numeric"]].to_numpy(dtype="float64")
+                             - config["mean"]) / config["std"])
+    codes = np.stack([frame[c].cat.codes.to_numpy() + 1 for c in config["categorical"]], 1)
+    with torch.no_grad():
+        out = module.eval()(torch.as_tensor(numeric, dtype=torch.float32),
+                            torch.as_tensor(codes, dtype=torch.int64))
+    return torch.sigmoid(out[:, 0]).numpy() if config["task"] == "binary" \
+        else torch.softmax(out, 1).numpy()
+
+
+NATIVE = {"xgboost": native_xgboost, "lightgbm": native_lightgbm, "sklearn": native_sklearn,
+          "torch": native_torch}
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("name", ["xgboost", "lightgbm", "sklearn", "torch"])
+def test_published_predictions_equal_the_model_and_the_native_loader(name, task, tmp_path):
+    workflow, model, data = trained(name, task)
+    directory = publish(workflow, model, data, tmp_path / "job-1" / "model")
+    published = load_published(directory)
+    assert published.job_id == "job-1" and published.task == task
+    assert published.manifest["framework"] == name
+    rows = data.holdout
+    scores = published.predict(rows)
+    assert np.array_equal(scores, workflow.predict(model, rows))
+    native = NATIVE[name](directory, rows)
+    if name == "torch":  # float32 network; preprocessing recomputed by hand in float64
+        assert np.allclose(scores, native, atol=1e-6)
+    else:
+        assert np.array_equal(scores, native)
+    out = published.predict_table(rows)
+    assert out.column_names[:rows.num_columns] == rows.column_names
+    if task == "binary":
+        assert out.column_names[rows.num_columns:] == ["prediction"]
+        assert np.array_equal(out["prediction"].to_numpy(), scores)
+    else:
+        assert out.column_names[rows.num_columns:] == [
+            "prediction", "probability_0", "probability_1", "probability_2"]
+        assert out["prediction"].to_pylist() == scores.argmax(axis=1).tolist()
+        assert np.array_equal(out["probability_2"].to_numpy(), scores[:, 2])
+
+
+def test_published_regression_from_pandas_and_records(tmp_path):
+    workflow, model, data = trained("lightgbm", "regression")
+    published = load_published(publish(workflow, model, data, tmp_path / "model"))
+    rows = data.holdout.select(FEATURES).slice(0, 5)
+    expected = workflow.predict(model, rows)
+    assert np.array_equal(published.predict(rows.to_pandas()), expected)
+    records = rows.to_pylist()
+    assert [r["prediction"] for r in published.predict_records(records)] == expected.tolist()
+    assert published.describe()["input_columns"] == FEATURES
+
+
+def test_published_forecaster_and_word2vec(tmp_path):
+    forecaster = make("TimeSeriesForecaster", "sales", ["promo", "day_of_week"], **FORECAST)
+    history = sales_table(300)
+    data = forecast_data(forecaster, history)
+    model = forecaster.fit(data, TrainContext())
+    published = load_published(publish(forecaster, model, data, tmp_path / "f" / "model"))
+    assert published.task == "forecasting" and published.input_columns == ["promo"]
+    # Raw history in, lag features built inside, same forecasts as the prepared rows give.
+    scores = published.predict(history)
+    assert np.allclose(scores, forecaster.predict(model, forecaster.prepare(history)))
+    booster = lgb.Booster(model_file=str(published.directory / "model.txt"))
+    inner = encoding_of(published.directory)["encoding"]
+    assert np.allclose(scores, booster.predict(encode(forecaster.prepare(history), inner)))
+    with pytest.raises(DataSourceError, match="sales"):
+        published.predict(history.drop_columns(["sales"]))
+
+    w2v = make("Word2Vec", "text", ["text"], epochs=1, embedding_dim=8)
+    text = split(corpus(600), "text", ["text"], holdout=100)
+    model = w2v.fit(text, TrainContext())
+    published = load_published(publish(w2v, model, text, tmp_path / "w" / "model"))
+    out = published.predict_table(pa.table({"text": ["cat", "zebra"]}), keep_input=False)
+    vectors = np.array(out["prediction"].to_pylist(), dtype="float32")
+    table = pq.read_table(published.directory / "embeddings.parquet")
+    stored = dict(zip(table["token"].to_pylist(), table["vector"].to_pylist(), strict=True))
+    assert np.array_equal(vectors[0], np.array(stored["cat"], dtype="float32"))
+    assert np.isnan(vectors[1]).all()
+
+
+def test_missing_columns_and_types_are_checked(tmp_path):
+    workflow, model, data = trained("xgboost", "binary")
+    published = load_published(publish(workflow, model, data, tmp_path / "model"))
+    with pytest.raises(DataSourceError, match="lacks column\\(s\\) c, flag") as info:
+        published.predict(pa.table({"x1": [1.0], "x2": [0.5]}))
+    assert [d["field"] for d in info.value.details] == ["c", "flag"]
+    # JSON-ish input (ints for doubles) is cast to the trained types.
+    as_ints = published.predict([{"x1": 1, "c": "red", "x2": 0, "flag": False}])
+    as_floats = published.predict([{"x1": 1.0, "c": "red", "x2": 0.0, "flag": False}])
+    assert np.array_equal(as_ints, as_floats)
+    with pytest.raises(DataSourceError, match="'x1' is string"):
+        published.predict([{"x1": "not a number", "c": "red", "x2": 0.0, "flag": False}])
+    with pytest.raises(NotFoundError, match="manifest.json"):
+        load_published(tmp_path / "nothing-here")
+
+
+def test_prediction_columns_by_task():
+    assert list(prediction_columns("binary", np.array([0.2, 0.9]))) == ["prediction"]
+    multi = prediction_columns("multiclass", np.array([[0.2, 0.8], [0.6, 0.4]]))
+    assert multi["prediction"].to_pylist() == [1, 0]
+    embedding = prediction_columns("embedding", np.ones((2, 3)))
+    assert embedding["prediction"].type == pa.list_(pa.float32(), 3)
+
+
+def test_model_directory_on_s3_is_copied_then_loaded(s3, tmp_path):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket="models")
+    workflow, model, data = trained("lightgbm", "binary")
+    local = publish(workflow, model, data, tmp_path / "model")
+    store = ArtifactStore("s3://models/railyard")
+    for path in local.iterdir():
+        store.put_file(path, "job-1", "model", path.name)
+    published = load_published(store.uri("job-1", "model"), into=tmp_path / "copy")
+    assert published.directory == tmp_path / "copy"
+    assert {p.name for p in local.iterdir()} == {p.name for p in published.directory.iterdir()}
+    assert np.array_equal(published.predict(data.holdout), workflow.predict(model, data.holdout))
+    with pytest.raises(NotFoundError):
+        load_published(store.uri("job-2", "model"))
+
+
+# --------------------------------------------------------------------------- SDK and CLI
+
+def fake_api(monkeypatch: pytest.MonkeyPatch, jobs: dict[str, dict[str, Any]]) -> None:
+    """Point RailyardClient() at an in-memory API serving ``jobs``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        if job_id in jobs:
+            return httpx.Response(200, json=jobs[job_id])
+        return httpx.Response(404, json={"error": {"type": "NotFoundError",
+                                                   "message": f"no job {job_id}",
+                                                   "details": None}})
+
+    class Client(RailyardClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__("http://api.test", transport=httpx.MockTransport(handler))
+
+    monkeypatch.setattr("railyard.client.RailyardClient", Client)
+
+
+def test_client_load_model_and_predict_command(monkeypatch, tmp_path):
+    workflow, model, data = trained("sklearn", "multiclass")
+    directory = publish(workflow, model, data, tmp_path / "artifacts" / "job-1" / "model")
+    fake_api(monkeypatch, {
+        "job-1": {"id": "job-1", "status": "SUCCEEDED",
+                  "artifacts": {"model_dir": str(directory)}},
+        "job-2": {"id": "job-2", "status": "FAILED", "artifacts": {}}})
+    from railyard import client as client_module
+
+    with client_module.RailyardClient() as client:
+        loaded = client.load_model("job-1")
+        assert np.array_equal(loaded.predict(data.holdout), workflow.predict(model, data.holdout))
+        with pytest.raises(NotFoundError, match="FAILED"):
+            client.load_model("job-2")
+
+    app = typer.Typer()
+    app.command("predict")(predict_command)
+    app.command("serve-model")(serve_model_command)
+    source, target = tmp_path / "in.parquet", tmp_path / "out" / "scored.parquet"
+    pq.write_table(data.holdout, source)
+    result = CliRunner().invoke(app, ["predict", "job-1", str(source), str(target)])
+    assert result.exit_code == 0, result.output
+    scored = pq.read_table(target)
+    assert scored.column_names == data.holdout.column_names + [
+        "prediction", "probability_0", "probability_1", "probability_2"]
+    assert np.array_equal(scored["probability_1"].to_numpy(),
+                          workflow.predict(model, data.holdout)[:, 1])
+    result = CliRunner().invoke(app, ["predict", "job-2", str(source), str(target)])
+    assert result.exit_code == 1 and "no published model" in result.output
+    result = CliRunner().invoke(app, ["predict", "job-9", str(source), str(target)])
+    assert result.exit_code == 1 and "no job job-9" in result.output
+
+
+# --------------------------------------------------------------------------- serving (no Serve)
+
+def test_serve_config_keeps_running_apps_and_http_options(monkeypatch):
+    api_app = {"name": "railyard", "route_prefix": "/", "import_path": "serve_app.deployment:app"}
+    details = {"http_options": {"host": "0.0.0.0", "port": 8123},
+               "applications": {"railyard": {"deployed_app_config": api_app},
+                                "model-job-1": {"deployed_app_config": {"name": "model-job-1"}}}}
+    deployed: list[dict[str, Any]] = []
+
+    class FakeServeClient:
+        def __init__(self, address: str) -> None:
+            assert address == "http://ray:8265"
+
+        def get_serve_details(self) -> dict[str, Any]:
+            return details
+
+        def deploy_applications(self, config: dict[str, Any]) -> None:
+            deployed.append(config)
+
+    monkeypatch.setattr("ray.dashboard.modules.serve.sdk.ServeSubmissionClient",
+                        FakeServeClient)
+    monkeypatch.setattr(model_serving.httpx, "get",
+                        lambda url, timeout: httpx.Response(200, json={}))
+    from railyard.config import Settings
+
+    url = model_serving.deploy_model(Settings(), job_id="job-1", model_dir="s3://m/job-1/model",
+                                     address="http://ray:8265", port=9999, num_replicas=2)
+    assert url == "http://127.0.0.1:8123/models/job-1"
+    config = deployed[0]
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8123}
+    assert [a["name"] for a in config["applications"]] == ["railyard", "model-job-1"]
+    assert config["applications"][0] == api_app
+    model_app = config["applications"][1]
+    assert model_app["import_path"] == "railyard.model_serving:build_app"
+    assert model_app["args"] == {"model_dir": "s3://m/job-1/model"}
+    assert model_app["deployments"] == [{"name": "RailyardModel", "num_replicas": 2}]
+    # With Serve not running yet, the asked-for port is used.
+    fresh = model_serving.serve_config_with({}, model_app, drop="", host="127.0.0.1", port=9999)
+    assert fresh["http_options"] == {"host": "127.0.0.1", "port": 9999}
+
+
+def test_serving_helpers():
+    assert model_serving.json_ready({"a": [1.0, float("nan")], "b": float("inf"), "c": "x"}) \
+        == {"a": [1.0, None], "b": None, "c": "x"}
+    assert type(model_serving.build_app({"model_dir": "/m"})).__name__ == "Application"
+    with pytest.raises(ValueError):
+        model_serving.PredictRequest(rows=[])

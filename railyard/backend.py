@@ -105,6 +105,8 @@ class RayJobsBackend:
         except Exception as exc:  # noqa: BLE001
             if "does not exist" not in str(exc):
                 raise BackendUnavailableError(f"cannot stop Ray job: {exc}") from None
+        if self.status(submission_id).status == "PENDING":
+            _kill_unscheduled_supervisor(submission_id)
 
     def logs(self, submission_id: str) -> str:
         """The driver's log as Ray holds it."""
@@ -136,3 +138,21 @@ class RayJobsBackend:
         with self._pools_lock:
             self._pools_cache = (time.monotonic(), counts)
         return counts
+
+
+def _kill_unscheduled_supervisor(submission_id: str) -> None:
+    """Ray 2.60's stop_job only *asks* the job's supervisor actor to stop; a job still waiting
+    for a node (its label selector matches none) has no running supervisor to ask, so Ray
+    would keep it PENDING until RAY_JOB_START_TIMEOUT_SECONDS. Killing the actor ends it."""
+    import ray
+    from ray.dashboard.modules.job.common import (JOB_ACTOR_NAME_TEMPLATE,
+                                                  SUPERVISOR_ACTOR_RAY_NAMESPACE)
+
+    if not ray.is_initialized():
+        return
+    try:
+        actor = ray.get_actor(JOB_ACTOR_NAME_TEMPLATE.format(job_id=submission_id),
+                              namespace=SUPERVISOR_ACTOR_RAY_NAMESPACE)
+        ray.kill(actor, no_restart=True)
+    except ValueError:  # no such actor: already gone
+        pass

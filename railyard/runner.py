@@ -89,6 +89,13 @@ class JobRun:
                         message=f"{time.perf_counter() - started:.3f}s")
         log.info("phase %s finished in %.3fs", name, time.perf_counter() - started)
 
+    def worker_placement(self) -> dict[str, Any]:
+        """Ray options that keep this job's tasks and training workers on its pool."""
+        from railyard.pools import worker_placement
+
+        job = store.get_job(self.engine, job_id=self.job_id)
+        return worker_placement(job.pool) if job.pool and job.pool_enforced else {}
+
     def progress(self, message: str) -> None:
         """A throttled progress line from the workflow."""
         log.info("progress: %s", message)
@@ -146,7 +153,8 @@ class JobRun:
         with self.phase("fetch"):
             plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
             raw, engine = data_plane.read_table(
-                plan, in_process_max_bytes=self.settings.in_process_read_max_bytes)
+                plan, in_process_max_bytes=self.settings.in_process_read_max_bytes,
+                ray_remote_args=self.worker_placement())
             table = workflow.prepare(raw)
             log.info("fetched %d rows with %s, columns %s", table.num_rows, engine,
                      table.column_names)

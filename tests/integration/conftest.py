@@ -22,6 +22,14 @@ from tests.servers import free_port
 DATA_BUCKET = "railyard-data"
 ARTIFACT_BUCKET = "railyard-artifacts"
 FRAUD_ROWS = 60_000
+BIG_FRAUD_ROWS = 300_000
+
+
+def s3_size(uri: str) -> int:
+    """Total bytes under an s3:// prefix (listed with boto3)."""
+    bucket, prefix = uri[len("s3://"):].split("/", 1)
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
+    return sum(obj["Size"] for obj in listing.get("Contents", []))
 
 
 @dataclass
@@ -33,6 +41,7 @@ class Platform:
     ray_address: str
     fraud_uri: str
     fraud: pa.Table
+    big_fraud_uri: str
 
     def client(self) -> RailyardClient:
         return RailyardClient(self.api_url)
@@ -61,22 +70,28 @@ def upload_table(table: pa.Table, bucket: str, prefix: str, files: int = 4) -> s
 def platform(postgres, s3, tmp_path_factory) -> Platform:
     home = tmp_path_factory.mktemp("railyard-home")
     dashboard_port = free_port()
-    settings = Settings(home=home, database_url=postgres.url(),
-                        artifact_root=f"s3://{ARTIFACT_BUCKET}",
-                        ray_address=f"http://127.0.0.1:{dashboard_port}")
     s3_client = boto3.client("s3")
     for bucket in (DATA_BUCKET, ARTIFACT_BUCKET):
         s3_client.create_bucket(Bucket=bucket)
     fraud = fraud_table(FRAUD_ROWS, seed=7)
     fraud_uri = upload_table(fraud, DATA_BUCKET, "fraud")
+    big_fraud_uri = upload_table(fraud_table(BIG_FRAUD_ROWS, seed=8), DATA_BUCKET, "fraud-big")
+    settings = Settings(home=home, database_url=postgres.url(),
+                        artifact_root=f"s3://{ARTIFACT_BUCKET}",
+                        ray_address=f"http://127.0.0.1:{dashboard_port}",
+                        # the small dataset is read in-process, the big one by Ray Data tasks
+                        in_process_read_max_bytes=(s3_size(fraud_uri) + s3_size(big_fraud_uri))
+                        // 2)
     migrate(settings.resolved_database_url)
-    address = local_cluster.start_head(
-        settings, num_cpus=2, gcs_port=free_port(), dashboard_port=dashboard_port,
-        extra_args=[f"--temp-dir={Path('/tmp') / f'ray-tests-{os.getpid()}'}"])
+    # A head that runs the API, plus one labelled node per pool, like the KubeRay groups.
+    address = local_cluster.start_pool_cluster(
+        settings, {"cpu": 1, "highmem": 1}, cpus_per_node=1, gcs_port=free_port(),
+        dashboard_port=dashboard_port,
+        extra_head_args=[f"--temp-dir={Path('/tmp') / f'ray-tests-{os.getpid()}'}"])
     try:
         api_url = local_cluster.deploy_api(settings, address=address, port=free_port())
         yield Platform(settings=settings, api_url=api_url, ray_address=address,
-                       fraud_uri=fraud_uri, fraud=fraud)
+                       fraud_uri=fraud_uri, fraud=fraud, big_fraud_uri=big_fraud_uri)
     finally:
         subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
                        capture_output=True, timeout=120)

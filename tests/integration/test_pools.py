@@ -1,0 +1,89 @@
+"""Placement on a local multi-node cluster whose nodes carry the pool labels: checked from
+Ray's own records (the job's driver node and the node of every task it ran)."""
+
+from __future__ import annotations
+
+import time
+
+from ray.job_submission import JobSubmissionClient
+from ray.util.state import list_nodes, list_tasks
+from sqlmodel import Session
+
+from railyard.demo_data import sample_spec
+from railyard.models import Job
+from railyard.pools import POOL_LABEL
+
+
+def node_pools(address: str) -> dict[str, str]:
+    return {n.node_id: (n.labels or {}).get(POOL_LABEL, "") for n in list_nodes(address=address)}
+
+
+# Ray Data 2.60's own bookkeeping actors (stats, autoscaling) live on the head, and its Parquet
+# footer readers are actors scheduled with SPREAD and no label selector: metadata-only work
+# that a job's label selector cannot steer. Everything else must stay on the pool.
+RAY_DATA_INTERNAL_ACTORS = ("_StatsActor.", "_AutoscalingCoordinatorActor.",
+                            "FooterReader.")
+
+
+def ray_records(platform, submission_id: str) -> tuple[str, set[str]]:
+    """(pool of the driver's node, pools of the nodes that ran the job's tasks)."""
+    info = JobSubmissionClient(platform.ray_address).get_job_info(submission_id)
+    pools = node_pools(platform.ray_address)
+    tasks = list_tasks(address=platform.ray_address, filters=[("job_id", "=", info.job_id)],
+                       limit=10_000, raise_on_missing_output=False)
+    work = [t for t in tasks if t.node_id and not t.name.startswith(RAY_DATA_INTERNAL_ACTORS)]
+    assert any(t.name.startswith("ReadFiles") for t in work) or not tasks
+    return pools[info.driver_node_id], {pools[t.node_id] for t in work}
+
+
+def test_jobs_run_on_the_pool_they_ask_for(platform, client):
+    spec = sample_spec(platform.big_fraud_uri, source="s3")
+    spec["train"]["resources"] = {"pool": "highmem"}
+    spec["train"]["custom_params"]["n_estimators"] = 20
+    highmem = client.wait(client.submit(spec)["id"], timeout=300)
+    assert highmem["status"] == "SUCCEEDED", highmem["error"]
+    assert highmem["pool"] == "highmem" and highmem["dataset"]["stats"]["read_engine"] == "ray.data"
+    driver_pool, task_pools = ray_records(platform, highmem["ray_submission_id"])
+    assert driver_pool == "highmem"
+    assert task_pools == {"highmem"}, task_pools   # the Ray Data read tasks
+
+    spec["train"]["resources"] = {"pool": "cpu"}
+    cpu = client.wait(client.submit(spec)["id"], timeout=300)
+    assert cpu["status"] == "SUCCEEDED", cpu["error"]
+    driver_pool, task_pools = ray_records(platform, cpu["ray_submission_id"])
+    assert driver_pool == "cpu" and task_pools == {"cpu"}
+
+
+def test_automatic_choice_is_recorded(platform, client):
+    job = client.submit(sample_spec(platform.fraud_uri, source="s3"))
+    assert job["pool"] == "cpu" and "chosen from the workflow and data size" in \
+        job["placement_reason"]
+    assert client.wait(job["id"], timeout=300)["status"] == "SUCCEEDED"
+
+
+def test_gpu_job_on_a_cpu_cluster_waits_then_fails_with_the_reason(platform, client):
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["train"]["resources"] = {"pool": "gpu"}
+    spec["lifecycle"] = {"pending_timeout_s": 8}
+    job = client.submit(spec)
+    time.sleep(2)
+    waiting = client.get(job["id"])
+    assert waiting["status"] == "PENDING"
+    assert waiting["status_reason"] == \
+        "waiting for pool gpu: no alive node with label railyard.io/pool=gpu"
+    # Nobody reads the job now: the API's background reconciler must fail it by itself.
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        with Session(platform.engine) as session:
+            row = session.get(Job, job["id"])
+            if row.status == "FAILED":
+                break
+        time.sleep(1)
+    assert row.status == "FAILED" and row.error_phase == "pending"
+    assert "no alive node with label railyard.io/pool=gpu" in row.error
+    assert "pending timeout of 8s" in row.error
+    ray_jobs = JobSubmissionClient(platform.ray_address)
+    deadline = time.monotonic() + 60
+    while not ray_jobs.get_job_status(job["ray_submission_id"]).is_terminal():
+        assert time.monotonic() < deadline, "Ray still has the timed-out job pending"
+        time.sleep(1)

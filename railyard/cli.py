@@ -263,13 +263,16 @@ def cluster_down() -> None:
 app.add_typer(cluster_app, name="cluster")
 
 
-def _mount_kuberay() -> None:
+def _mount_subcommands() -> None:
     from railyard.cli_kuberay import kuberay_app
+    from railyard.cli_models import predict, serve_model
 
     app.add_typer(kuberay_app, name="kuberay", help="Render and validate KubeRay manifests.")
+    app.command("predict")(predict)
+    app.command("serve-model")(serve_model)
 
 
-_mount_kuberay()
+_mount_subcommands()
 
 if __name__ == "__main__":
     app()

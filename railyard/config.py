@@ -12,8 +12,8 @@
 | RAILYARD_PENDING_TIMEOUT_S   | 600 (max: RAILYARD_MAX_PENDING_TIMEOUT_S, 86400) |
 | RAILYARD_RUN_TIMEOUT_S       | 86400 (max: RAILYARD_MAX_RUN_TIMEOUT_S, 604800)  |
 | RAILYARD_RECONCILE_INTERVAL_S | 5 (background status reconciliation)    |
-| RAILYARD_SQL_CONNECTIONS     | {} — JSON {"name": "postgresql://..."}; specs name, never embed, a connection |
-| RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path; else comma-separated s3:// or local prefixes (403 outside) |
+| RAILYARD_SQL_CONNECTIONS     | {} (JSON {"name": "postgresql://..."}; specs use the names) |
+| RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path (else comma-separated prefixes; 403 outside) |
 | RAILYARD_BROADCAST_JOIN_MAX_BYTES | 268435456 (Ray: broadcast a smaller joined source) |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any

@@ -4,7 +4,7 @@
     table, engine = read_table(plan, in_process_max_bytes=...)    # pyarrow here, or Ray Data
     train, holdout = split_holdout(table, spec.data)
     stats = describe(table, train, holdout, label, plan=plan)
-    train_ds, holdout_ds = read_split_ray(plan)                   # streamed, for distributed trainers
+    train_ds, holdout_ds = read_split_ray(plan)                   # streamed (distributed trainers)
 
 Behind it, one job per module: railyard.read_plan (what each source reads and filters),
 railyard.filters (spec filters as Ray Data / pyarrow expressions), railyard.parquet_sources

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,7 +45,14 @@ class ScanStats:
     files_total: int
     files_read: int
     bytes_read: int
-    rows_read: int               # rows in the files read, before row filters (from footers)
+    fragments: list = field(default_factory=list, repr=False, compare=False)
+
+    def rows_read(self, dataset: pads.Dataset) -> int:
+        """Rows in the files read, before row filters: Parquet footers only, no data pages."""
+        if not self.fragments:
+            return 0
+        return pads.FileSystemDataset(self.fragments, dataset.schema, dataset.format,
+                                      dataset.filesystem).count_rows()
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -138,16 +145,23 @@ def pruned_files(dataset: pads.Dataset, pyarrow_filter: pc.Expression | None) ->
 
 
 def scan_stats(dataset: pads.Dataset, pyarrow_filter: pc.Expression | None) -> ScanStats:
-    """Files, bytes and footer row counts of what a read with ``pyarrow_filter`` touches."""
+    """Files and bytes of what a read with ``pyarrow_filter`` touches (no file is opened)."""
     fragments = list(dataset.get_fragments(filter=pyarrow_filter))
-    infos = dataset.filesystem.get_file_info([f.path for f in fragments])
-    rows = 0
-    if fragments:
-        pruned = pads.FileSystemDataset(fragments, dataset.schema, dataset.format,
-                                        dataset.filesystem)
-        rows = pruned.count_rows()          # footers only: no data pages are read
+    sizes = file_sizes(dataset.filesystem, [f.path for f in fragments])
     return ScanStats(files_total=len(dataset.files), files_read=len(fragments),
-                     bytes_read=sum(info.size or 0 for info in infos), rows_read=rows)
+                     bytes_read=sum(sizes), fragments=fragments)
+
+
+def file_sizes(fs: pafs.FileSystem, paths: list[str]) -> list[int]:
+    """Sizes of ``paths``: one listing of their common directory (one request on S3, where a
+    lookup per file is a request per file), else a lookup per file."""
+    if len(paths) > 1:
+        base = posixpath.commonpath(paths)
+        listing = {info.path: info.size or 0 for info in fs.get_file_info(
+            pafs.FileSelector(base, recursive=True, allow_not_found=True))}
+        if all(path in listing for path in paths):
+            return [listing[path] for path in paths]
+    return [info.size or 0 for info in fs.get_file_info(paths)]
 
 
 def read_arrow(dataset: pads.Dataset, columns: list[str],

@@ -49,6 +49,7 @@ class SourcePlan:
     filters: list[tuple[int, Filter]]    # (position in data.filters, filter) pushed into the read
     filter_expr: Expr | None
     connection_url: str | None = field(default=None, repr=False)
+    opened: pads.Dataset | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -67,8 +68,8 @@ class SourcePlan:
 
     @cached_property
     def dataset(self) -> pads.Dataset:
-        """The pyarrow dataset of a Parquet source."""
-        return parquet_sources.open_dataset(self.source, self.index)
+        """The pyarrow dataset of a Parquet source (the one opened for the schema, if any)."""
+        return self.opened or parquet_sources.open_dataset(self.source, self.index)
 
     @cached_property
     def statement(self):
@@ -94,7 +95,7 @@ class SourcePlan:
     def rows_before_filters(self) -> int:
         """Rows in the files read (Parquet footers) or in the table/query (SQL count)."""
         if self.scan is not None:
-            return self.scan.rows_read
+            return self.scan.rows_read(self.dataset)
         return int(sql_sources.scalar_query(
             sql_sources.count_statement(self.source, self.schema), self.connection_url,
             self.source, self.index))
@@ -169,9 +170,17 @@ def plan_read(spec: TrainingSpec, *, derived: dict[str, list[str]] | None = None
     check_allowed_paths(data, settings.allowed_data_prefixes)
     urls = [sql_sources.connection_url(s, settings.sql_connections, i)
             if isinstance(s, SqlSource) else None for i, s in enumerate(sources)]
+    opened: dict[int, pads.Dataset] = {}
+    if schemas is None and schema is not None and len(sources) == 1:
+        schemas = [schema]
     if schemas is None:
-        schemas = [schema] if schema is not None and len(sources) == 1 else [
-            source_schema(s, i, urls[i]) for i, s in enumerate(sources)]
+        schemas = []
+        for i, s in enumerate(sources):
+            if isinstance(s, SqlSource):
+                schemas.append(source_schema(s, i, urls[i]))
+            else:
+                opened[i] = parquet_sources.open_dataset(s, i)
+                schemas.append(opened[i].schema)
     multi = len(sources) > 1
     key = data.join_key if multi else None
     labels = " or ".join(f"data.features.{i} ({s.label})" for i, s in enumerate(sources))
@@ -271,7 +280,7 @@ def plan_read(spec: TrainingSpec, *, derived: dict[str, list[str]] | None = None
             index=i, source=source, schema=schemas[i], columns=list(dict.fromkeys(read[i])),
             filters=mine, filter_expr=filters_to_expr([f for _, f in mine], schemas[i],
                                                       [n for n, _ in mine]),
-            connection_url=urls[i]))
+            connection_url=urls[i], opened=opened.get(i)))
     have = {c for s in schemas for c in s.names}
     columns = [c for c in dict.fromkeys(columns) if c not in derived or c in have]
     post_schema = pa.schema([next(p.schema.field(c) for p in plans if c in p.columns)

@@ -189,7 +189,7 @@ def test_partition_filter_reads_fewer_files(hive_dir):
     assert scan.bytes_read < everything.sources[0].scan.bytes_read
     want = sorted(r for r in range(N) if region(r) == "us" and year(r) == 2018)
     assert sorted(read_table_arrow(plan)["row"].to_pylist()) == want
-    assert scan.rows_read == len(want)                 # footer counts of the file read
+    assert plan.sources[0].rows_before_filters() == len(want)    # footers of the file read
     # A filter on an ordinary column prunes no files.
     plain = plan_read(parse_spec(make_spec([local(hive_dir)], filters=[
         {"feature_name": "i", "predicate": "Gt", "feature_value": {"int_val": 0}}])))

@@ -170,6 +170,20 @@ def read_arrow(dataset: pads.Dataset, columns: list[str],
     return dataset.to_table(columns=columns, filter=pyarrow_filter)
 
 
+def partition_types(dataset: pads.Dataset) -> dict[str, type]:
+    """Python types of the Hive partition columns pyarrow found, for Ray's ``Partitioning``
+    (which reads every partition value as a string unless told otherwise)."""
+    partitioning = getattr(dataset, "partitioning", None)
+    if not isinstance(partitioning, pads.HivePartitioning):
+        return {}
+    kinds = {"integer": int, "floating": float, "boolean": bool}
+    out: dict[str, type] = {}
+    for f in partitioning.schema:
+        kind = next((k for k in kinds if getattr(pa.types, f"is_{k}")(f.type)), None)
+        out[f.name] = kinds[kind] if kind else str
+    return out
+
+
 def read_ray(source: ParquetSource, columns: list[str], filter_expr, index: int = 0, *,
              ray_remote_args: dict | None = None):
     """The same read as a lazy Ray Dataset over the files that survive partition pruning.
@@ -187,7 +201,10 @@ def read_ray(source: ParquetSource, columns: list[str], filter_expr, index: int 
     if not files:
         empty = pa.schema([dataset.schema.field(c) for c in columns]).empty_table()
         return ray.data.from_arrow(empty)
-    partitioning = Partitioning("hive", base_dir=where.base_dir) if where.base_dir else None
+    partitioning = None
+    if where.base_dir:
+        partitioning = Partitioning("hive", base_dir=where.base_dir,
+                                    field_types=partition_types(dataset))
     ds = ray.data.read_parquet(files, filesystem=where.fs, columns=columns,
                                partitioning=partitioning, **remote)
     if filter_expr is not None:

@@ -569,3 +569,10 @@ def test_describe_reports_what_the_read_touched(hive_dir):
         pd.Series([ROWS[r]["y"] for r in want]).value_counts().items()}
     assert stats["sources"][0]["filters"] == [0, 1]
     json.dumps(stats)
+
+
+def test_ray_reads_get_the_partition_types_pyarrow_found(hive_dir):
+    from railyard.parquet_sources import open_dataset, partition_types
+
+    source = parse_spec(make_spec([local(hive_dir)])).data.features[0]
+    assert partition_types(open_dataset(source)) == {"region": str, "year": int}

@@ -33,7 +33,7 @@ class JobService:
         """Validate a spec, store the job, submit it. Nothing is stored for an invalid spec."""
         spec = parse_spec(payload)
         self._check_lifecycle(spec)
-        validate_spec(spec)
+        validate_spec(spec, settings=self.settings)
         choose_pool(spec.train.resources, 0)  # an unknown pool or GPUs on a CPU pool → 422
         job = store.create_job(self.engine, spec=spec)
         return self._submit(job, spec)

@@ -131,6 +131,8 @@ class Filter(StrictModel):
             raise ValueError(
                 f"predicate {p} takes a list: use string_vals, float_vals or int_vals, "
                 f"not {value.field_name}")
+        if arity == "list" and not value.value:
+            raise ValueError(f"predicate {p} needs at least one value in {value.field_name}")
         if self.predicate is Predicate.Between and len(value.value) != 2:
             raise ValueError("predicate Between takes exactly two values [low, high]")
         if self.predicate is Predicate.StartsWith and value.field_name != "string_val":
@@ -392,11 +394,29 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(body)"
 
 
+def _without_union_tags(loc: tuple[Any, ...], error_type: str) -> tuple[Any, ...]:
+    """Pydantic puts the tag of a discriminated union into the path (``features.0.s3.path``);
+    users wrote ``features[0].path``, so drop it (and name the tag field when it is wrong)."""
+    parts = list(loc)
+    for i in range(len(parts) - 2):
+        if parts[i] == "features" and isinstance(parts[i + 1], int) \
+                and isinstance(parts[i + 2], str) and parts[i + 2] in _SOURCE_TAGS:
+            del parts[i + 2]
+            break
+    if error_type in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("source")
+    return tuple(parts)
+
+
+_SOURCE_TAGS = frozenset({"s3", "local", "sql"})
+
+
 def spec_error_from_validation(exc: ValidationError, prefix: str = "") -> SpecError:
     """Turn pydantic's errors into one SpecError whose details name every field path."""
     problems = []
     for err in exc.errors(include_url=False):
-        path = _loc(tuple(p for p in ((prefix,) if prefix else ()) + tuple(err["loc"])))
+        path = _loc(_without_union_tags(((prefix,) if prefix else ()) + tuple(err["loc"]),
+                                        err["type"]))
         message = err["msg"].removeprefix("Value error, ")
         problems.append({"field": path, "message": message, "type": err["type"]})
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])

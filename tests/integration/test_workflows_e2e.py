@@ -1,0 +1,126 @@
+"""Every built-in and example workflow through the API on Parquet in the S3 server, and
+`railyard predict` checked against the native model file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+
+from railyard.demo_data import sample_spec
+from railyard.tabular import encode
+from tests.integration.conftest import DATA_BUCKET, upload_table
+
+FEATURES = ["charge_type", "charge_amount", "charge_country"]
+
+
+def fraud_spec(platform, workflow: str, params: dict, label: str = "has_fraud_dispute") -> dict:
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["model_name"] = f"{workflow}-e2e"
+    spec["train"] = {"workflow_name": workflow, "classifier_features": FEATURES,
+                     "label": label, "custom_params": params}
+    if label == "merchant_id":
+        spec["data"]["features"][0]["names"].append("merchant_id")
+        spec["train"]["classifier_features"] = ["charge_type", "charge_country", "charge_amount"]
+    return spec
+
+
+@pytest.mark.parametrize("workflow, params, metric", [
+    ("xgboost", {"n_estimators": 30, "max_depth": 4}, "auc"),
+    ("lightgbm", {"n_estimators": 30, "num_leaves": 15}, "auc"),
+    ("sklearn", {"estimator": "LogisticRegression", "C": 0.5}, "auc"),
+    ("sklearn", {"estimator": "RandomForestRegressor", "n_estimators": 20, "max_depth": 6},
+     "rmse"),
+    ("torch", {"hidden_sizes": [16], "max_epochs": 3, "batch_size": 512}, "auc"),
+])
+def test_builtin_workflows_train_through_the_api(platform, client, workflow, params, metric):
+    label = "merchant_id" if metric == "rmse" else "has_fraud_dispute"
+    spec = fraud_spec(platform, workflow, params, label=label)
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    assert metric in job["metrics"]["holdout"]
+    manifest = client._request("GET", f"/v1/jobs/{job['id']}").json()["artifacts"]
+    assert manifest["model"].startswith("s3://")
+
+
+def test_forecaster_example(platform, client):
+    days = 500
+    start = dt.datetime(2019, 1, 1)
+    t = np.arange(days)
+    rng = np.random.default_rng(1)
+    sales = 100 + 10 * np.sin(2 * np.pi * t / 7) + 0.05 * t + rng.normal(0, 1, days)
+    table = pa.table({"day": pa.array([start + dt.timedelta(days=int(i)) for i in t],
+                                      type=pa.timestamp("us")),
+                      "sales": sales, "promo": rng.random(days) < 0.1})
+    uri = upload_table(table, DATA_BUCKET, "sales", files=2)
+    spec = {"model_name": "sales-forecast", "owner": "forecasting",
+            "data": {"features": [{"names": ["day", "sales", "promo"], "source": "s3",
+                                   "path": uri}],
+                     "date_column": "day",
+                     "holdout_sampling": {"sampling_function": "LATEST",
+                                          "latest_sampling": {"fraction": 0.2}}},
+            "train": {"workflow_name": "TimeSeriesForecaster", "label": "sales",
+                      "classifier_features": ["promo", "day_of_week"],
+                      "custom_params": {"lags": 14, "horizon": 1, "n_estimators": 100}}}
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    holdout = job["metrics"]["holdout"]
+    assert {"mape", "smape", "rmse"} <= set(holdout)
+    assert holdout["mape"] < 5.0                       # percent
+    assert holdout["rmse"] < holdout["naive_rmse"]    # beats "same as yesterday"
+
+
+def test_word2vec_example(platform, client):
+    rng = np.random.default_rng(2)
+    animals, foods = ["cat", "dog", "cow", "horse"], ["apple", "bread", "rice", "cheese"]
+    texts = [f"the {rng.choice(animals)} eats {rng.choice(foods)} every day" for _ in range(3000)]
+    uri = upload_table(pa.table({"text": texts, "n": np.arange(3000)}), DATA_BUCKET, "texts",
+                       files=1)
+    spec = {"model_name": "w2v", "owner": "nlp",
+            "data": {"features": [{"names": ["text"], "source": "s3", "path": uri}],
+                     "holdout_sampling": {"sampling_function": "RANDOM",
+                                          "random_sampling": {"fraction": 0.1, "seed": 1}}},
+            "train": {"workflow_name": "Word2Vec", "classifier_features": ["text"],
+                      "label": "text",
+                      "custom_params": {"embedding_dim": 16, "window": 2, "epochs": 2,
+                                        "min_count": 2}}}
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    assert job["metrics"]["holdout"]["vocab_size"] >= 10
+
+
+def test_railyard_predict_equals_the_native_model(platform, client, tmp_path):
+    spec = fraud_spec(platform, "xgboost", {"n_estimators": 25, "max_depth": 4})
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    sample = platform.fraud.slice(0, 500)
+    pq.write_table(sample, tmp_path / "in.parquet")
+    exe = os.path.join(os.path.dirname(sys.executable), "railyard")
+    run = subprocess.run([exe, "predict", job["id"], str(tmp_path / "in.parquet"),
+                          str(tmp_path / "out.parquet")], capture_output=True, text=True,
+                         env={**os.environ, "RAILYARD_API_URL": platform.api_url}, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    predicted = pq.read_table(tmp_path / "out.parquet")["prediction"].to_numpy()
+
+    s3 = boto3.client("s3")
+    model_dir = job["artifacts"]["model_dir"][len("s3://"):]
+    bucket, prefix = model_dir.split("/", 1)
+    booster = xgb.Booster()
+    booster.load_model(bytearray(s3.get_object(Bucket=bucket, Key=f"{prefix}/model.json")
+                                 ["Body"].read()))
+    import json
+
+    encoding = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/encoding.json")
+                          ["Body"].read())["encoding"]
+    native = booster.predict(xgb.DMatrix(encode(sample, encoding), enable_categorical=True))
+    np.testing.assert_array_equal(predicted, native)
+    loaded = client.load_model(job["id"])
+    np.testing.assert_array_equal(loaded.predict(sample), native)

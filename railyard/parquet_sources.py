@@ -176,9 +176,15 @@ def partition_types(dataset: pads.Dataset) -> dict[str, type]:
     partitioning = getattr(dataset, "partitioning", None)
     if not isinstance(partitioning, pads.HivePartitioning):
         return {}
+    # pyarrow reports the whole dataset schema here; the partition columns are the keys
+    # that really appear as key=value directories in the file paths.
+    keys = {segment.split("=", 1)[0] for path in getattr(dataset, "files", [])
+            for segment in path.split("/")[:-1] if "=" in segment}
     kinds = {"integer": int, "floating": float, "boolean": bool}
     out: dict[str, type] = {}
     for f in partitioning.schema:
+        if f.name not in keys:
+            continue
         kind = next((k for k in kinds if getattr(pa.types, f"is_{k}")(f.type)), None)
         out[f.name] = kinds[kind] if kind else str
     return out
@@ -202,9 +208,11 @@ def read_ray(source: ParquetSource, columns: list[str], filter_expr, index: int 
         empty = pa.schema([dataset.schema.field(c) for c in columns]).empty_table()
         return ray.data.from_arrow(empty)
     partitioning = None
-    if where.base_dir:
-        partitioning = Partitioning("hive", base_dir=where.base_dir,
-                                    field_types=partition_types(dataset))
+    types = partition_types(dataset)
+    if where.base_dir and types:
+        # Only with real key=value directories: given a hive Partitioning over plain files,
+        # Ray 2.60 looks for every schema column in the path (KeyError).
+        partitioning = Partitioning("hive", base_dir=where.base_dir, field_types=types)
     ds = ray.data.read_parquet(files, filesystem=where.fs, columns=columns,
                                partitioning=partitioning, **remote)
     if filter_expr is not None:

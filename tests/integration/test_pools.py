@@ -18,11 +18,12 @@ def node_pools(address: str) -> dict[str, str]:
     return {n.node_id: (n.labels or {}).get(POOL_LABEL, "") for n in list_nodes(address=address)}
 
 
-# Ray Data 2.60's own bookkeeping actors (stats, autoscaling) live on the head, and its Parquet
-# footer readers are actors scheduled with SPREAD and no label selector: metadata-only work
-# that a job's label selector cannot steer. Everything else must stay on the pool.
+# Ray Data 2.60's own bookkeeping actors (stats, autoscaling) live on the head, and its
+# planning work (the ListFiles task, the Parquet FooterReader actors, scheduled with SPREAD)
+# does not take the read's label selector: metadata-only work a job cannot steer. The data
+# itself is read by ReadFiles* tasks, and those, like the driver, must stay on the pool.
 RAY_DATA_INTERNAL_ACTORS = ("_StatsActor.", "_AutoscalingCoordinatorActor.",
-                            "FooterReader.")
+                            "FooterReader.", "ListFiles")
 
 
 def ray_records(platform, submission_id: str) -> tuple[str, set[str]]:

@@ -78,7 +78,22 @@ def railyard_run(client: RailyardClient, path: Path) -> tuple[float, dict]:
     elapsed = time.perf_counter() - started
     if job["status"] != "SUCCEEDED":
         raise RuntimeError(f"job failed: {job['error']}")
+    job["timeline"] = timeline(job)
     return elapsed, job
+
+
+def timeline(job: dict) -> dict[str, float]:
+    """Where a job's wall time went: API → Ray accepted → driver running → phases → done."""
+    def at(text: str | None) -> float:
+        return dt.datetime.fromisoformat(text).timestamp() if text else float("nan")
+
+    created, started, finished = (at(job[k]) for k in ("created_at", "started_at",
+                                                        "finished_at"))
+    first_phase = at(job["phases"][0]["started_at"]) if job["phases"] else float("nan")
+    return {"submit_to_driver_running_s": round(started - created, 3),
+            "driver_imports_to_first_phase_s": round(first_phase - started, 3),
+            "phases_s": round(sum(p["duration_s"] or 0 for p in job["phases"]), 3),
+            "created_to_finished_s": round(finished - created, 3)}
 
 
 def main() -> None:
@@ -101,11 +116,14 @@ def main() -> None:
             data = write_fraud_dataset(work / f"fraud-{rows}", rows, files=8)
             railyard_run(client, data)  # warm-up: worker processes, imports, page cache
             plain_script(data, work)
-            ry_times, plain_times, phases = [], [], None
+            ry_times, plain_times, phases, breakdown = [], [], None, None
             for _ in range(args.repeat):
+                time.sleep(3)  # let the cluster settle (worker teardown) before each timing
                 seconds, job = railyard_run(client, data)
                 ry_times.append(seconds)
                 phases = {p["name"]: p["duration_s"] for p in job["phases"]}
+                breakdown = job["timeline"]
+                time.sleep(3)
                 seconds, train_rows, holdout_rows = plain_script(data, work)
                 plain_times.append(seconds)
                 assert (train_rows, holdout_rows) == (job["dataset"]["train_rows"],
@@ -114,11 +132,12 @@ def main() -> None:
             row = {"rows": rows, "train_rows": train_rows, "holdout_rows": holdout_rows,
                    "railyard_s": round(ry, 3), "plain_s": round(plain, 3),
                    "ratio": round(ry / plain, 2), "overhead_s": round(ry - plain, 3),
-                   "railyard_phases_s": phases, "repeat": args.repeat}
+                   "railyard_phases_s": phases, "railyard_timeline_s": breakdown,
+                   "repeat": args.repeat}
             results.append(row)
             print(f"{rows:>9,} rows  railyard {ry:7.2f}s  plain {plain:7.2f}s  "
-                  f"ratio {ry / plain:5.2f}x  overhead {ry - plain:5.2f}s  phases {phases}",
-                  flush=True)
+                  f"ratio {ry / plain:5.2f}x  overhead {ry - plain:5.2f}s\n    phases {phases}"
+                  f"\n    timeline {breakdown}", flush=True)
     finally:
         subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)
     out = ROOT / "benchmarks" / "results" / "end_to_end.json"

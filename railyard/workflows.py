@@ -22,6 +22,7 @@ packages' ``railyard.workflows`` entry points; never imported from a path named 
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import logging
@@ -257,44 +258,92 @@ def register_workflow(cls: type[Workflow]) -> type[Workflow]:
     return cls
 
 
-def _import_package_modules(package_name: str) -> None:
+def _package_modules(package_name: str) -> list[tuple[str, Path]]:
+    """(module name, file) of every module in a package, without importing the modules."""
     try:
         package = importlib.import_module(package_name)
     except ModuleNotFoundError as exc:
         if exc.name == package_name:
-            return
+            return []
         raise
-    for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
-        importlib.import_module(f"{package_name}.{info.name}")
+    return [(f"{package_name}.{info.name}", Path(info.module_finder.path) / f"{info.name}.py")
+            for info in pkgutil.iter_modules(getattr(package, "__path__", []))
+            if not info.ispkg]
+
+
+def _declared_names(source: Path) -> list[str]:
+    """Workflow names a module registers, read from its source: classes decorated with
+    ``register_workflow`` that assign ``name = "..."``."""
+    try:
+        tree = ast.parse(source.read_text())
+    except (OSError, SyntaxError):
+        return []
+    names = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or not any(
+                getattr(d, "id", getattr(d, "attr", None)) == "register_workflow"
+                for d in node.decorator_list):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "name"
+                                                    for t in stmt.targets) \
+                    and isinstance(stmt.value, ast.Constant):
+                names.append(str(stmt.value.value))
+    return names
+
+
+_index: dict[str, str] | None = None
+
+
+def _workflow_index() -> dict[str, str]:
+    """Workflow name → module that defines it, found without importing any workflow module
+    (torch alone costs seconds; a job imports only the workflow it runs)."""
+    global _index
+    with _load_lock:
+        if _index is None:
+            index: dict[str, str] = {}
+            for package in ("railyard.builtin", "workflows"):
+                for module, path in _package_modules(package):
+                    for name in _declared_names(path):
+                        index.setdefault(name, module)
+            for ep in entry_points(group="railyard.workflows"):
+                index.setdefault(ep.name, ep.value.split(":", 1)[0])
+            _index = index
+        return _index
+
+
+def _import_for(name: str) -> None:
+    module = _workflow_index().get(name)
+    if module is not None and name not in _REGISTRY:
+        importlib.import_module(module)
 
 
 def load_workflows() -> None:
-    """Import built-ins, the ``workflows`` package and ``railyard.workflows`` entry points."""
+    """Import every workflow module (what listing all workflows needs)."""
     global _loaded
-    with _load_lock:
-        if _loaded:
-            return
-        _import_package_modules("railyard.builtin")
-        _import_package_modules("workflows")
-        for ep in entry_points(group="railyard.workflows"):
-            try:
-                ep.load()
-            except Exception:  # a broken plugin must not take the API down
-                log.exception("could not load workflow entry point %s", ep.name)
-        _loaded = True
+    if _loaded:
+        return
+    for name in list(_workflow_index()):
+        try:
+            _import_for(name)
+        except Exception:  # a broken plugin must not take the API down
+            log.exception("could not load workflow %s", name)
+    _loaded = True
 
 
 def get_workflow(name: str) -> type[Workflow]:
-    """The workflow class registered as ``name``."""
-    load_workflows()
+    """The workflow class registered as ``name`` (importing only its module)."""
+    if name not in _REGISTRY:
+        _import_for(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        known = sorted(set(_REGISTRY) | set(_workflow_index()))
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownWorkflowError(
             f"train.workflow_name: no workflow named {name!r}{hint} Registered: "
-            f"{', '.join(sorted(_REGISTRY))}",
+            f"{', '.join(known)}",
             details=[{"field": "train.workflow_name", "message": "unknown workflow"}]) from None
 
 

@@ -106,16 +106,19 @@ def _has_gpu() -> bool:
         ["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
-def start_pool_cluster(settings: Settings, pools: dict[str, int], *, cpus_per_node: int = 1,
-                       gcs_port: int = 6379, dashboard_port: int = 8265,
+def start_pool_cluster(settings: Settings, pools: dict[str, int], *,
+                       cpus_per_node: int | dict[str, int] = 1, gcs_port: int = 6379,
+                       dashboard_port: int = 8265,
                        extra_head_args: list[str] | None = None) -> str:
-    """A head with no CPUs for work (it runs the API) and ``n`` labelled nodes per pool."""
+    """A head with no CPUs for work (it runs the API) and ``n`` labelled nodes per pool;
+    ``cpus_per_node`` is one count for all pools or a count per pool."""
     address = start_head(settings, num_cpus=0, gcs_port=gcs_port,
                          dashboard_port=dashboard_port, extra_args=extra_head_args)
     for pool, count in pools.items():
+        cpus = cpus_per_node.get(pool, 1) if isinstance(cpus_per_node, dict) else cpus_per_node
         for _ in range(count):
             start_pool_node(settings, gcs_address=f"127.0.0.1:{gcs_port}", pool=pool,
-                            cpus=cpus_per_node)
+                            cpus=cpus)
     return address
 
 

@@ -173,7 +173,9 @@ class JobRun:
                                      label=spec.train.label)
         with self.phase("train"):
             context = TrainContext(resources=spec.train.resources.model_dump(),
-                                   on_progress=self.progress)
+                                   on_progress=self.progress,
+                                   storage_path=self.artifacts.uri(self.job_id, "ray-train"),
+                                   worker_placement=self.worker_placement())
             model = workflow.fit(training_data, context)
         with self.phase("evaluate"):
             metrics = workflow.evaluate(model, training_data)

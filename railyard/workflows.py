@@ -122,7 +122,16 @@ class TrainContext:
     resources: dict[str, Any] = field(default_factory=dict)
     on_progress: Callable[[str], None] | None = None
     min_interval_s: float = 2.0
+    # For distributed training: where Ray Train keeps its run state (artifact store) and the
+    # Ray options that keep training workers on the job's pool.
+    storage_path: str | None = None
+    worker_placement: dict[str, Any] = field(default_factory=dict)
     _last: float = 0.0
+
+    @property
+    def num_workers(self) -> int:
+        """How many training workers the spec asks for (1: train in the driver)."""
+        return int(self.resources.get("num_workers") or 1)
 
     def report(self, message: str, *, force: bool = False) -> None:
         """Record a progress line on the job's timeline, at most every ``min_interval_s``."""

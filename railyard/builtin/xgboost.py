@@ -85,6 +85,12 @@ class XGBoostWorkflow(Workflow):
         if params["objective"].startswith("multi:") and "num_class" not in params:
             params["num_class"] = int(np.nanmax(data.label_array("train"))) + 1
         encoding = fit_encoding(data.train, data.features)
+        if context.num_workers > 1:
+            from railyard.builtin.xgboost_distributed import fit_distributed
+
+            booster = fit_distributed(data, context, params=params, encoding=encoding,
+                                      rounds=self.params.n_estimators)
+            return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
         dtrain = xgb.DMatrix(encode(data.train, encoding), label=data.label_array("train"),
                              enable_categorical=True)
         # Only the holdout is evaluated each round (progress, early stopping): scoring the

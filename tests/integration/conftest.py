@@ -85,7 +85,8 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
     migrate(settings.resolved_database_url)
     # A head that runs the API, plus one labelled node per pool, like the KubeRay groups.
     address = local_cluster.start_pool_cluster(
-        settings, {"cpu": 1, "highmem": 1}, cpus_per_node=1, gcs_port=free_port(),
+        settings, {"cpu": 1, "highmem": 1}, cpus_per_node={"cpu": 2, "highmem": 1},
+        gcs_port=free_port(),
         dashboard_port=dashboard_port,
         extra_head_args=[f"--temp-dir={Path('/tmp') / f'ray-tests-{os.getpid()}'}"])
     try:

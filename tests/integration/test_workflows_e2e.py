@@ -124,3 +124,13 @@ def test_railyard_predict_equals_the_native_model(platform, client, tmp_path):
     np.testing.assert_array_equal(predicted, native)
     loaded = client.load_model(job["id"])
     np.testing.assert_array_equal(loaded.predict(sample), native)
+
+
+def test_xgboost_on_two_ray_train_workers(platform, client):
+    spec = fraud_spec(platform, "xgboost", {"n_estimators": 20, "max_depth": 4})
+    spec["train"]["resources"] = {"pool": "cpu", "num_workers": 2}
+    job = client.wait(client.submit(spec)["id"], timeout=400)
+    assert job["status"] == "SUCCEEDED", (job["error"], client.logs(job["id"])[-3000:])
+    assert 0.5 < job["metrics"]["holdout"]["auc"] <= 1
+    events = [e["message"] for e in client.events(job["id"]) if e["kind"] == "progress"]
+    assert any("2 Ray Train workers" in m for m in events)

@@ -80,6 +80,10 @@ class RailyardClient:
         """A job's timeline."""
         return self._request("GET", f"/v1/jobs/{job_id}/events").json()
 
+    def trials(self, job_id: str) -> list[dict[str, Any]]:
+        """A sweep's trial records."""
+        return self._request("GET", f"/v1/jobs/{job_id}/trials").json()
+
     def workflows(self) -> list[dict[str, Any]]:
         """Registered workflows."""
         return self._request("GET", "/v1/workflows").json()

@@ -96,6 +96,12 @@ class JobRun:
         job = store.get_job(self.engine, job_id=self.job_id)
         return worker_placement(job.pool) if job.pool and job.pool_enforced else {}
 
+    def record_trial(self, trial: Any) -> None:
+        """Store one sweep trial's record on the job."""
+        from dataclasses import asdict
+
+        store.record_trial(self.engine, job_id=self.job_id, trial=asdict(trial))
+
     def progress(self, message: str) -> None:
         """A throttled progress line from the workflow."""
         log.info("progress: %s", message)
@@ -176,9 +182,29 @@ class JobRun:
                                    on_progress=self.progress,
                                    storage_path=self.artifacts.uri(self.job_id, "ray-train"),
                                    worker_placement=self.worker_placement())
-            model = workflow.fit(training_data, context)
+            sweep = None
+            if spec.train.tune is not None:
+                from railyard.tuning import run_sweep
+
+                sweep = run_sweep(workflow, training_data, spec.train,
+                                  storage_path=self.artifacts.uri(self.job_id, "ray-tune"),
+                                  on_trial=self.record_trial,
+                                  placement=self.worker_placement())
+                for trial in sweep.trials:
+                    self.record_trial(trial)
+                model = sweep.model
+                log.info("best trial %s: %s", sweep.best_trial_id, sweep.best_params)
+            else:
+                model = workflow.fit(training_data, context)
         with self.phase("evaluate"):
             metrics = workflow.evaluate(model, training_data)
+            if sweep is not None:
+                counts: dict[str, int] = {}
+                for trial in sweep.trials:
+                    counts[trial.status] = counts.get(trial.status, 0) + 1
+                tune_summary = {"best_params": sweep.best_params,
+                                "best_trial_id": sweep.best_trial_id, "metric": sweep.metric,
+                                "mode": sweep.mode, "trials": counts}
             log.info("holdout metrics %s", metrics)
         with self.phase("publish"):
             model_dir = self.workdir / "model"
@@ -200,7 +226,8 @@ class JobRun:
             metrics_uri = self.artifacts.put_bytes(
                 json.dumps({"holdout": metrics}, indent=2).encode(), self.job_id, "metrics.json")
         return {
-            "metrics": {"holdout": metrics},
+            "metrics": {"holdout": metrics,
+                        **({"tune": tune_summary} if sweep is not None else {})},
             "artifacts": {"model": uris[main_file], "manifest": uris["manifest.json"],
                           "model_dir": self.artifacts.uri(self.job_id, "model"),
                           "metrics": metrics_uri},

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+from pydantic import (BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictFloat, StrictInt,
                       StrictStr, ValidationError, field_validator, model_validator)
 
 from railyard.errors import SpecError
@@ -352,6 +352,74 @@ class ResourcesSpec(StrictModel):
     memory_per_worker: Annotated[int, Field(ge=0)] | None = None
 
 
+SEARCH_DOMAINS = ("uniform", "loguniform", "randint", "choice", "grid")
+
+
+class SearchDomain(RootModel[dict[str, list[Any]]]):
+    """One hyperparameter's search space: exactly one of ``{"uniform": [lo, hi]}``,
+    ``{"loguniform": [lo, hi]}``, ``{"randint": [lo, hi]}``, ``{"choice": [...]}``,
+    ``{"grid": [...]}``."""
+
+    @model_validator(mode="after")
+    def _one_known_domain(self) -> SearchDomain:
+        if len(self.root) != 1 or next(iter(self.root)) not in SEARCH_DOMAINS:
+            raise ValueError(f"use exactly one of {', '.join(SEARCH_DOMAINS)}, e.g. "
+                             '{"uniform": [0.01, 0.3]}')
+        kind, values = next(iter(self.root.items()))
+        if kind in ("uniform", "loguniform", "randint"):
+            if len(values) != 2 or not all(isinstance(v, (int, float)) and
+                                           not isinstance(v, bool) for v in values):
+                raise ValueError(f"{kind} takes two numbers [low, high]")
+            if values[0] >= values[1]:
+                raise ValueError(f"{kind}: low {values[0]} must be below high {values[1]}")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ValueError("loguniform needs a positive low bound")
+            if kind == "randint" and not all(isinstance(v, int) for v in values):
+                raise ValueError("randint takes two integers [low, high)")
+        elif not values or len(values) > 1000:
+            raise ValueError(f"{kind} takes a list of 1 to 1000 values")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """uniform | loguniform | randint | choice | grid."""
+        return next(iter(self.root))
+
+    @property
+    def values(self) -> list[Any]:
+        """The domain's bounds or candidates."""
+        return next(iter(self.root.values()))
+
+
+class TuneSpec(StrictModel):
+    """A hyperparameter sweep with Ray Tune; the best trial's model becomes the job's model."""
+
+    search_space: dict[Annotated[str, Field(max_length=256)], SearchDomain] = Field(
+        min_length=1, max_length=64)
+    search_alg: Literal["random", "grid", "optuna", "hyperopt"] = "random"
+    scheduler: Literal["fifo", "asha", "median"] = "fifo"
+    num_samples: Annotated[int, Field(ge=1, le=10_000)] = 8
+    max_concurrent_trials: Annotated[int, Field(ge=1, le=1024)] | None = None
+    metric: Annotated[str, Field(max_length=64)] | None = None
+    mode: Literal["min", "max"] | None = None
+    time_budget_s: Annotated[int, Field(ge=1)] | None = None
+    cpus_per_trial: Annotated[float, Field(gt=0, le=64)] = 1.0
+
+    @model_validator(mode="after")
+    def _grid_fits_algorithm(self) -> TuneSpec:
+        has_grid = any(d.kind == "grid" for d in self.search_space.values())
+        if has_grid and self.search_alg in ("optuna", "hyperopt"):
+            raise ValueError(f"grid domains need search_alg random or grid, not "
+                             f"{self.search_alg}; use choice instead")
+        if self.search_alg == "grid" and not all(d.kind in ("grid", "choice")
+                                                 for d in self.search_space.values()):
+            raise ValueError("search_alg grid needs grid (or choice) domains only")
+        if (self.metric is None) != (self.mode is None):
+            raise ValueError("set both metric and mode, or neither (then the workflow's "
+                             "main holdout metric is used)")
+        return self
+
+
 class TrainSpec(StrictModel):
     """Which workflow trains, on which features, towards which label, with which parameters."""
 
@@ -361,6 +429,7 @@ class TrainSpec(StrictModel):
     custom_params: dict[Annotated[str, Field(max_length=256)], Any] = Field(
         default_factory=dict, max_length=256)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tune: TuneSpec | None = None
 
 
 class LifecycleSpec(StrictModel):

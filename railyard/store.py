@@ -185,3 +185,25 @@ def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
 def to_event_public(ev: JobEvent) -> EventPublic:
     """The API view of a timeline entry."""
     return EventPublic(at=as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)
+
+
+def record_trial(engine: Engine, *, job_id: str, trial: dict[str, Any]) -> None:
+    """Store a sweep trial's record (params, metrics, status, duration, error) on the job's
+    timeline; the newest record of a trial id wins."""
+    import json
+
+    add_event(engine, job_id=job_id, kind="trial", phase="train",
+              message=json.dumps(trial, sort_keys=True, default=str))
+
+
+def list_trials(engine: Engine, *, job_id: str) -> list[dict[str, Any]]:
+    """The job's trials, one record per trial id (the newest), in the order they ended."""
+    import json
+
+    latest: dict[str, dict[str, Any]] = {}
+    for event in list_events(engine, job_id=job_id):
+        if event.kind == "trial" and event.message:
+            record = json.loads(event.message)
+            latest.pop(record["trial_id"], None)
+            latest[record["trial_id"]] = record
+    return list(latest.values())

@@ -72,9 +72,40 @@ def validate_spec(spec: TrainingSpec, *,
     settings = settings or get_settings()
     workflow_cls = get_workflow(spec.train.workflow_name)
     workflow_cls.parse_params(spec.train.custom_params)
+    if spec.train.tune is not None:
+        check_search_space(workflow_cls, spec)
     check_allowed_paths(spec.data, settings.allowed_data_prefixes)
     schemas = [cached_schema(source, i, settings=settings)
                for i, source in enumerate(spec.data.features)]
     plan = plan_read(spec, derived=workflow_cls.derived_columns, schemas=schemas,
                      settings=settings)
     return workflow_cls, plan
+
+
+def check_search_space(workflow_cls: type[Workflow], spec: TrainingSpec) -> None:
+    """Every swept name must be a hyperparameter of the workflow, and every candidate value
+    must be one the workflow accepts (checked with the first value of each domain)."""
+    import difflib
+
+    from railyard.errors import SpecError
+
+    tune = spec.train.tune
+    valid = sorted(workflow_cls.param_names())
+    for name in tune.search_space:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            raise SpecError(
+                f"train.tune.search_space.{name}: {spec.train.workflow_name} has no parameter "
+                f"{name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" Valid names: {', '.join(valid)}",
+                details=[{"field": f"train.tune.search_space.{name}",
+                          "message": "unknown parameter"}])
+    for name, domain in tune.search_space.items():
+        for value in domain.values[:1] + domain.values[-1:]:
+            try:
+                workflow_cls.parse_params({**spec.train.custom_params, name: value})
+            except SpecError as exc:
+                raise SpecError(f"train.tune.search_space.{name}: {value!r} is not accepted: "
+                                f"{exc.message}",
+                                details=[{"field": f"train.tune.search_space.{name}",
+                                          "message": exc.message}]) from None

@@ -126,7 +126,19 @@ class TrainContext:
     # Ray options that keep training workers on the job's pool.
     storage_path: str | None = None
     worker_placement: dict[str, Any] = field(default_factory=dict)
+    # Intermediate holdout metrics for a sweep's early stopping (ASHA, median rule): an
+    # iterative workflow calls iteration() each step; about ``iteration_reports`` get through.
+    on_iteration: Callable[[dict[str, float]], None] | None = None
+    iteration_reports: int = 20
     _last: float = 0.0
+
+    def iteration(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        """Pass step ``step`` of ``total``'s holdout metrics to a sweep, evenly thinned."""
+        if self.on_iteration is None or not metrics:
+            return
+        every = max(1, total // max(1, self.iteration_reports))
+        if step % every == 0 and step < total:
+            self.on_iteration(metrics)
 
     @property
     def num_workers(self) -> int:

@@ -124,6 +124,13 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
         store.get_job(svc.engine, job_id=job_id)
         return [store.to_event_public(e) for e in store.list_events(svc.engine, job_id=job_id)]
 
+    @app.get("/v1/jobs/{job_id}/trials")
+    def job_trials(job_id: str, svc: Service) -> list[dict[str, Any]]:
+        """A sweep's trials: params, metrics, status (SUCCEEDED, STOPPED, FAILED), duration,
+        error; empty for a job without ``train.tune``."""
+        store.get_job(svc.engine, job_id=job_id)
+        return store.list_trials(svc.engine, job_id=job_id)
+
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobPublic)
     def cancel_job(job_id: str, svc: Service) -> JobPublic:
         """Cancel a QUEUED, PENDING or RUNNING job; 409 for a finished one."""

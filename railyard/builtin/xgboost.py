@@ -153,4 +153,6 @@ class _ProgressCallback(xgb.callback.TrainingCallback):
                 for m, v in ms.items() if v}
         self.context.report(f"iteration {epoch + 1}/{self.rounds} {json.dumps(last)}",
                             force=epoch + 1 == self.rounds)
+        holdout = {m: float(v[-1]) for m, v in evals_log.get("holdout", {}).items() if v}
+        self.context.iteration(epoch + 1, self.rounds, holdout)
         return False

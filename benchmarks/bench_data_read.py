@@ -182,6 +182,20 @@ def measure(variant: str, uri: str, env: dict[str, str]) -> dict:
 
 # --------------------------------------------------------------------------- main
 
+def start_ray_cluster() -> str:
+    """A local Ray head whose workers see the S3 server's AWS variables; its GCS address."""
+    import tempfile
+
+    from railyard import local_cluster
+    from railyard.config import Settings
+    from tests.servers import free_port
+
+    gcs = free_port()
+    local_cluster.start_head(Settings(home=Path(tempfile.mkdtemp())), num_cpus=2, gcs_port=gcs,
+                             dashboard_port=free_port())
+    return f"127.0.0.1:{gcs}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000_000)
@@ -207,10 +221,21 @@ def main() -> None:
         os.environ.update(server.env())
         uri = upload(directory, f"fraud-{args.rows}-{args.files}")
         env = {**os.environ, **server.env()}
-        results: dict[str, list[dict]] = {v: [] for v in variants}
-        for _ in range(args.repeat):        # interleaved, so drift hits every variant alike
-            for variant in variants:
-                results[variant].append(measure(variant, uri, env))
+        cluster = None if args.skip_ray or os.environ.get("RAY_ADDRESS") else \
+            start_ray_cluster()
+        if cluster:
+            env["RAY_ADDRESS"] = cluster
+        try:
+            results: dict[str, list[dict]] = {v: [] for v in variants}
+            for _ in range(args.repeat):    # interleaved, so drift hits every variant alike
+                for variant in variants:
+                    results[variant].append(measure(variant, uri, env))
+        finally:
+            if cluster:
+                from railyard import local_cluster
+
+                subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
+                               capture_output=True)
 
     summary = {}
     base = statistics.median(r["seconds"] for r in results["pyarrow"])

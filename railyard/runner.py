@@ -177,6 +177,8 @@ class JobRun:
         training_data = TrainingData(train=train, holdout=holdout,
                                      features=list(spec.train.classifier_features),
                                      label=spec.train.label)
+        if spec.train.partition_by:
+            return self._fanout(spec, training_data)
         with self.phase("train"):
             context = TrainContext(resources=spec.train.resources.model_dump(),
                                    on_progress=self.progress,
@@ -233,6 +235,42 @@ class JobRun:
                           "metrics": metrics_uri},
         }
 
+
+    def _fanout(self, spec: TrainingSpec, data: Any) -> dict[str, Any]:
+        """train.partition_by: one model per partition, trained in parallel Ray tasks."""
+        from railyard.fanout import partition_key, run_fanout, summarise
+
+        def on_model(record: Any) -> None:
+            from dataclasses import asdict
+
+            store.record_partition_model(self.engine, job_id=self.job_id, model=asdict(record))
+
+        column = spec.train.partition_by
+        with self.phase("train"):
+            records = run_fanout(data, spec.train, column=column,
+                                 artifact_root=self.settings.resolved_artifact_root,
+                                 job_id=self.job_id, on_model=on_model,
+                                 placement=self.worker_placement())
+        with self.phase("evaluate"):
+            summary = summarise(records)
+            log.info("fan-out over %s: %s", column, summary)
+        with self.phase("publish"):
+            manifest = {"job_id": self.job_id, "partitioned_by": column,
+                        "workflow": spec.train.workflow_name, "spec_hash": spec.spec_hash(),
+                        "partitions": {r.partition: {"model_dir": r.model_dir,
+                                                     "key": partition_key(r.partition),
+                                                     "status": r.status}
+                                       for r in records}}
+            manifest_uri = self.artifacts.put_bytes(json.dumps(manifest, indent=2).encode(),
+                                                    self.job_id, "model", "manifest.json")
+            metrics_uri = self.artifacts.put_bytes(
+                json.dumps({"fanout": summary}, indent=2).encode(), self.job_id,
+                "metrics.json")
+        return {"metrics": {"holdout": {}, "fanout": summary},
+                "artifacts": {"model": manifest_uri, "manifest": manifest_uri,
+                              "model_dir": self.artifacts.uri(self.job_id, "model"),
+                              "models": self.artifacts.uri(self.job_id, "models"),
+                              "metrics": metrics_uri}}
 
 def _attach_log_file(path: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")

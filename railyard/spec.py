@@ -430,6 +430,17 @@ class TrainSpec(StrictModel):
         default_factory=dict, max_length=256)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tune: TuneSpec | None = None
+    # One model per distinct value of this column, trained in parallel in one job.
+    partition_by: ColumnName | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_many_models(self) -> TrainSpec:
+        if self.tune is not None and self.partition_by is not None:
+            raise ValueError("use either tune or partition_by in one job, not both")
+        if self.partition_by is not None and self.resources.num_workers > 1:
+            raise ValueError("partition_by trains one small model per task; leave "
+                             "resources.num_workers at 1")
+        return self
 
 
 class LifecycleSpec(StrictModel):

@@ -74,6 +74,12 @@ def validate_spec(spec: TrainingSpec, *,
     workflow_cls.parse_params(spec.train.custom_params)
     if spec.train.tune is not None:
         check_search_space(workflow_cls, spec)
+    if spec.train.partition_by and spec.train.partition_by not in spec.data.fetched_columns:
+        from railyard.errors import SpecError
+
+        raise SpecError(f"train.partition_by: {spec.train.partition_by!r} is not fetched; add "
+                        "it to data.features[].names",
+                        details=[{"field": "train.partition_by", "message": "not fetched"}])
     check_allowed_paths(spec.data, settings.allowed_data_prefixes)
     schemas = [cached_schema(source, i, settings=settings)
                for i, source in enumerate(spec.data.features)]

@@ -74,3 +74,30 @@ def test_bad_search_space_is_422(platform, client):
     with pytest.raises(Exception) as info:
         client.submit(spec)
     assert "train.tune.search_space.max_depth" in str(info.value)
+
+
+def test_fan_out_over_20_partitions(platform, client):
+    import pyarrow as pa
+
+    from railyard.demo_data import fraud_table
+    from tests.integration.conftest import DATA_BUCKET, upload_table
+
+    table = fraud_table(40_000, seed=11)
+    segment = pa.array([f"m{int(v) % 20:02d}" for v in table["merchant_id"].to_pylist()])
+    uri = upload_table(table.append_column("segment", segment), DATA_BUCKET, "segments")
+    spec = sample_spec(uri, source="s3")
+    spec["data"]["features"][0]["names"].append("segment")
+    spec["data"]["filters"] = []
+    spec["train"] = {"workflow_name": "xgboost", "label": "has_fraud_dispute",
+                     "classifier_features": ["charge_type", "charge_amount", "charge_country"],
+                     "custom_params": {"n_estimators": 10, "max_depth": 3},
+                     "partition_by": "segment", "resources": {"cpus_per_worker": 0.25}}
+    job = client.wait(client.submit(spec)["id"], timeout=600)
+    assert job["status"] == "SUCCEEDED", (job["error"], client.logs(job["id"])[-3000:])
+    models = client.models(job["id"])
+    assert [m["partition"] for m in models] == [f"m{i:02d}" for i in range(20)]
+    assert all(m["status"] == "SUCCEEDED" and "auc" in m["metrics"] for m in models)
+    assert all(m["model_dir"].endswith(f"/models/{m['partition']}") for m in models)
+    assert sum(m["train_rows"] for m in models) == job["dataset"]["train_rows"]
+    fanout = job["metrics"]["fanout"]
+    assert fanout["partitions"] == 20 and fanout["succeeded"] == 20 and "mean_auc" in fanout

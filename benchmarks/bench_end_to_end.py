@@ -29,10 +29,10 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from railyard import local_cluster  # noqa: E402
+from railyard import local_cluster, tokens  # noqa: E402
 from railyard.client import RailyardClient  # noqa: E402
 from railyard.config import Settings  # noqa: E402
-from railyard.db import migrate  # noqa: E402
+from railyard.db import get_engine, migrate  # noqa: E402
 from railyard.demo_data import sample_spec, write_fraud_dataset  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
@@ -111,7 +111,9 @@ def main() -> None:
     results = []
     try:
         api = local_cluster.deploy_api(settings, address=address, port=free_port())
-        client = RailyardClient(api)
+        token, _ = tokens.issue(get_engine(settings.resolved_database_url), team="bench",
+                                admin=True)
+        client = RailyardClient(api, token=token)
         for rows in args.rows:
             data = write_fraud_dataset(work / f"fraud-{rows}", rows, files=8)
             railyard_run(client, data)  # warm-up: worker processes, imports, page cache

@@ -1,5 +1,5 @@
 """The ``railyard`` command line: up | down | submit | jobs | status | logs | cancel | workflows |
-demo | kuberay."""
+demo | kuberay | token."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def up(port: int = typer.Option(8000, help="HTTP port of the API"),
         settings = settings.model_copy(update={"ray_address": address})
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate(settings.resolved_database_url)
+    _ensure_admin_token(settings)
     ray_address = settings.ray_address
     if not local_cluster.dashboard_alive(ray_address):
         if address:
@@ -63,6 +64,23 @@ def up(port: int = typer.Option(8000, help="HTTP port of the API"),
     console.print(f"[green]Railyard API ready[/green] at {url}  (docs: {url}/docs)")
     console.print(f"database: {settings.resolved_database_url}")
     console.print(f"artifacts: {settings.resolved_artifact_root}")
+
+
+def _ensure_admin_token(settings) -> None:
+    """On first start (no admin token in the database) issue one and write it to
+    $RAILYARD_HOME/token (0600), where this machine's CLI and SDK find it."""
+    from railyard import credentials, tokens
+    from railyard.db import get_engine
+
+    engine = get_engine(settings.resolved_database_url)
+    path = credentials.token_file(settings)
+    if not tokens.has_admin(engine):
+        token, row = tokens.issue(engine, team="admin", admin=True)
+        credentials.save_token(path, token)
+        console.print(f"admin API token {row.prefix}… written to {path} (mode 0600)")
+    elif credentials.find_token(settings) is None:
+        err_console.print(f"[yellow]no API token for this CLI[/yellow]: set RAILYARD_TOKEN, or "
+                          "issue one with `railyard token create --team TEAM --save`")
 
 
 @app.command()
@@ -112,11 +130,15 @@ def _print_result(job: dict[str, Any]) -> None:
 
 @app.command()
 def submit(spec_file: Path = typer.Argument(..., exists=True, readable=True),
-           wait: bool = typer.Option(False, "--wait", help="follow the phases until it ends")
+           wait: bool = typer.Option(False, "--wait", help="follow the phases until it ends"),
+           idempotency_key: Optional[str] = typer.Option(
+               None, "--idempotency-key",
+               help="resubmitting with the same key returns the first job instead of a new one")
            ) -> None:
     """Submit a training spec (JSON file)."""
     try:
-        job = _client().submit(json.loads(spec_file.read_text()))
+        job = _client().submit(json.loads(spec_file.read_text()),
+                               idempotency_key=idempotency_key)
     except json.JSONDecodeError as exc:
         err_console.print(f"[red]{spec_file} is not valid JSON:[/red] {exc}")
         raise typer.Exit(code=2) from None
@@ -266,8 +288,10 @@ app.add_typer(cluster_app, name="cluster")
 def _mount_subcommands() -> None:
     from railyard.cli_kuberay import kuberay_app
     from railyard.cli_models import predict, serve_model
+    from railyard.cli_tokens import token_app
 
     app.add_typer(kuberay_app, name="kuberay", help="Render and validate KubeRay manifests.")
+    app.add_typer(token_app, name="token", help="Issue, list and revoke API tokens.")
     app.command("predict")(predict)
     app.command("serve-model")(serve_model)
 

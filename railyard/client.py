@@ -26,13 +26,33 @@ if TYPE_CHECKING:
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
-class RailyardClient:
-    """A client of one Railyard API."""
+class BearerToken(httpx.Auth):
+    """Sends ``Authorization: Bearer <token>``: the given token, else the one
+    :func:`railyard.credentials.find_token` finds when a request is made (so a client made
+    before ``railyard up`` wrote the token file still picks it up)."""
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, token: str | None = None) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request):
+        if self._token is None:
+            from railyard.credentials import find_token
+
+            self._token = find_token()
+        if self._token:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+
+class RailyardClient:
+    """A client of one Railyard API; ``token`` defaults to ``RAILYARD_TOKEN`` or the file
+    ``$RAILYARD_HOME/token``."""
+
+    def __init__(self, base_url: str | None = None, *, token: str | None = None,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = (base_url or get_settings().api_url).rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  auth=BearerToken(token))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -55,9 +75,12 @@ class RailyardClient:
             raise _error_from(response)
         return response
 
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """POST a training spec; returns the new job."""
-        return self._request("POST", "/v1/jobs", json=spec).json()
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None
+               ) -> dict[str, Any]:
+        """POST a training spec; returns the new job. With ``idempotency_key``, a retry of
+        the same spec returns the job the first call created instead of a second one."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/jobs", json=spec, headers=headers).json()
 
     def get(self, job_id: str) -> dict[str, Any]:
         """One job."""

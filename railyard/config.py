@@ -15,6 +15,8 @@
 | RAILYARD_SQL_CONNECTIONS     | {} (JSON {"name": "postgresql://..."}; specs use the names) |
 | RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path (else comma-separated prefixes; 403 outside) |
 | RAILYARD_BROADCAST_JOIN_MAX_BYTES | 268435456 (Ray: broadcast a smaller joined source) |
+| RAILYARD_TOKEN               | API token of the CLI and SDK (else $RAILYARD_HOME/token) |
+| RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM | 10 (jobs of one owner on Ray at once; more wait QUEUED; 0: no limit) |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -59,6 +61,10 @@ class Settings(BaseSettings):
     # On Ray, a later features entry up to this size is broadcast to every block of the first
     # instead of shuffling both sides.
     broadcast_join_max_bytes: int = 256 * 1024 * 1024
+    # The CLI's and SDK's API token (else the file $RAILYARD_HOME/token that `railyard up` writes).
+    token: SecretStr | None = None
+    # Jobs of one owner (team) submitted to Ray at once; later ones wait QUEUED. 0: no limit.
+    max_concurrent_jobs_per_team: int = Field(default=10, ge=0)
 
     @field_validator("allowed_data_prefixes", mode="before")
     @classmethod

@@ -49,14 +49,18 @@ def is_allowed(path: str, prefixes: list[str]) -> bool:
     return False
 
 
-def check_allowed_paths(data: DataSpec, prefixes: list[str]) -> None:
-    """Raise ForbiddenError (403) naming the first path outside ``prefixes``."""
+def check_allowed_paths(data: DataSpec, prefixes: list[str], *,
+                        granted_by: str = "this server",
+                        remedy: str = "ask an operator to extend RAILYARD_ALLOWED_DATA_PREFIXES"
+                        ) -> None:
+    """Raise ForbiddenError (403) naming the first path outside ``prefixes``; ``granted_by``
+    and ``remedy`` say whose prefixes they are and how to get more (the server's by default,
+    a team's for an API token's own prefixes)."""
     for i, source in enumerate(data.features):
         if isinstance(source, ParquetSource) and not is_allowed(source.path, prefixes):
             where = f"data.features.{i}.path"
             raise ForbiddenError(
-                f"{where}: {source.path!r} is outside the data prefixes this server may read "
-                f"({', '.join(prefixes)}); put the data under one of them or ask an operator "
-                "to extend RAILYARD_ALLOWED_DATA_PREFIXES",
+                f"{where}: {source.path!r} is outside the data prefixes {granted_by} may read "
+                f"({', '.join(prefixes)}); put the data under one of them or {remedy}",
                 details=[{"field": where, "message": "path not under an allowed prefix",
                           "allowed_prefixes": list(prefixes)}])

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -73,6 +73,35 @@ class Job(SQLModel, table=True):
     placement_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     submitted_at: datetime | None = Field(default=None, sa_column=_tz())
+    # Who sent it (the API token's team) and, with an Idempotency-Key, the key and a hash of
+    # the request body: one job per (team, key), enforced by the database.
+    submitted_by: str | None = Field(default=None, max_length=256)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)
+
+    __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key",
+                                       name="uq_job_submitted_by_idempotency_key"),)
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: only its SHA-256 and a short display prefix are stored, never the token.
+
+    Each token acts for one team; an admin token acts for every team. ``data_prefixes``, when
+    set, narrows the data paths the team's specs may read (on top of the server-wide
+    RAILYARD_ALLOWED_DATA_PREFIXES).
+    """
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    prefix: str = Field(max_length=16, unique=True, index=True)
+    token_hash: str = Field(max_length=64)
+    team: str = Field(max_length=256, index=True)
+    is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    data_prefixes: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=_tz())
 
 
 class JobEvent(SQLModel, table=True):
@@ -141,6 +170,7 @@ class JobPublic(SQLModel):
     pool: str | None = None
     placement_reason: str | None = None
     status_reason: str | None = None
+    submitted_by: str | None = None
     spec: dict[str, Any]
 
 

@@ -6,12 +6,16 @@ a job whose Ray driver is gone is never left RUNNING.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
-from railyard import placement, store
+from railyard import admission, placement, store
+from railyard.access import SYSTEM, Caller, check_submit, owner_filter
 from railyard.backend import JobBackend
 from railyard.config import Settings
 from railyard.errors import BackendUnavailableError, ConflictError, SpecError
@@ -22,6 +26,32 @@ from railyard.validation import validate_spec
 
 log = logging.getLogger(__name__)
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class Created(NamedTuple):
+    """What a submit produced: the job, and whether it is an earlier job returned again for a
+    repeated Idempotency-Key (``replayed``)."""
+
+    job: Job
+    replayed: bool
+
+
+def request_hash(payload: Any) -> str:
+    """SHA-256 of the request body as canonical JSON (key order and spacing do not count)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_idempotency_key(key: str) -> None:
+    """422 unless ``key`` is 1-255 printable ASCII characters."""
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or \
+            not all(" " <= ch <= "~" for ch in key):
+        raise SpecError(
+            f"Idempotency-Key header: give 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
+            "characters (a UUID is a good key)",
+            details=[{"field": "Idempotency-Key", "message": "empty, too long or not ASCII"}])
+
 
 class JobService:
     """Submit, reconcile and cancel jobs."""
@@ -29,14 +59,58 @@ class JobService:
     def __init__(self, *, engine: Engine, backend: JobBackend, settings: Settings) -> None:
         self.engine, self.backend, self.settings = engine, backend, settings
 
-    def create(self, payload: Any) -> Job:
-        """Validate a spec, store the job, submit it. Nothing is stored for an invalid spec."""
+    def create(self, payload: Any, *, caller: Caller = SYSTEM,
+               idempotency_key: str | None = None) -> Created:
+        """Validate a spec, store the job, submit it (or queue it while the owner's team is at
+        its concurrency limit). Nothing is stored for an invalid or forbidden spec.
+
+        With ``idempotency_key``, the caller's team gets one job per key: the same body again
+        returns that job (``replayed``), another body is a 409.
+        """
+        body_hash = None
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            body_hash = request_hash(payload)
+            existing = store.find_by_idempotency_key(self.engine, submitted_by=caller.team,
+                                                     key=idempotency_key)
+            if existing is not None:
+                return Created(self._replay(existing, idempotency_key, body_hash), True)
         spec = parse_spec(payload)
+        check_submit(caller, spec)
         self._check_lifecycle(spec)
         validate_spec(spec, settings=self.settings)
         choose_pool(spec.train.resources, 0)  # an unknown pool or GPUs on a CPU pool → 422
-        job = store.create_job(self.engine, spec=spec)
-        return self._submit(job, spec)
+        try:
+            job = store.create_job(self.engine, spec=spec, submitted_by=caller.team,
+                                   idempotency_key=idempotency_key, request_hash=body_hash)
+        except IntegrityError:
+            # A concurrent request with the same key stored its job first.
+            existing = idempotency_key and store.find_by_idempotency_key(
+                self.engine, submitted_by=caller.team, key=idempotency_key)
+            if not existing:
+                raise
+            return Created(self._replay(existing, idempotency_key, body_hash), True)
+        return Created(self._submit(job, spec), False)
+
+    @staticmethod
+    def _replay(job: Job, key: str, body_hash: str | None) -> Job:
+        if job.request_hash != body_hash:
+            raise ConflictError(
+                f"Idempotency-Key {key!r} was already used for job {job.id} with a different "
+                f"request body; send a new key for a new job, or the original body to get "
+                f"{job.id} back", details=[{"field": "Idempotency-Key", "job_id": job.id,
+                                            "message": "key reused with another body"}])
+        return job
+
+    def list_jobs(self, *, caller: Caller = SYSTEM, owner: str | None = None,
+                  project: str | None = None, status: JobStatus | None = None,
+                  limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """A page of the jobs ``caller`` may see (its team's; every team's for an admin),
+        newest first, each reconciled with Ray."""
+        jobs, next_cursor = store.list_jobs(self.engine, owner=owner_filter(caller, owner),
+                                            project=project, status=status, limit=limit,
+                                            cursor=cursor)
+        return [self.reconcile(j) for j in jobs], next_cursor
 
     def _check_lifecycle(self, spec: TrainingSpec) -> None:
         limits = {"pending_timeout_s": self.settings.max_pending_timeout_s,
@@ -69,6 +143,23 @@ class JobService:
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
 
     def _submit(self, job: Job, spec: TrainingSpec) -> Job:
+        """Submit a QUEUED job to Ray if its team is under the concurrency limit; otherwise
+        leave it QUEUED with the reason."""
+        with admission.team_lock(job.owner):
+            job = store.get_job(self.engine, job_id=job.id)
+            if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
+                return job                                # submitted or cancelled meanwhile
+            waiting = admission.wait_reason(self.engine, job,
+                                            self.settings.max_concurrent_jobs_per_team)
+            if waiting is None:
+                return self._submit_now(job, spec)
+            if waiting != job.status_reason:
+                if not (job.status_reason or "").startswith("queued:"):
+                    store.add_event(self.engine, job_id=job.id, kind="queued", message=waiting)
+                store.update_job(self.engine, job_id=job.id, status_reason=waiting)
+            return store.get_job(self.engine, job_id=job.id)
+
+    def _submit_now(self, job: Job, spec: TrainingSpec) -> Job:
         where = self._placement(spec)
         try:
             submission_id = self.backend.submit(job.id,
@@ -86,7 +177,7 @@ class JobService:
                                  f"{where.pool or 'any'}; {where.reason})",
                          ray_submission_id=submission_id, submitted_at=utcnow(),
                          pool=where.pool, pool_enforced=where.enforced,
-                         placement_reason=where.reason)
+                         placement_reason=where.reason, status_reason=None)
         return store.get_job(self.engine, job_id=job.id)
 
     def reconcile(self, job: Job) -> Job:

@@ -31,14 +31,17 @@ def submission_id_for(job_id: str) -> str:
 
 def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
                origin: str = "api", status: JobStatus = JobStatus.QUEUED,
-               ray_submission_id: str | None = None) -> Job:
-    """Insert a job and its first timeline event in one transaction."""
+               ray_submission_id: str | None = None, submitted_by: str | None = None,
+               idempotency_key: str | None = None, request_hash: str | None = None) -> Job:
+    """Insert a job and its first timeline event in one transaction. A second job with the
+    same (``submitted_by``, ``idempotency_key``) raises IntegrityError."""
     job = Job(
         id=job_id or new_job_id(), status=status.value, owner=spec.owner, project=spec.project,
         trainer=spec.trainer, model_name=spec.model_name,
         model_description=spec.model_description, workflow_name=spec.train.workflow_name,
         spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), origin=origin,
-        ray_submission_id=ray_submission_id,
+        ray_submission_id=ray_submission_id, submitted_by=submitted_by,
+        idempotency_key=idempotency_key, request_hash=request_hash,
     )
     with session_scope(engine) as session:
         session.add(job)
@@ -54,6 +57,14 @@ def get_job(engine: Engine, *, job_id: str) -> Job:
         if job is None:
             raise NotFoundError(f"no job with id {job_id!r}")
         return job
+
+
+def find_by_idempotency_key(engine: Engine, *, submitted_by: str, key: str) -> Job | None:
+    """The job ``submitted_by`` created with Idempotency-Key ``key``, if any."""
+    with session_scope(engine) as session:
+        query = select(Job).where(Job.submitted_by == submitted_by,
+                                  Job.idempotency_key == key)
+        return session.exec(query).first()
 
 
 def _encode_cursor(job: Job) -> str:
@@ -93,9 +104,10 @@ def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None =
 
 
 def list_active_jobs(engine: Engine) -> list[Job]:
-    """Every job that is not yet terminal."""
+    """Every job that is not yet terminal, oldest first (queued jobs start in that order)."""
     with session_scope(engine) as session:
-        query = select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+        query = select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))\
+            .order_by(Job.created_at, Job.id)
         return list(session.exec(query).all())
 
 
@@ -178,7 +190,7 @@ def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
         metrics=job.metrics or {}, artifacts=job.artifacts or {},
         phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
         pool=job.pool, placement_reason=job.placement_reason, status_reason=job.status_reason,
-        spec=job.spec,
+        submitted_by=job.submitted_by, spec=job.spec,
     )
 
 

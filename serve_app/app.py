@@ -9,18 +9,20 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from railyard import store
-from railyard.backend import RayJobsBackend
+from railyard import store, tokens
+from railyard.access import Caller, check_job
+from railyard.backend import JobBackend, RayJobsBackend
 from railyard.config import Settings, get_settings
 from railyard.db import get_engine, migrate
-from railyard.errors import (BackendUnavailableError, PayloadTooLargeError, RailyardError,
-                             SpecError)
+from railyard.errors import (AuthError, BackendUnavailableError, PayloadTooLargeError,
+                             RailyardError, SpecError)
 from railyard.models import EventPublic, JobList, JobPublic, JobStatus
 from railyard.service import JobService
 from railyard.spec import TrainingSpec
@@ -31,8 +33,10 @@ log = logging.getLogger(__name__)
 ServiceFactory = Callable[[], JobService]
 
 
-def default_service_factory(settings: Settings | None = None) -> ServiceFactory:
-    """Build the JobService from settings on first use (migrating the database once)."""
+def default_service_factory(settings: Settings | None = None,
+                            backend: JobBackend | None = None) -> ServiceFactory:
+    """Build the JobService from settings on first use (migrating the database once). A
+    failure (database down) leaves nothing behind: the next request tries again."""
     lock = threading.Lock()
     holder: dict[str, JobService] = {}
 
@@ -43,7 +47,7 @@ def default_service_factory(settings: Settings | None = None) -> ServiceFactory:
                 migrate(cfg.resolved_database_url)
                 holder["service"] = JobService(
                     engine=get_engine(cfg.resolved_database_url),
-                    backend=RayJobsBackend(cfg.ray_address), settings=cfg)
+                    backend=backend or RayJobsBackend(cfg.ray_address), settings=cfg)
             return holder["service"]
 
     return factory
@@ -53,22 +57,67 @@ def get_service(request: Request) -> JobService:
     """FastAPI dependency: the app's JobService."""
     try:
         return request.app.state.service_factory()
-    except (OperationalError, OSError) as exc:
-        raise BackendUnavailableError(f"the job database is unreachable: {exc}") from None
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("job database unreachable: %s", exc)
+        raise BackendUnavailableError("the job database is unreachable; retry shortly") \
+            from None
 
 
 Service = Annotated[JobService, Depends(get_service)]
+
+PUBLIC_PATHS = frozenset({"/healthz"})  # /docs and /openapi.json are not API routes: open too
+bearer = HTTPBearer(auto_error=False, description="An API token (`railyard token create`).")
+
+
+def authorize(request: Request, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller | None:
+    """Every route's guard (an app-wide dependency): the caller behind the bearer token (401
+    without a valid one) and, on any route with a ``{job_id}``, a 403 unless the caller's
+    team owns the job (404 if there is none). Routes in PUBLIC_PATHS pass without a token."""
+    if request.url.path in PUBLIC_PATHS:
+        return None
+    if credentials is None:
+        raise AuthError("no API token: send the header `Authorization: Bearer <token>` (the "
+                        "CLI and SDK read RAILYARD_TOKEN or $RAILYARD_HOME/token; an admin "
+                        "creates tokens with `railyard token create --team TEAM`)")
+    svc = get_service(request)
+    row = tokens.authenticate(svc.engine, credentials.credentials)
+    if row is None:
+        raise AuthError("the API token is not valid or was revoked; ask an admin for a new "
+                        "one (`railyard token create --team TEAM`)",
+                        details={"reason": "invalid_token"})
+    caller = Caller.from_token(row)
+    job_id = request.path_params.get("job_id")
+    if job_id is not None:
+        check_job(caller, store.get_job(svc.engine, job_id=job_id))
+    return caller
+
+
+def current_caller(caller: Annotated[Caller | None, Depends(authorize)]) -> Caller:
+    """The authenticated caller of a non-public route."""
+    if caller is None:  # only public routes get here without one, and they do not ask
+        raise AuthError("this route needs an API token")
+    return caller
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
 def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     """The Railyard API. Pass a factory to swap the database or backend (tests do)."""
     app = FastAPI(title="Railyard", version="0.1.0",
-                  description="Send a training spec; get a tracked job, a model, metrics, logs.")
+                  description="Send a training spec; get a tracked job, a model, metrics, logs.",
+                  dependencies=[Depends(authorize)])
     app.state.service_factory = service_factory or default_service_factory()
 
     @app.exception_handler(RailyardError)
     async def _railyard_error(_: Request, exc: RailyardError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+        headers = None
+        if exc.status_code == 401:
+            invalid = isinstance(exc.details, dict) and exc.details.get("reason")
+            headers = {"WWW-Authenticate": 'Bearer realm="railyard"'
+                       + (', error="invalid_token"' if invalid else "")}
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,21 +143,30 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     @app.post("/v1/jobs", status_code=201, response_model=JobPublic,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/TrainingSpec"}}}}})
-    async def create_job(request: Request, svc: Service) -> JobPublic:
-        """Validate a training spec, store the job and submit it to Ray."""
+    async def create_job(request: Request, response: Response, svc: Service,
+                         caller: CurrentCaller,
+                         idempotency_key: Annotated[str | None, Header()] = None) -> JobPublic:
+        """Validate a training spec, store the job and submit it to Ray (or keep it QUEUED
+        while the owner's team is at its concurrency limit). With an ``Idempotency-Key``
+        header, a repeat with the same body answers 200 with the first job
+        (``Idempotent-Replayed: true``); the same key with another body is a 409."""
         payload = _parse_json(await _read_body(request, svc.settings.max_body_bytes))
-        job = await _in_thread(svc.create, payload)
+        job, replayed = await _in_thread(
+            lambda: svc.create(payload, caller=caller, idempotency_key=idempotency_key))
+        if replayed:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
         return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
 
     @app.get("/v1/jobs", response_model=JobList)
-    def list_jobs(svc: Service, owner: str | None = None, project: str | None = None,
-                  status: JobStatus | None = None,
+    def list_jobs(svc: Service, caller: CurrentCaller, owner: str | None = None,
+                  project: str | None = None, status: JobStatus | None = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   cursor: str | None = None) -> JobList:
-        """Jobs, newest first; follow ``next_cursor`` for more."""
-        jobs, next_cursor = store.list_jobs(svc.engine, owner=owner, project=project,
-                                            status=status, limit=limit, cursor=cursor)
-        jobs = [svc.reconcile(j) for j in jobs]
+        """Jobs, newest first; follow ``next_cursor`` for more. A team token lists its own
+        team's jobs only (``owner`` of another team is a 403); an admin token lists all."""
+        jobs, next_cursor = svc.list_jobs(caller=caller, owner=owner, project=project,
+                                          status=status, limit=limit, cursor=cursor)
         return JobList(jobs=[store.to_public(j, store.list_events(svc.engine, job_id=j.id))
                              for j in jobs], next_cursor=next_cursor)
 

@@ -12,7 +12,7 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from railyard import local_cluster
+from railyard import local_cluster, tokens
 from railyard.client import RailyardClient
 from railyard.config import Settings
 from railyard.db import get_engine, migrate
@@ -42,9 +42,10 @@ class Platform:
     fraud_uri: str
     fraud: pa.Table
     big_fraud_uri: str
+    token: str = ""
 
     def client(self) -> RailyardClient:
-        return RailyardClient(self.api_url)
+        return RailyardClient(self.api_url, token=self.token)
 
     @property
     def engine(self):
@@ -83,6 +84,9 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
                         in_process_read_max_bytes=(s3_size(fraud_uri) + s3_size(big_fraud_uri))
                         // 2)
     migrate(settings.resolved_database_url)
+    # An admin API token for the tests' clients (CLI subprocesses get it as RAILYARD_TOKEN).
+    token, _ = tokens.issue(get_engine(settings.resolved_database_url), team="admin", admin=True)
+    previous_token = os.environ.get("RAILYARD_TOKEN")
     # A head that runs the API, plus one labelled node per pool, like the KubeRay groups.
     address = local_cluster.start_pool_cluster(
         settings, {"cpu": 1, "highmem": 1}, cpus_per_node={"cpu": 2, "highmem": 1},
@@ -91,9 +95,15 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
         extra_head_args=[f"--temp-dir={Path('/tmp') / f'ray-tests-{os.getpid()}'}"])
     try:
         api_url = local_cluster.deploy_api(settings, address=address, port=free_port())
+        os.environ["RAILYARD_TOKEN"] = token   # set after the cluster started: Ray never sees it
         yield Platform(settings=settings, api_url=api_url, ray_address=address,
-                       fraud_uri=fraud_uri, fraud=fraud, big_fraud_uri=big_fraud_uri)
+                       fraud_uri=fraud_uri, fraud=fraud, big_fraud_uri=big_fraud_uri,
+                       token=token)
     finally:
+        if previous_token is None:
+            os.environ.pop("RAILYARD_TOKEN", None)
+        else:
+            os.environ["RAILYARD_TOKEN"] = previous_token
         subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
                        capture_output=True, timeout=120)
 

@@ -116,7 +116,8 @@ def test_ray_job_submit_with_a_bad_spec_exits_nonzero(platform, tmp_path):
 
 @pytest.mark.parametrize("command", ["jobs", "status", "logs", "cancel"])
 def test_cli_against_the_running_api(platform, client, tmp_path, command):
-    env = {**os.environ, "RAILYARD_API_URL": platform.api_url, "COLUMNS": "200"}
+    env = {**os.environ, "RAILYARD_API_URL": platform.api_url, "RAILYARD_TOKEN": platform.token,
+           "COLUMNS": "200"}
     exe = os.path.join(os.path.dirname(sys.executable), "railyard")
     if command == "jobs":
         spec_file = tmp_path / "spec.json"

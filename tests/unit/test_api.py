@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
-from railyard import store
+from railyard import store, tokens
 from railyard.backend import BackendStatus
 from railyard.config import Settings
 from railyard.db import get_engine, migrate
@@ -63,7 +63,9 @@ def env(tmp_path):
     service = JobService(engine=get_engine(settings.resolved_database_url), backend=backend,
                          settings=settings)
     data = write_fraud_dataset(tmp_path / "fraud", 2000, files=2)
-    client = TestClient(create_app(lambda: service))
+    admin_token, _ = tokens.issue(service.engine, team="admin", admin=True)
+    client = TestClient(create_app(lambda: service),
+                        headers={"Authorization": f"Bearer {admin_token}"})
     return client, service, backend, sample_spec(str(data))
 
 

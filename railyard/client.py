@@ -107,6 +107,10 @@ class RailyardClient:
         """A sweep's trial records."""
         return self._request("GET", f"/v1/jobs/{job_id}/trials").json()
 
+    def models(self, job_id: str) -> list[dict[str, Any]]:
+        """A fan-out job's per-partition models."""
+        return self._request("GET", f"/v1/jobs/{job_id}/models").json()
+
     def workflows(self) -> list[dict[str, Any]]:
         """Registered workflows."""
         return self._request("GET", "/v1/workflows").json()

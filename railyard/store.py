@@ -219,3 +219,23 @@ def list_trials(engine: Engine, *, job_id: str) -> list[dict[str, Any]]:
             latest.pop(record["trial_id"], None)
             latest[record["trial_id"]] = record
     return list(latest.values())
+
+
+def record_partition_model(engine: Engine, *, job_id: str, model: dict[str, Any]) -> None:
+    """Store one fan-out partition's model record (metrics, artifact, status, error)."""
+    import json
+
+    add_event(engine, job_id=job_id, kind="partition_model", phase="train",
+              message=json.dumps(model, sort_keys=True, default=str))
+
+
+def list_partition_models(engine: Engine, *, job_id: str) -> list[dict[str, Any]]:
+    """A fan-out job's per-partition models, sorted by partition value."""
+    import json
+
+    records = {}
+    for event in list_events(engine, job_id=job_id):
+        if event.kind == "partition_model" and event.message:
+            record = json.loads(event.message)
+            records[record["partition"]] = record
+    return [records[k] for k in sorted(records)]

@@ -189,6 +189,12 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
         store.get_job(svc.engine, job_id=job_id)
         return store.list_trials(svc.engine, job_id=job_id)
 
+    @app.get("/v1/jobs/{job_id}/models")
+    def job_models(job_id: str, svc: Service) -> list[dict[str, Any]]:
+        """A fan-out job's models, one per partition value: metrics, artifact, status."""
+        store.get_job(svc.engine, job_id=job_id)
+        return store.list_partition_models(svc.engine, job_id=job_id)
+
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobPublic)
     def cancel_job(job_id: str, svc: Service) -> JobPublic:
         """Cancel a QUEUED, PENDING or RUNNING job; 409 for a finished one."""

@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,21 @@ def ray_submission_id() -> str | None:
         return json.loads(raw).get("metadata", {}).get("job_submission_id")
     except json.JSONDecodeError:
         return None
+
+
+@dataclass(frozen=True)
+class TrialRecorder:
+    """Stores a sweep trial's record as it ends. Plain data (a URL and an id), because Ray
+    Tune pickles its callbacks with the experiment state."""
+
+    database_url: str
+    job_id: str
+
+    def __call__(self, trial: Any) -> None:
+        from dataclasses import asdict
+
+        store.record_trial(get_engine(self.database_url), job_id=self.job_id,
+                           trial=asdict(trial))
 
 
 class JobRun:
@@ -98,9 +114,7 @@ class JobRun:
 
     def record_trial(self, trial: Any) -> None:
         """Store one sweep trial's record on the job."""
-        from dataclasses import asdict
-
-        store.record_trial(self.engine, job_id=self.job_id, trial=asdict(trial))
+        TrialRecorder(self.settings.resolved_database_url, self.job_id)(trial)
 
     def progress(self, message: str) -> None:
         """A throttled progress line from the workflow."""
@@ -190,7 +204,8 @@ class JobRun:
 
                 sweep = run_sweep(workflow, training_data, spec.train,
                                   storage_path=self.artifacts.uri(self.job_id, "ray-tune"),
-                                  on_trial=self.record_trial,
+                                  on_trial=TrialRecorder(
+                                      self.settings.resolved_database_url, self.job_id),
                                   placement=self.worker_placement())
                 for trial in sweep.trials:
                     self.record_trial(trial)

@@ -41,8 +41,29 @@ PROBABILITY_PREFIX = "probability_"
 TableLike = pa.Table | pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
 
 
+class _Predictions:
+    """Prediction tables and records from ``self.predict`` and ``self.task``."""
+
+    def predict_table(self, data: TableLike, *, keep_input: bool = True) -> pa.Table:
+        """The prediction columns (see the module docstring), after the input's columns
+        unless ``keep_input`` is false."""
+        table = as_table(data)
+        columns = prediction_columns(self.task, self.predict(table))
+        if not keep_input:
+            return pa.table(columns)
+        for name, values in columns.items():
+            if name in table.column_names:
+                table = table.drop_columns([name])
+            table = table.append_column(name, values)
+        return table
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One dict of prediction columns per input record (the serving endpoint's answer)."""
+        return self.predict_table(list(records), keep_input=False).to_pylist()
+
+
 @dataclass
-class PublishedModel:
+class PublishedModel(_Predictions):
     """A loaded model with the manifest it was published with."""
 
     manifest: dict[str, Any]
@@ -94,24 +115,6 @@ class PublishedModel:
     def predict(self, data: TableLike) -> np.ndarray:
         """The workflow's predictions for every row (probabilities for classifiers)."""
         return self.workflow.predict(self.model, self.prepare_input(data))
-
-    def predict_table(self, data: TableLike, *, keep_input: bool = True) -> pa.Table:
-        """The prediction columns (see the module docstring), after the input's columns
-        unless ``keep_input`` is false."""
-        table = as_table(data)
-        columns = prediction_columns(self.task, self.predict(table))
-        if not keep_input:
-            return pa.table(columns)
-        for name, values in columns.items():
-            if name in table.column_names:
-                table = table.drop_columns([name])
-            table = table.append_column(name, values)
-        return table
-
-    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """One dict of prediction columns per input record (the serving endpoint's answer)."""
-        return self.predict_table(list(records), keep_input=False).to_pylist()
-
 
 def as_table(data: TableLike) -> pa.Table:
     """An Arrow table from a table, a pandas frame, a list of row dicts or a dict of columns."""
@@ -193,10 +196,58 @@ def workflow_for(manifest: Mapping[str, Any]) -> Workflow:
     return cls(train)
 
 
-def load_published(model_dir: str | Path, *, into: Path | None = None) -> PublishedModel:
-    """Load the model published at ``model_dir`` (local path, ``file://`` or ``s3://``)."""
+@dataclass
+class PartitionedModel(_Predictions):
+    """A fan-out job's models (``train.partition_by``): each row is scored by the model of
+    its partition; rows of a partition that has no model get NaN."""
+
+    manifest: dict[str, Any]
+    column: str
+    models: dict[str, PublishedModel]
+
+    @property
+    def job_id(self) -> str | None:
+        """The job that trained the models."""
+        return self.manifest.get("job_id")
+
+    @property
+    def task(self) -> str:
+        """The partitions' task (they share the spec, so the first one's)."""
+        return next(iter(self.models.values())).task if self.models else ""
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The partition column and every feature."""
+        first = next(iter(self.models.values()), None)
+        return [self.column, *(first.input_columns if first else [])]
+
+    def predict(self, data: TableLike) -> np.ndarray:
+        """Each row's prediction from its partition's model."""
+        table = as_table(data)
+        if self.column not in table.column_names:
+            raise DataSourceError(f"the input lacks the partition column {self.column!r}",
+                                  details=[{"field": self.column, "message": "column not found"}])
+        keys = table[self.column].cast(pa.string()).to_numpy(zero_copy_only=False)
+        out = np.full(table.num_rows, np.nan)
+        for value, model in self.models.items():
+            rows = np.flatnonzero(keys == value)
+            if rows.size:
+                out[rows] = model.predict(table.take(pa.array(rows)))
+        return out
+
+
+def load_published(model_dir: str | Path, *,
+                   into: Path | None = None) -> PublishedModel | PartitionedModel:
+    """Load the model published at ``model_dir`` (local path, ``file://`` or ``s3://``); a
+    fan-out job's manifest loads every partition's model."""
     directory = fetch_model_dir(model_dir, into)
     manifest = json.loads((directory / MANIFEST).read_text())
+    if "partitioned_by" in manifest:
+        models = {value: load_published(entry["model_dir"])
+                  for value, entry in sorted(manifest["partitions"].items())
+                  if entry.get("status") == "SUCCEEDED" and entry.get("model_dir")}
+        return PartitionedModel(manifest=manifest, column=manifest["partitioned_by"],
+                                models=models)
     workflow = workflow_for(manifest)
     return PublishedModel(manifest=manifest, workflow=workflow,
                           model=workflow.load(directory), directory=directory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from railyard.demo_data import sample_spec
@@ -101,3 +102,13 @@ def test_fan_out_over_20_partitions(platform, client):
     assert sum(m["train_rows"] for m in models) == job["dataset"]["train_rows"]
     fanout = job["metrics"]["fanout"]
     assert fanout["partitions"] == 20 and fanout["succeeded"] == 20 and "mean_auc" in fanout
+    # Predictions route each row to its partition's model.
+    from railyard.published import load_published
+
+    sample = table.append_column("segment", segment).slice(0, 400)
+    routed = client.load_model(job["id"]).predict(sample)
+    first = load_published(models[0]["model_dir"])
+    rows = [i for i, s in enumerate(sample["segment"].to_pylist()) if s == "m00"]
+    assert rows
+    np.testing.assert_array_equal(routed[rows], first.predict(sample.take(rows)))
+    assert not np.isnan(routed).any()

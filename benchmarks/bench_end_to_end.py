@@ -37,6 +37,9 @@ from railyard.demo_data import sample_spec, write_fraud_dataset  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 
+ROUNDS = 500  # the blog's n_estimators; --rounds overrides it for both sides
+
+
 def plain_script(path: Path, workdir: Path) -> tuple[float, int, int]:
     """The blog's spec written by hand with pyarrow + xgboost; returns (seconds, train, holdout)."""
     started = time.perf_counter()
@@ -65,16 +68,19 @@ def plain_script(path: Path, workdir: Path) -> tuple[float, int, int]:
     params = {"objective": "reg:squarederror", "max_depth": 6, "min_child_weight": 50,
               "eta": 0.02}
     booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train, enable_categorical=True),
-                        num_boost_round=500)
+                        num_boost_round=ROUNDS)
     scores = booster.predict(xgb.DMatrix(x_hold, enable_categorical=True))
     roc_auc_score(y_hold, scores)
     booster.save_model(str(workdir / "plain-model.json"))
     return time.perf_counter() - started, train.num_rows, holdout.num_rows
 
 
-def railyard_run(client: RailyardClient, path: Path) -> tuple[float, dict]:
+def railyard_run(client: RailyardClient, path: Path, workers: int = 1) -> tuple[float, dict]:
+    body = sample_spec(str(path), source="local")
+    body["train"]["custom_params"]["n_estimators"] = ROUNDS
+    body["train"]["resources"] = {"num_workers": workers}
     started = time.perf_counter()
-    job = client.wait(client.submit(sample_spec(str(path), source="local"))["id"], poll=0.05)
+    job = client.wait(client.submit(body)["id"], poll=0.05)
     elapsed = time.perf_counter() - started
     if job["status"] != "SUCCEEDED":
         raise RuntimeError(f"job failed: {job['error']}")
@@ -100,7 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[40_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="Railyard runs with these train.resources.num_workers")
+    parser.add_argument("--out", default="end_to_end.json")
     args = parser.parse_args()
+    global ROUNDS
+    ROUNDS = args.rounds
 
     work = Path(tempfile.mkdtemp(prefix="railyard-bench-"))
     dashboard = free_port()
@@ -116,33 +128,38 @@ def main() -> None:
         client = RailyardClient(api, token=token)
         for rows in args.rows:
             data = write_fraud_dataset(work / f"fraud-{rows}", rows, files=8)
-            railyard_run(client, data)  # warm-up: worker processes, imports, page cache
             plain_script(data, work)
-            ry_times, plain_times, phases, breakdown = [], [], None, None
-            for _ in range(args.repeat):
-                time.sleep(3)  # let the cluster settle (worker teardown) before each timing
-                seconds, job = railyard_run(client, data)
-                ry_times.append(seconds)
-                phases = {p["name"]: p["duration_s"] for p in job["phases"]}
-                breakdown = job["timeline"]
-                time.sleep(3)
-                seconds, train_rows, holdout_rows = plain_script(data, work)
-                plain_times.append(seconds)
-                assert (train_rows, holdout_rows) == (job["dataset"]["train_rows"],
-                                                      job["dataset"]["holdout_rows"])
-            ry, plain = statistics.median(ry_times), statistics.median(plain_times)
-            row = {"rows": rows, "train_rows": train_rows, "holdout_rows": holdout_rows,
-                   "railyard_s": round(ry, 3), "plain_s": round(plain, 3),
-                   "ratio": round(ry / plain, 2), "overhead_s": round(ry - plain, 3),
-                   "railyard_phases_s": phases, "railyard_timeline_s": breakdown,
-                   "repeat": args.repeat}
-            results.append(row)
-            print(f"{rows:>9,} rows  railyard {ry:7.2f}s  plain {plain:7.2f}s  "
-                  f"ratio {ry / plain:5.2f}x  overhead {ry - plain:5.2f}s\n    phases {phases}"
-                  f"\n    timeline {breakdown}", flush=True)
+            plain_times, train_rows, holdout_rows = [], 0, 0
+            for workers in args.workers:
+                railyard_run(client, data, workers)  # warm-up: workers, imports, page cache
+                ry_times, phases, breakdown = [], None, None
+                for _ in range(args.repeat):
+                    time.sleep(3)  # let the cluster settle (worker teardown) before timing
+                    seconds, job = railyard_run(client, data, workers)
+                    ry_times.append(seconds)
+                    phases = {p["name"]: p["duration_s"] for p in job["phases"]}
+                    breakdown = job["timeline"]
+                    if len(plain_times) < args.repeat:
+                        time.sleep(3)
+                        seconds, train_rows, holdout_rows = plain_script(data, work)
+                        plain_times.append(seconds)
+                    assert (train_rows, holdout_rows) == (job["dataset"]["train_rows"],
+                                                          job["dataset"]["holdout_rows"])
+                ry, plain = statistics.median(ry_times), statistics.median(plain_times)
+                row = {"rows": rows, "rounds": ROUNDS, "num_workers": workers,
+                       "train_rows": train_rows, "holdout_rows": holdout_rows,
+                       "railyard_s": round(ry, 3), "plain_s": round(plain, 3),
+                       "ratio": round(ry / plain, 2), "overhead_s": round(ry - plain, 3),
+                       "railyard_phases_s": phases, "railyard_timeline_s": breakdown,
+                       "repeat": args.repeat}
+                results.append(row)
+                print(f"{rows:>9,} rows, {ROUNDS} rounds, {workers} worker(s): railyard "
+                      f"{ry:7.2f}s  plain {plain:7.2f}s  ratio {ry / plain:5.2f}x  overhead "
+                      f"{ry - plain:5.2f}s\n    phases {phases}\n    timeline {breakdown}",
+                      flush=True)
     finally:
         subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)
-    out = ROOT / "benchmarks" / "results" / "end_to_end.json"
+    out = ROOT / "benchmarks" / "results" / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"measured_at": dt.datetime.now().isoformat(timespec="seconds"),
                                "machine": "2 cores, 24 GiB", "results": results}, indent=2))

@@ -126,8 +126,13 @@ def main() -> None:
                                        dashboard_port=dashboard)
     results: dict = {}
     try:
+        from railyard import tokens
+        from railyard.db import get_engine
+
+        token, _ = tokens.issue(get_engine(settings.resolved_database_url), team="bench",
+                                admin=True)
         client = RailyardClient(local_cluster.deploy_api(settings, address=address,
-                                                         port=free_port()))
+                                                         port=free_port()), token=token)
         small = dataset(work, 1, 1000)
         tiny = pq.read_table(small)
         # (a) sweep

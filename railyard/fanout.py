@@ -105,7 +105,7 @@ def run_fanout(data: TrainingData, train: TrainSpec, *, column: str, artifact_ro
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
     trains, holdouts = split_by(data.train, column), split_by(data.holdout, column)
-    cpus = float(train.resources.cpus_per_worker)
+    cpus = float(train.resources.cpus_per_worker or 1)
     task = ray.remote(_fit_partition).options(num_cpus=cpus, max_retries=0,
                                              **(placement or {}))
     spec = train.model_dump(mode="json")

@@ -347,7 +347,9 @@ class ResourcesSpec(StrictModel):
 
     pool: Name | None = None
     num_workers: Annotated[int, Field(ge=1, le=256)] = 1
-    cpus_per_worker: Annotated[float, Field(gt=0, le=256)] = 1.0
+    # Unset: all of the node's cores for training in the driver, 1 per Ray Train worker,
+    # 1 per fan-out task.
+    cpus_per_worker: Annotated[float, Field(gt=0, le=256)] | None = None
     gpus_per_worker: Annotated[float, Field(ge=0, le=16)] = 0.0
     memory_per_worker: Annotated[int, Field(ge=0)] | None = None
 

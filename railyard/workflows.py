@@ -26,6 +26,7 @@ import ast
 import difflib
 import importlib
 import logging
+import os
 import pkgutil
 import threading
 import time
@@ -139,6 +140,14 @@ class TrainContext:
         every = max(1, total // max(1, self.iteration_reports))
         if step % every == 0 and step < total:
             self.on_iteration(metrics)
+
+    @property
+    def threads(self) -> int:
+        """Threads for a framework training in this process: ``cpus_per_worker`` when the spec
+        sets it, else every core of the node. (Ray sets OMP_NUM_THREADS=1 in a job's driver,
+        so a framework left to its default would train on one core.)"""
+        cpus = self.resources.get("cpus_per_worker")
+        return max(1, int(cpus)) if cpus else (os.cpu_count() or 1)
 
     @property
     def num_workers(self) -> int:

@@ -82,9 +82,8 @@ class LightGBMWorkflow(Workflow):
     def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
         params = self.params.booster_params()
         params["objective"] = self._objective(data)
-        cpus = int(context.resources.get("cpus_per_worker") or 0)
-        if cpus and "num_threads" not in params:  # the CPUs Ray reserved, not every core
-            params["num_threads"] = cpus
+        if "num_threads" not in params:  # spec's CPUs, else the node's (Ray sets OMP to 1)
+            params["num_threads"] = context.threads
         if params["objective"] in ("multiclass", "softmax", "multiclassova") \
                 and "num_class" not in params:
             params["num_class"] = int(np.nanmax(data.label_array("train"))) + 1

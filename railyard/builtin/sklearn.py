@@ -159,8 +159,7 @@ class SklearnWorkflow(Workflow):
         keep = ~np.isnan(label)
         target = label[keep].astype("int64") if task != "regression" else label[keep]
         context.report(f"fitting {name} on {int(keep.sum())} rows", force=True)
-        cpus = int(context.resources.get("cpus_per_worker") or 0) or None
-        with threadpool_limits(limits=cpus):  # OpenMP/BLAS threads: the CPUs Ray reserved
+        with threadpool_limits(limits=context.threads):  # OpenMP/BLAS threads
             pipeline.fit(frame.to_numpy()[keep], target)
         num_class = int(np.nanmax(label)) + 1 if task == "multiclass" else None
         return {"pipeline": pipeline, "encoding": encoding, "categorical": categorical,

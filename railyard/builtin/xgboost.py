@@ -81,6 +81,7 @@ class XGBoostWorkflow(Workflow):
 
     def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
         params = self.params.booster_params()
+        params.setdefault("nthread", context.threads)
         params["objective"] = self._objective(data)
         if params["objective"].startswith("multi:") and "num_class" not in params:
             params["num_class"] = int(np.nanmax(data.label_array("train"))) + 1

@@ -80,7 +80,7 @@ def railyard_run(client: RailyardClient, path: Path, workers: int = 1) -> tuple[
     body["train"]["custom_params"]["n_estimators"] = ROUNDS
     body["train"]["resources"] = {"num_workers": workers}
     started = time.perf_counter()
-    job = client.wait(client.submit(body)["id"], poll=0.05)
+    job = client.wait(client.submit(body)["id"], poll=0.25)
     elapsed = time.perf_counter() - started
     if job["status"] != "SUCCEEDED":
         raise RuntimeError(f"job failed: {job['error']}")

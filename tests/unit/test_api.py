@@ -56,6 +56,11 @@ class InMemoryBackend:
 
 @pytest.fixture()
 def env(tmp_path):
+    return build_env(tmp_path)
+
+
+def build_env(tmp_path):
+    """An app on a SQLite store with an in-memory backend, an admin client and a spec."""
     settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path}/t.db",
                         max_body_bytes=64 * 1024)
     migrate(settings.resolved_database_url)

@@ -117,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--partitions", type=int, default=1000)
+    parser.add_argument("--only", choices=["sweep", "fanout"])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="railyard-many-"))
     dashboard = free_port()
@@ -135,61 +136,72 @@ def main() -> None:
                                                          port=free_port()), token=token)
         small = dataset(work, 1, 1000)
         tiny = pq.read_table(small)
-        # (a) sweep
-        sweep = spec(str(small), {"custom_params": {"n_estimators": ROUNDS},
-                                  "tune": {"search_space": {
-                                      "max_depth": {"randint": [2, 8]},
-                                      "learning_rate": {"loguniform": [0.01, 0.5]}},
-                                      "num_samples": args.trials, "cpus_per_trial": 0.5}})
-        railyard_job(client, {**sweep, "train": {**sweep["train"],
-                                                 "tune": {**sweep["train"]["tune"],
-                                                          "num_samples": 2}}})  # warm-up
-        ry_train, ry_total = railyard_job(client, sweep)
-        tune_s = plain_tune(tiny, args.trials)
-        started = time.perf_counter()
-        for config in sampled_configs(args.trials):
-            fit_one(tiny, config)
-        loop_s = time.perf_counter() - started
-        results["sweep"] = {"trials": args.trials, "railyard_train_phase_s": ry_train,
-                            "railyard_end_to_end_s": ry_total, "plain_ray_tune_s": tune_s,
-                            "sequential_loop_s": loop_s,
-                            "ratio_vs_ray_tune": ry_train / tune_s,
-                            "ratio_vs_loop": ry_train / loop_s}
-        print(f"(a) {args.trials} trials: railyard sweep {ry_train:.1f}s (job {ry_total:.1f}s)"
-              f"  plain Ray Tune {tune_s:.1f}s  loop {loop_s:.1f}s  → "
-              f"{ry_train / tune_s:.2f}x Ray Tune, {ry_train / loop_s:.2f}x loop", flush=True)
-
-        # (b) fan-out
-        many = dataset(work, args.partitions, 1000)
-        body = spec(str(many), {"custom_params": {"n_estimators": ROUNDS, "max_depth": 4},
-                                "partition_by": "segment",
-                                "resources": {"cpus_per_worker": 0.5}})
-        ry_train, ry_total = railyard_job(client, body)
-        table = pq.read_table(many)
-        from joblib import Parallel, delayed
-
-        from railyard.fanout import split_by
-
-        parts = list(split_by(table, "segment").values())
-        started = time.perf_counter()
-        Parallel(n_jobs=2)(delayed(fit_one)(p, {"max_depth": 4}) for p in parts)
-        joblib_s = time.perf_counter() - started
-        results["fanout"] = {"partitions": args.partitions,
-                             "railyard_train_phase_s": ry_train,
-                             "railyard_end_to_end_s": ry_total, "joblib_s": joblib_s,
-                             "railyard_models_per_s": args.partitions / ry_train,
-                             "joblib_models_per_s": args.partitions / joblib_s,
-                             "ratio_models_per_s": joblib_s / ry_train}
-        print(f"(b) {args.partitions} partitions: railyard {args.partitions / ry_train:.1f} "
-              f"models/s (train phase {ry_train:.1f}s, job {ry_total:.1f}s)  joblib "
-              f"{args.partitions / joblib_s:.1f} models/s → {joblib_s / ry_train:.2f}x",
-              flush=True)
+        if args.only != "fanout":
+            results["sweep"] = bench_sweep(client, small, tiny, args.trials)
+        if args.only != "sweep":
+            results["fanout"] = bench_fanout(client, work, args.partitions)
     finally:
         subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)
     out = ROOT / "benchmarks" / "results" / "many_models.json"
-    out.write_text(json.dumps({"measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous,
+                               "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
                                "machine": "2 cores", **results}, indent=2))
     print(f"wrote {out}")
+
+
+def bench_sweep(client: RailyardClient, small: Path, tiny: pa.Table, trials: int) -> dict:
+    """(a) the same tiny trials: Railyard's sweep, plain Ray Tune, a sequential loop."""
+    sweep = spec(str(small), {"custom_params": {"n_estimators": ROUNDS},
+                              "tune": {"search_space": {
+                                  "max_depth": {"randint": [2, 8]},
+                                  "learning_rate": {"loguniform": [0.01, 0.5]}},
+                                  "num_samples": trials, "cpus_per_trial": 0.5}})
+    railyard_job(client, {**sweep, "train": {**sweep["train"],
+                                             "tune": {**sweep["train"]["tune"],
+                                                      "num_samples": 2}}})  # warm-up
+    ry_train, ry_total = railyard_job(client, sweep)
+    tune_s = plain_tune(tiny, trials)
+    started = time.perf_counter()
+    for config in sampled_configs(trials):
+        fit_one(tiny, config)
+    loop_s = time.perf_counter() - started
+    result = {"trials": trials, "railyard_train_phase_s": ry_train,
+              "railyard_end_to_end_s": ry_total, "plain_ray_tune_s": tune_s,
+              "sequential_loop_s": loop_s, "ratio_vs_ray_tune": ry_train / tune_s,
+              "ratio_vs_loop": ry_train / loop_s}
+    print(f"(a) {trials} trials: railyard sweep {ry_train:.1f}s (job {ry_total:.1f}s)"
+          f"  plain Ray Tune {tune_s:.1f}s  loop {loop_s:.1f}s  → "
+          f"{ry_train / tune_s:.2f}x Ray Tune, {ry_train / loop_s:.2f}x loop", flush=True)
+    return result
+
+
+def bench_fanout(client: RailyardClient, work: Path, partitions: int) -> dict:
+    """(b) one model per partition: Railyard's fan-out vs a joblib loop, models per second."""
+    many = dataset(work, partitions, 1000)
+    body = spec(str(many), {"custom_params": {"n_estimators": ROUNDS, "max_depth": 4},
+                            "partition_by": "segment",
+                            "resources": {"cpus_per_worker": 0.5}})
+    ry_train, ry_total = railyard_job(client, body)
+    table = pq.read_table(many)
+    from joblib import Parallel, delayed
+
+    from railyard.fanout import split_by
+
+    parts = list(split_by(table, "segment").values())
+    started = time.perf_counter()
+    Parallel(n_jobs=2)(delayed(fit_one)(p, {"max_depth": 4}) for p in parts)
+    joblib_s = time.perf_counter() - started
+    result = {"partitions": partitions, "railyard_train_phase_s": ry_train,
+              "railyard_end_to_end_s": ry_total, "joblib_s": joblib_s,
+              "railyard_models_per_s": partitions / ry_train,
+              "joblib_models_per_s": partitions / joblib_s,
+              "ratio_models_per_s": joblib_s / ry_train}
+    print(f"(b) {partitions} partitions: railyard {partitions / ry_train:.1f} "
+          f"models/s (train phase {ry_train:.1f}s, job {ry_total:.1f}s)  joblib "
+          f"{partitions / joblib_s:.1f} models/s → {joblib_s / ry_train:.2f}x",
+          flush=True)
+    return result
 
 
 if __name__ == "__main__":

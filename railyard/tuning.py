@@ -148,7 +148,10 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
             scheduler=_scheduler(tune_spec),
             num_samples=1 if tune_spec.search_alg == "grid" else tune_spec.num_samples,
             max_concurrent_trials=tune_spec.max_concurrent_trials,
-            time_budget_s=tune_spec.time_budget_s),
+            time_budget_s=tune_spec.time_budget_s,
+            # One trial's worker process serves the next: starting an actor per trial costs
+            # more than a tiny model's whole fit.
+            reuse_actors=True),
         run_config=tune.RunConfig(storage_path=storage_path, name="sweep", verbose=0,
                                   callbacks=[_RecordTrials(on_trial)] if on_trial else None))
     started = time.monotonic()

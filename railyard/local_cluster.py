@@ -158,16 +158,23 @@ def deploy_api(settings: Settings, *, address: str, host: str = "127.0.0.1", por
     ServeSubmissionClient(address).deploy_applications(serve_config(settings, host=host,
                                                                     port=port))
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if not wait_for_http_ok(f"{url}/healthz", timeout=timeout):
+        raise RuntimeError(f"the API did not answer at {url}/healthz within {timeout:.0f}s")
+    return url
+
+
+def wait_for_http_ok(url: str, *, timeout: float, interval: float = 0.5) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return url
+            if httpx.get(url, timeout=5).status_code == 200:
+                return True
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the API did not answer at {url}/healthz within {timeout:.0f}s")
-        time.sleep(0.5)
+            return False
+        time.sleep(interval)
 
 
 def undeploy_api(address: str) -> None:

@@ -13,10 +13,8 @@ re-submitting the applications already running (the API among them) unchanged.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 from ray import serve
@@ -139,17 +137,12 @@ def deploy_model(settings: Settings, *, job_id: str, model_dir: str, address: st
     serve_host = config["http_options"]["host"]
     url = (f"http://{'127.0.0.1' if serve_host in ('0.0.0.0', '::') else serve_host}:"
            f"{config['http_options']['port']}{route_prefix(job_id)}")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/", timeout=5).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise BackendUnavailableError(f"the model did not answer at {url}/ within "
-                                          f"{timeout:.0f}s; see the Serve logs in the dashboard")
-        time.sleep(1.0)
+    from railyard.local_cluster import wait_for_http_ok
+
+    if not wait_for_http_ok(f"{url}/", timeout=timeout, interval=1.0):
+        raise BackendUnavailableError(f"the model did not answer at {url}/ within "
+                                      f"{timeout:.0f}s; see the Serve logs in the dashboard")
+    return url
 
 
 def undeploy_model(*, job_id: str, address: str) -> None:

@@ -299,7 +299,7 @@ def test_serve_config_keeps_running_apps_and_http_options(monkeypatch):
 
     monkeypatch.setattr("ray.dashboard.modules.serve.sdk.ServeSubmissionClient",
                         FakeServeClient)
-    monkeypatch.setattr(model_serving.httpx, "get",
+    monkeypatch.setattr(httpx, "get",
                         lambda url, timeout: httpx.Response(200, json={}))
     from railyard.config import Settings
 

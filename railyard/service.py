@@ -128,16 +128,14 @@ class JobService:
                 spec.lifecycle.run_timeout_s or self.settings.run_timeout_s)
 
     def _placement(self, spec: TrainingSpec) -> placement.Placement:
-        from railyard.data import open_dataset
+        from railyard.data import source_bytes
 
         try:
             cluster_pools = self.backend.node_pools()
         except BackendUnavailableError:
             cluster_pools = {}
         try:
-            dataset = open_dataset(spec.data.features[0])
-            infos = dataset.filesystem.get_file_info(dataset.files)
-            data_bytes = sum(info.size or 0 for info in infos)
+            data_bytes = source_bytes(spec.data.features[0])
         except Exception:  # noqa: BLE001 - size only steers an automatic pool choice
             data_bytes = 0
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)

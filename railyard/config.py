@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     # Jobs of one owner (team) submitted to Ray at once; later ones wait QUEUED. 0: no limit.
     max_concurrent_jobs_per_team: int = Field(default=10, ge=0)
+    # Operator switch: accept and store jobs but submit none to Ray (maintenance, load tests);
+    # they wait QUEUED and go out once it is switched off again.
+    submission_paused: bool = False
+    # Retries a spec may ask for (lifecycle.max_retries), at most.
+    max_retries: int = Field(default=5, ge=0)
+    # How often a running job's log is copied to the artifact store.
+    log_flush_interval_s: float = Field(default=3.0, gt=0)
 
     @field_validator("allowed_data_prefixes", mode="before")
     @classmethod
@@ -92,6 +99,7 @@ class Settings(BaseSettings):
             "RAILYARD_RAY_ADDRESS": self.ray_address,
             "RAILYARD_IN_PROCESS_READ_MAX_BYTES": str(self.in_process_read_max_bytes),
             "RAILYARD_BROADCAST_JOIN_MAX_BYTES": str(self.broadcast_join_max_bytes),
+            "RAILYARD_LOG_FLUSH_INTERVAL_S": str(self.log_flush_interval_s),
         }
         # The job's driver reads the same SQL connections and obeys the same path prefixes.
         if self.sql_connections:

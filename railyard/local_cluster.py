@@ -141,11 +141,15 @@ def started_local_cluster(settings: Settings) -> bool:
 
 def serve_config(settings: Settings, *, host: str, port: int) -> dict:
     """The Serve config that runs the API (the RayService manifest carries the same)."""
+    env_vars = settings.runtime_env_vars()
+    # Server-only switches (a job's driver has no use for them).
+    env_vars["RAILYARD_SUBMISSION_PAUSED"] = str(settings.submission_paused).lower()
+    env_vars["RAILYARD_MAX_RETRIES"] = str(settings.max_retries)
     return {
         "http_options": {"host": host, "port": port},
         "applications": [{
             "name": APP_NAME, "route_prefix": "/", "import_path": SERVE_IMPORT_PATH,
-            "runtime_env": {"env_vars": settings.runtime_env_vars()},
+            "runtime_env": {"env_vars": env_vars},
         }],
     }
 

@@ -27,6 +27,7 @@ from railyard.validation import validate_spec
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+PAUSED_REASON = "queued: submission is paused by the operator (RAILYARD_SUBMISSION_PAUSED)"
 
 
 class Created(NamedTuple):
@@ -147,8 +148,9 @@ class JobService:
             job = store.get_job(self.engine, job_id=job.id)
             if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
                 return job                                # submitted or cancelled meanwhile
-            waiting = admission.wait_reason(self.engine, job,
-                                            self.settings.max_concurrent_jobs_per_team)
+            waiting = PAUSED_REASON if self.settings.submission_paused else \
+                admission.wait_reason(self.engine, job,
+                                      self.settings.max_concurrent_jobs_per_team)
             if waiting is None:
                 return self._submit_now(job, spec)
             if waiting != job.status_reason:

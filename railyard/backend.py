@@ -30,8 +30,8 @@ class BackendStatus:
 class JobBackend(Protocol):
     """What the API needs from an execution backend."""
 
-    def submit(self, job_id: str, *, env_vars: dict[str, str],
-               placement: dict | None = None) -> str: ...
+    def submit(self, job_id: str, *, env_vars: dict[str, str], placement: dict | None = None,
+               attempt: int = 1) -> str: ...
 
     def status(self, submission_id: str) -> BackendStatus: ...
 
@@ -64,16 +64,16 @@ class RayJobsBackend:
                     f"cannot reach the Ray cluster at {self.address}: {exc}") from None
         return self._client
 
-    def submit(self, job_id: str, *, env_vars: dict[str, str],
-               placement: dict | None = None) -> str:
-        """Submit the job; a repeated submit of the same job is a no-op."""
-        submission_id = submission_id_for(job_id)
+    def submit(self, job_id: str, *, env_vars: dict[str, str], placement: dict | None = None,
+               attempt: int = 1) -> str:
+        """Submit one attempt of the job; a repeated submit of the same attempt is a no-op."""
+        submission_id = submission_id_for(job_id, attempt)
         try:
             self.client.submit_job(
                 entrypoint=f"python -m railyard.runner {job_id}",
                 submission_id=submission_id,
                 runtime_env={"env_vars": env_vars},
-                metadata={"railyard_job_id": job_id},
+                metadata={"railyard_job_id": job_id, "railyard_attempt": str(attempt)},
                 **(placement or {}),
             )
         except BackendUnavailableError:

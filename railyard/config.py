@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=5, ge=0)
     # How often a running job's log is copied to the artifact store.
     log_flush_interval_s: float = Field(default=3.0, gt=0)
+    # The job's driver writes a heartbeat this often; the reconciler stops and fails (or
+    # retries) a RUNNING job whose heartbeat is older than the timeout.
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=180.0, gt=0)
 
     @field_validator("allowed_data_prefixes", mode="before")
     @classmethod
@@ -100,6 +104,7 @@ class Settings(BaseSettings):
             "RAILYARD_IN_PROCESS_READ_MAX_BYTES": str(self.in_process_read_max_bytes),
             "RAILYARD_BROADCAST_JOIN_MAX_BYTES": str(self.broadcast_join_max_bytes),
             "RAILYARD_LOG_FLUSH_INTERVAL_S": str(self.log_flush_interval_s),
+            "RAILYARD_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
         }
         # The job's driver reads the same SQL connections and obeys the same path prefixes.
         if self.sql_connections:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -82,3 +88,54 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """True for errors that mean "the database could not be reached", not a bad statement."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+    if isinstance(error, (OperationalError, InterfaceError, DisconnectionError)):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def call_with_db_retry(fn: Callable[[], T], *, deadline_s: float = 300.0,
+                       first_delay_s: float = 0.5, max_delay_s: float = 5.0) -> T:
+    """Run ``fn``; while the database is unreachable, retry with backoff for up to
+    ``deadline_s`` seconds, then give up with the last error. Other errors pass at once.
+
+    The job's driver writes its state through this, so a Postgres restart in the middle of a
+    training delays those writes instead of failing the job.
+    """
+    deadline = time.monotonic() + deadline_s
+    delay = first_delay_s
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - filtered just below
+            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying in %.1fs",
+                        str(exc).splitlines()[0][:200], delay)
+            time.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+
+
+class RetryingStore:
+    """``railyard.store``'s functions bound to one engine, each call retried while the
+    database is unreachable: ``RetryingStore(engine).update_job(job_id=..., phase=...)``."""
+
+    def __init__(self, engine: Engine, *, deadline_s: float = 300.0) -> None:
+        self.engine, self.deadline_s = engine, deadline_s
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        from railyard import store
+
+        fn = getattr(store, name)
+
+        def call(**kwargs: Any) -> Any:
+            return call_with_db_retry(lambda: fn(self.engine, **kwargs),
+                                      deadline_s=self.deadline_s)
+
+        call.__name__ = name
+        return call

@@ -145,6 +145,7 @@ def serve_config(settings: Settings, *, host: str, port: int) -> dict:
     # Server-only switches (a job's driver has no use for them).
     env_vars["RAILYARD_SUBMISSION_PAUSED"] = str(settings.submission_paused).lower()
     env_vars["RAILYARD_MAX_RETRIES"] = str(settings.max_retries)
+    env_vars["RAILYARD_HEARTBEAT_TIMEOUT_S"] = str(settings.heartbeat_timeout_s)
     return {
         "http_options": {"host": host, "port": port},
         "applications": [{

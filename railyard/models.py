@@ -78,6 +78,10 @@ class Job(SQLModel, table=True):
     submitted_by: str | None = Field(default=None, max_length=256)
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str | None = Field(default=None, max_length=64)
+    # Which attempt runs (or ran last): 1, then 2, 3... for retries. The runner's heartbeat
+    # lets the reconciler tell a live driver from one that hangs or vanished unnoticed.
+    attempt: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    heartbeat_at: datetime | None = Field(default=None, sa_column=_tz())
 
     __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key",
                                        name="uq_job_submitted_by_idempotency_key"),)
@@ -116,6 +120,47 @@ class JobEvent(SQLModel, table=True):
     kind: str = Field(max_length=32)        # status | phase_started | phase_finished | progress
     phase: str | None = Field(default=None, max_length=32)
     message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class FailureKind(str, Enum):
+    """Who a failure is down to: the platform (a lost node, a killed driver, an unreachable
+    database) or the job's own code and data. They have separate retry budgets."""
+
+    INFRASTRUCTURE = "infrastructure"
+    USER_CODE = "user_code"
+
+
+class JobAttempt(SQLModel, table=True):
+    """One run of a job on Ray. A retried job keeps every attempt, numbered from 1."""
+
+    __tablename__ = "job_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    attempt: int
+    ray_submission_id: str | None = Field(default=None, max_length=128)
+    status: str = Field(default=JobStatus.RUNNING.value, max_length=16)
+    failure_kind: str | None = Field(default=None, max_length=32)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_phase: str | None = Field(default=None, max_length=32)
+    started_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=_tz())
+
+    __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_job_attempt_number"),)
+
+
+class AttemptPublic(SQLModel):
+    """One attempt as the API returns it."""
+
+    attempt: int
+    ray_submission_id: str | None
+    status: str
+    failure_kind: str | None = None
+    error: str | None = None
+    error_phase: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
 
 
 class PhasePublic(SQLModel):
@@ -171,6 +216,7 @@ class JobPublic(SQLModel):
     placement_reason: str | None = None
     status_reason: str | None = None
     submitted_by: str | None = None
+    attempt: int = 1
     spec: dict[str, Any]
 
 

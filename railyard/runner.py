@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from railyard import store
 from railyard.config import Settings, get_settings
-from railyard.db import get_engine, migrate
+from railyard.db import RetryingStore, call_with_db_retry, get_engine, migrate
 from railyard.errors import RailyardError
 from railyard.models import JobStatus, utcnow
 from railyard.spec import TrainingSpec, parse_spec
@@ -70,8 +70,36 @@ class TrialRecorder:
     def __call__(self, trial: Any) -> None:
         from dataclasses import asdict
 
-        store.record_trial(get_engine(self.database_url), job_id=self.job_id,
-                           trial=asdict(trial))
+        engine = get_engine(self.database_url)
+        call_with_db_retry(lambda: store.record_trial(engine, job_id=self.job_id,
+                                                      trial=asdict(trial)))
+
+
+class Heartbeat:
+    """Writes ``job.heartbeat_at`` every ``interval_s`` from a daemon thread while the attempt
+    runs, so the reconciler can tell a live driver from a hung or vanished one."""
+
+    def __init__(self, engine: Engine, job_id: str, interval_s: float) -> None:
+        import threading
+
+        self.engine, self.job_id, self.interval_s = engine, job_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="railyard-heartbeat",
+                                        daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                store.update_job(self.engine, job_id=self.job_id, heartbeat_at=utcnow())
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                log.warning("heartbeat not written: %s", str(exc).splitlines()[0][:200])
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
 
 
 class JobRun:
@@ -79,6 +107,10 @@ class JobRun:
 
     def __init__(self, engine: Engine, settings: Settings, job_id: str) -> None:
         self.engine, self.settings, self.job_id = engine, settings, job_id
+        # Every state write retries while the database is unreachable (a Postgres restart
+        # delays the job's bookkeeping; it does not fail the job).
+        self.db = RetryingStore(engine)
+        self.attempt = 1
         self.artifacts = ArtifactStore(settings.resolved_artifact_root)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"railyard-{job_id}-"))
         self.log_path = self.workdir / "job.log"
@@ -87,11 +119,11 @@ class JobRun:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Record a phase's start and end; turn its exceptions into PhaseFailed."""
-        current = store.get_job(self.engine, job_id=self.job_id)
+        current = self.db.get_job(job_id=self.job_id)
         if current.status == JobStatus.CANCELLED.value:
             raise JobCancelled()
-        store.update_job(self.engine, job_id=self.job_id, phase=name)
-        store.add_event(self.engine, job_id=self.job_id, kind="phase_started", phase=name)
+        self.db.update_job(job_id=self.job_id, phase=name)
+        self.db.add_event(job_id=self.job_id, kind="phase_started", phase=name)
         log.info("phase %s started", name)
         started = time.perf_counter()
         try:
@@ -101,7 +133,7 @@ class JobRun:
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the job
             log.error("phase %s failed: %s\n%s", name, exc, traceback.format_exc())
             raise PhaseFailed(name, exc) from exc
-        store.add_event(self.engine, job_id=self.job_id, kind="phase_finished", phase=name,
+        self.db.add_event(job_id=self.job_id, kind="phase_finished", phase=name,
                         message=f"{time.perf_counter() - started:.3f}s")
         log.info("phase %s finished in %.3fs", name, time.perf_counter() - started)
 
@@ -109,7 +141,7 @@ class JobRun:
         """Ray options that keep this job's tasks and training workers on its pool."""
         from railyard.pools import worker_placement
 
-        job = store.get_job(self.engine, job_id=self.job_id)
+        job = self.db.get_job(job_id=self.job_id)
         return worker_placement(job.pool) if job.pool and job.pool_enforced else {}
 
     def record_trial(self, trial: Any) -> None:
@@ -119,7 +151,7 @@ class JobRun:
     def progress(self, message: str) -> None:
         """A throttled progress line from the workflow."""
         log.info("progress: %s", message)
-        store.add_event(self.engine, job_id=self.job_id, kind="progress", phase="train",
+        self.db.add_event(job_id=self.job_id, kind="progress", phase="train",
                         message=message)
 
     def upload_log(self) -> str | None:
@@ -127,24 +159,38 @@ class JobRun:
         try:
             for handler in logging.getLogger().handlers:
                 handler.flush()
-            return self.artifacts.put_file(self.log_path, self.job_id, "logs", "job.log")
+            return self.artifacts.put_file(self.log_path, self.job_id, "logs",
+                                           f"attempt-{self.attempt}.log")
         except Exception:  # noqa: BLE001 - losing the log copy must not fail the job
             log.exception("could not upload the job log")
             return None
 
     # ------------------------------------------------------------------ the run
     def execute(self) -> int:
-        """Run every phase; return the process exit code."""
+        """Run every phase of the job's current attempt; return the process exit code."""
         _attach_log_file(self.log_path)
-        job = store.get_job(self.engine, job_id=self.job_id)
-        started = store.transition(
-            self.engine, job_id=self.job_id, status=JobStatus.RUNNING,
+        job = self.db.get_job(job_id=self.job_id)
+        mine = ray_submission_id()
+        if mine and job.ray_submission_id and mine != job.ray_submission_id:
+            log.info("job %s now runs as %s, not %s; this driver is stale", self.job_id,
+                     job.ray_submission_id, mine)
+            return 0
+        self.attempt = job.attempt or 1
+        started = self.db.transition(
+            job_id=self.job_id, status=JobStatus.RUNNING,
             allowed_from=frozenset({JobStatus.QUEUED, JobStatus.PENDING}),
-            started_at=utcnow(), status_reason=None,
-            ray_submission_id=ray_submission_id() or job.ray_submission_id)
+            started_at=utcnow(), heartbeat_at=utcnow(), status_reason=None,
+            ray_submission_id=mine or job.ray_submission_id)
         if not started and job.status != JobStatus.RUNNING.value:
             log.info("job %s is %s; nothing to run", self.job_id, job.status)
             return 0
+        self.db.start_attempt(job_id=self.job_id, attempt=self.attempt,
+                              ray_submission_id=mine or job.ray_submission_id)
+        log.info("job %s attempt %d running", self.job_id, self.attempt)
+        with Heartbeat(self.engine, self.job_id, self.settings.heartbeat_interval_s):
+            return self._execute(job)
+
+    def _execute(self, job: Any) -> int:
         try:
             results = self._phases(TrainingSpec.model_validate(job.spec))
         except JobCancelled:
@@ -152,17 +198,26 @@ class JobRun:
             self.upload_log()
             return 0
         except PhaseFailed as failure:
+            from railyard.failures import classify, end_failed_attempt
+
+            kind = classify(failure.error)
             message = f"{type(failure.error).__name__}: {failure.error}"
             logs_uri = self.upload_log()
-            store.transition(self.engine, job_id=self.job_id, status=JobStatus.FAILED,
-                             message=f"failed in {failure.phase}: {message}",
-                             error=message[:8000], error_phase=failure.phase,
-                             artifacts={"logs": logs_uri} if logs_uri else {})
+            if logs_uri:
+                self.db.update_job(job_id=self.job_id, artifacts={"logs": logs_uri})
+            current = self.db.get_job(job_id=self.job_id)
+            retried = call_with_db_retry(lambda: end_failed_attempt(
+                self.engine, job=current, kind=kind, error=message, phase=failure.phase,
+                server_max_retries=self.settings.max_retries))
+            log.info("attempt %d failed (%s)%s", self.attempt, kind.value,
+                     "; the job will be retried" if retried else "")
             return 1
         logs_uri = self.upload_log()
         results["artifacts"]["logs"] = logs_uri
-        store.transition(self.engine, job_id=self.job_id, status=JobStatus.SUCCEEDED,
-                         phase=None, **results)
+        if self.db.transition(job_id=self.job_id, status=JobStatus.SUCCEEDED, phase=None,
+                              **results):
+            self.db.finish_attempt(job_id=self.job_id, attempt=self.attempt,
+                                   status=JobStatus.SUCCEEDED)
         return 0
 
     def _phases(self, spec: TrainingSpec) -> dict[str, Any]:
@@ -182,7 +237,7 @@ class JobRun:
             train, holdout = data_plane.split_holdout(table, spec.data)
             stats = data_plane.describe(table, train, holdout, spec.train.label, plan=plan)
             stats.read_engine = engine
-            store.update_job(self.engine, job_id=self.job_id, train_rows=train.num_rows,
+            self.db.update_job(job_id=self.job_id, train_rows=train.num_rows,
                              holdout_rows=holdout.num_rows, dataset_stats=stats.to_dict())
             log.info("train rows %d, holdout rows %d", train.num_rows, holdout.num_rows)
             if train.num_rows == 0:
@@ -258,7 +313,7 @@ class JobRun:
         def on_model(record: Any) -> None:
             from dataclasses import asdict
 
-            store.record_partition_model(self.engine, job_id=self.job_id, model=asdict(record))
+            self.db.record_partition_model(job_id=self.job_id, model=asdict(record))
 
         column = spec.train.partition_by
         with self.phase("train"):

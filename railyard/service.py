@@ -18,8 +18,10 @@ from railyard import admission, placement, store
 from railyard.access import SYSTEM, Caller, check_submit, owner_filter
 from railyard.backend import JobBackend
 from railyard.config import Settings
-from railyard.errors import BackendUnavailableError, ConflictError, SpecError
-from railyard.models import Job, JobStatus, utcnow
+from railyard.errors import (BackendUnavailableError, ConflictError, NotFoundError,
+                             SpecError)
+from railyard.failures import end_failed_attempt
+from railyard.models import FailureKind, Job, JobAttempt, JobStatus, utcnow
 from railyard.pools import choose_pool
 from railyard.spec import TrainingSpec, parse_spec
 from railyard.validation import validate_spec
@@ -122,6 +124,14 @@ class JobService:
                 raise SpecError(f"lifecycle.{name}: {value}s is over this server's maximum of "
                                 f"{maximum}s; ask for at most {maximum}",
                                 details=[{"field": f"lifecycle.{name}", "message": "too long"}])
+        for name in ("max_retries", "max_user_code_retries"):
+            value = getattr(spec.lifecycle, name)
+            if value > self.settings.max_retries:
+                raise SpecError(
+                    f"lifecycle.{name}: {value} is over this server's maximum of "
+                    f"{self.settings.max_retries} retries (RAILYARD_MAX_RETRIES); ask for at "
+                    f"most {self.settings.max_retries}",
+                    details=[{"field": f"lifecycle.{name}", "message": "too many retries"}])
 
     def timeouts(self, spec: TrainingSpec) -> tuple[int, int]:
         """(pending, run) timeouts in seconds: the spec's, else the server's defaults."""
@@ -162,7 +172,7 @@ class JobService:
     def _submit_now(self, job: Job, spec: TrainingSpec) -> Job:
         where = self._placement(spec)
         try:
-            submission_id = self.backend.submit(job.id,
+            submission_id = self.backend.submit(job.id, attempt=job.attempt or 1,
                                                 env_vars=self.settings.runtime_env_vars(),
                                                 placement=where.submit_kwargs)
         except BackendUnavailableError as exc:
@@ -174,7 +184,9 @@ class JobService:
         store.transition(self.engine, job_id=job.id, status=JobStatus.PENDING,
                          allowed_from=frozenset({JobStatus.QUEUED}),
                          message=f"submitted to Ray as {submission_id} (pool: "
-                                 f"{where.pool or 'any'}; {where.reason})",
+                                 f"{where.pool or 'any'}; {where.reason})"
+                                 + (f", attempt {job.attempt}" if (job.attempt or 1) > 1
+                                    else ""),
                          ray_submission_id=submission_id, submitted_at=utcnow(),
                          pool=where.pool, pool_enforced=where.enforced,
                          placement_reason=where.reason, status_reason=None)
@@ -197,15 +209,28 @@ class JobService:
         fresh = store.get_job(self.engine, job_id=job.id)   # the runner may have just finished
         if JobStatus(fresh.status).is_terminal():
             return fresh
+        if (fresh.attempt, fresh.ray_submission_id) != (job.attempt, job.ray_submission_id):
+            return fresh                  # the runner queued a retry itself as its driver ended
         if ray_status.status == "STOPPED":
+            store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
+                                 status=JobStatus.CANCELLED, error="Ray job was stopped",
+                                 ray_submission_id=job.ray_submission_id)
             store.transition(self.engine, job_id=job.id, status=JobStatus.CANCELLED,
                              message="Ray job was stopped")
-        else:
-            reason = (f"the Ray driver ended ({ray_status.status}) without recording a result"
-                      + (f": {ray_status.message}" if ray_status.message else ""))
-            store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
-                             message=reason, error=reason,
-                             error_phase=fresh.phase or "startup")
+            return store.get_job(self.engine, job_id=job.id)
+        reason = (f"the Ray driver ended ({ray_status.status}) without recording a result"
+                  + (f": {ray_status.message}" if ray_status.message else ""))
+        return self._infrastructure_failure(fresh, reason)
+
+    def _infrastructure_failure(self, job: Job, reason: str) -> Job:
+        """The job's driver is gone (killed, its node lost, unknown to Ray): fail the attempt
+        and retry the job if its budget allows."""
+        log.warning("job %s attempt %s: %s", job.id, job.attempt, reason)
+        if end_failed_attempt(self.engine, job=job, kind=FailureKind.INFRASTRUCTURE,
+                              error=reason, phase=job.phase or "startup",
+                              server_max_retries=self.settings.max_retries):
+            retry = store.get_job(self.engine, job_id=job.id)
+            return self._submit(retry, TrainingSpec.model_validate(retry.spec))
         return store.get_job(self.engine, job_id=job.id)
 
     def _check_waiting_and_timeouts(self, job: Job, ray_status: str) -> Job:
@@ -226,21 +251,50 @@ class JobService:
                 message = (f"{reason or 'waiting for Ray to start the job'}; gave up after the "
                            f"pending timeout of {pending_limit}s")
                 self._stop_quietly(job)
+                store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
+                                     status=JobStatus.FAILED, error=message,
+                                     error_phase="pending",
+                                     ray_submission_id=job.ray_submission_id)
                 store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
                                  message=message, error=message, error_phase="pending",
                                  status_reason=reason)
             elif reason and reason != job.status_reason:
                 store.update_job(self.engine, job_id=job.id, status_reason=reason)
             return store.get_job(self.engine, job_id=job.id)
-        if job.status == JobStatus.RUNNING.value and job.started_at is not None:
-            if (now - store.as_utc(job.started_at)).total_seconds() > run_limit:
+        if job.status == JobStatus.RUNNING.value:
+            started = store.as_utc(job.started_at)
+            if started is not None and (now - started).total_seconds() > run_limit:
                 message = f"run timeout of {run_limit}s exceeded in phase {job.phase}"
                 self._stop_quietly(job)
+                store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
+                                     status=JobStatus.FAILED, error=message,
+                                     error_phase=job.phase or "startup",
+                                     ray_submission_id=job.ray_submission_id)
                 store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
                                  message=message, error=message,
                                  error_phase=job.phase or "startup")
                 return store.get_job(self.engine, job_id=job.id)
+            return self._check_heartbeat(job)
         return job
+
+    def _check_heartbeat(self, job: Job) -> Job:
+        """A driver Ray still calls RUNNING that has not written its heartbeat for
+        RAILYARD_HEARTBEAT_TIMEOUT_S is hung or cut off: stop it and fail (or retry) it."""
+        beat = store.as_utc(job.heartbeat_at)
+        if beat is None:
+            return job
+        silent = (utcnow() - beat).total_seconds()
+        if silent <= self.settings.heartbeat_timeout_s:
+            return job
+        self._stop_quietly(job)
+        return self._infrastructure_failure(
+            job, f"no heartbeat from the job's driver for {silent:.0f}s "
+                 f"(limit {self.settings.heartbeat_timeout_s:.0f}s); it was stopped")
+
+    def attempts(self, job_id: str) -> list[JobAttempt]:
+        """Every attempt of a job, first to last."""
+        store.get_job(self.engine, job_id=job_id)          # 404 for an unknown job
+        return store.list_attempts(self.engine, job_id=job_id)
 
     def _stop_quietly(self, job: Job) -> None:
         if job.ray_submission_id:
@@ -276,6 +330,10 @@ class JobService:
             job = store.get_job(self.engine, job_id=job_id)
             raise ConflictError(f"job {job_id} finished ({job.status}) before it was cancelled")
         if job.ray_submission_id:
+            store.finish_attempt(self.engine, job_id=job_id, attempt=job.attempt or 1,
+                                 status=JobStatus.CANCELLED, error="cancelled by request",
+                                 ray_submission_id=job.ray_submission_id)
+        if job.ray_submission_id:
             try:
                 self.backend.stop(job.ray_submission_id)
             except BackendUnavailableError as exc:
@@ -283,21 +341,34 @@ class JobService:
                                 message=f"could not stop the Ray job yet: {exc.message}")
         return store.get_job(self.engine, job_id=job_id)
 
-    def logs(self, job_id: str) -> str:
-        """The job's log: the durable copy once published, else Ray's live driver log."""
+    def logs(self, job_id: str, *, attempt: int | None = None, offset: int = 0) -> str:
+        """An attempt's log (default: the latest) from byte ``offset`` on, as a
+        :class:`~railyard.log_shipping.LogText` (``.size``: the whole log's bytes). The durable
+        copy the runner streams to the artifact store comes first, even while the job runs;
+        for the latest attempt, else the job's published ``logs`` artifact, else Ray's live
+        driver log."""
+        from railyard.log_shipping import LogText, log_uri, read_from
         from railyard.storage import ArtifactStore
 
         job = store.get_job(self.engine, job_id=job_id)
-        uri = (job.artifacts or {}).get("logs")
-        if uri:
+        latest = getattr(job, "attempt", 1) or 1
+        attempt = attempt or latest
+        if attempt > latest:
+            raise NotFoundError(f"job {job_id} has no attempt {attempt}; its attempts are 1 to "
+                                f"{latest}")
+        artifacts = ArtifactStore(self.settings.resolved_artifact_root)
+        uris = [(log_uri(artifacts, job.id, attempt), "durable")]
+        if attempt == latest and (job.artifacts or {}).get("logs"):
+            uris.append((job.artifacts["logs"], "artifact"))
+        for uri, source in uris:
             try:
-                return ArtifactStore(self.settings.resolved_artifact_root).get_bytes(uri)\
-                    .decode(errors="replace")
+                return read_from(artifacts.get_bytes(uri), offset, source)
             except OSError:
                 pass
-        if job.ray_submission_id:
+        if attempt == latest and job.ray_submission_id:
             try:
-                return self.backend.logs(job.ray_submission_id)
+                live = self.backend.logs(job.ray_submission_id).encode()
+                return LogText(live[offset:].decode(errors="replace"), len(live), "ray")
             except BackendUnavailableError:
                 pass
-        return ""
+        return LogText("", 0, "none")

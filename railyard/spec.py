@@ -446,11 +446,20 @@ class TrainSpec(StrictModel):
 
 
 class LifecycleSpec(StrictModel):
-    """Time limits of a job; unset values take the server's defaults (and are capped by its
-    maxima: RAILYARD_MAX_PENDING_TIMEOUT_S, RAILYARD_MAX_RUN_TIMEOUT_S)."""
+    """Time limits and retries of a job. Unset timeouts take the server's defaults; timeouts
+    and retries are capped by its maxima (RAILYARD_MAX_PENDING_TIMEOUT_S,
+    RAILYARD_MAX_RUN_TIMEOUT_S, RAILYARD_MAX_RETRIES).
+
+    Retries have two budgets: ``max_retries`` for infrastructure failures (a lost node, a
+    killed driver, an unreachable database), and ``max_user_code_retries`` for errors raised
+    by the workflow or its data, which are not retried unless asked. The run timeout applies to
+    each attempt; a timed-out or cancelled job is not retried.
+    """
 
     pending_timeout_s: Annotated[int, Field(ge=1)] | None = None
     run_timeout_s: Annotated[int, Field(ge=1)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 0
+    max_user_code_retries: Annotated[int, Field(ge=0, le=100)] = 0
 
 
 class TrainingSpec(StrictModel):

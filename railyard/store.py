@@ -14,8 +14,9 @@ from sqlmodel import select
 
 from railyard.db import session_scope
 from railyard.errors import NotFoundError, SpecError
-from railyard.models import (ACTIVE_STATUSES, PHASES, DatasetPublic, EventPublic, Job, JobEvent,
-                             JobPublic, JobStatus, PhasePublic, utcnow)
+from railyard.models import (ACTIVE_STATUSES, PHASES, AttemptPublic, DatasetPublic, EventPublic,
+                             FailureKind, Job, JobAttempt, JobEvent, JobPublic, JobStatus,
+                             PhasePublic, utcnow)
 from railyard.spec import TrainingSpec
 
 
@@ -24,9 +25,10 @@ def new_job_id() -> str:
     return "job-" + uuid.uuid4().hex[:20]
 
 
-def submission_id_for(job_id: str) -> str:
-    """The Ray submission id of a job (deterministic, so Ray refuses a second submit)."""
-    return f"railyard-{job_id}"
+def submission_id_for(job_id: str, attempt: int = 1) -> str:
+    """The Ray submission id of a job's attempt (deterministic, so Ray refuses a second
+    submit of the same attempt)."""
+    return f"railyard-{job_id}" if attempt <= 1 else f"railyard-{job_id}-attempt-{attempt}"
 
 
 def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
@@ -162,6 +164,9 @@ def phases_from_events(events: list[JobEvent]) -> list[PhasePublic]:
     """Fold phase start/finish events into one entry per phase, in run order."""
     phases: dict[str, PhasePublic] = {}
     for ev in events:
+        if ev.kind == "attempt_started":
+            phases.clear()           # the timeline's phases are those of the latest attempt
+            continue
         if ev.phase is None or ev.kind not in ("phase_started", "phase_finished"):
             continue
         entry = phases.setdefault(ev.phase, PhasePublic(name=ev.phase))
@@ -190,7 +195,7 @@ def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
         metrics=job.metrics or {}, artifacts=job.artifacts or {},
         phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
         pool=job.pool, placement_reason=job.placement_reason, status_reason=job.status_reason,
-        submitted_by=job.submitted_by, spec=job.spec,
+        submitted_by=job.submitted_by, attempt=job.attempt or 1, spec=job.spec,
     )
 
 
@@ -239,3 +244,84 @@ def list_partition_models(engine: Engine, *, job_id: str) -> list[dict[str, Any]
             record = json.loads(event.message)
             records[record["partition"]] = record
     return [records[k] for k in sorted(records)]
+
+
+# ---------------------------------------------------------------------- attempts (retries)
+def start_attempt(engine: Engine, *, job_id: str, attempt: int,
+                  ray_submission_id: str | None) -> None:
+    """Record that ``attempt`` of a job started running (idempotent per attempt number)."""
+    with session_scope(engine) as session:
+        exists = session.exec(select(JobAttempt).where(JobAttempt.job_id == job_id,
+                                                       JobAttempt.attempt == attempt)).first()
+        if exists is None:
+            session.add(JobAttempt(job_id=job_id, attempt=attempt,
+                                   ray_submission_id=ray_submission_id))
+            session.add(JobEvent(job_id=job_id, kind="attempt_started",
+                                 message=f"attempt {attempt} started"
+                                         + (f" as {ray_submission_id}" if ray_submission_id
+                                            else "")))
+
+
+def finish_attempt(engine: Engine, *, job_id: str, attempt: int, status: JobStatus,
+                   failure_kind: FailureKind | None = None, error: str | None = None,
+                   error_phase: str | None = None,
+                   ray_submission_id: str | None = None) -> None:
+    """Close an attempt with its outcome. An attempt whose driver never started has no row
+    yet; one is written for it, so every attempt that was submitted is kept."""
+    values: dict[str, Any] = {"status": status.value, "finished_at": utcnow(),
+                              "failure_kind": failure_kind.value if failure_kind else None,
+                              "error": error[:8000] if error else None,
+                              "error_phase": error_phase}
+    with session_scope(engine) as session:
+        result = session.execute(update(JobAttempt)
+                                 .where(JobAttempt.job_id == job_id,
+                                        JobAttempt.attempt == attempt,
+                                        JobAttempt.finished_at.is_(None))
+                                 .values(**values))
+        if result.rowcount == 0 and session.exec(
+                select(JobAttempt).where(JobAttempt.job_id == job_id,
+                                         JobAttempt.attempt == attempt)).first() is None:
+            session.add(JobAttempt(job_id=job_id, attempt=attempt,
+                                   ray_submission_id=ray_submission_id, **values))
+
+
+def list_attempts(engine: Engine, *, job_id: str) -> list[JobAttempt]:
+    """A job's attempts, first to last."""
+    with session_scope(engine) as session:
+        query = select(JobAttempt).where(JobAttempt.job_id == job_id)\
+            .order_by(JobAttempt.attempt)
+        return list(session.exec(query).all())
+
+
+def failures_of_kind(engine: Engine, *, job_id: str, kind: FailureKind) -> int:
+    """How many of a job's attempts failed for ``kind`` reasons (each kind has its budget)."""
+    return sum(1 for a in list_attempts(engine, job_id=job_id)
+               if a.status == JobStatus.FAILED.value and a.failure_kind == kind.value)
+
+
+def requeue_for_retry(engine: Engine, *, job_id: str, from_attempt: int,
+                      message: str) -> bool:
+    """Put a failed attempt's job back in the queue as attempt ``from_attempt + 1``, with no
+    Ray submission, so the service submits it again. False if the job moved on meanwhile
+    (cancelled, or already requeued)."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == from_attempt,
+                   Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+            .values(status=JobStatus.QUEUED.value, attempt=from_attempt + 1,
+                    ray_submission_id=None, submitted_at=None, phase=None,
+                    heartbeat_at=None, status_reason=f"retrying: {message}"[:2000]))
+        if result.rowcount == 0:
+            return False
+        session.add(JobEvent(job_id=job_id, kind="retry", message=message))
+    return True
+
+
+def to_attempt_public(attempt: JobAttempt) -> AttemptPublic:
+    """The API view of an attempt."""
+    return AttemptPublic(attempt=attempt.attempt, ray_submission_id=attempt.ray_submission_id,
+                         status=attempt.status, failure_kind=attempt.failure_kind,
+                         error=attempt.error, error_phase=attempt.error_phase,
+                         started_at=as_utc(attempt.started_at),
+                         finished_at=as_utc(attempt.finished_at))

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,7 +24,7 @@ from railyard.config import Settings, get_settings
 from railyard.db import get_engine, migrate
 from railyard.errors import (AuthError, BackendUnavailableError, PayloadTooLargeError,
                              RailyardError, SpecError)
-from railyard.models import EventPublic, JobList, JobPublic, JobStatus
+from railyard.models import AttemptPublic, EventPublic, JobList, JobPublic, JobStatus
 from railyard.service import JobService
 from railyard.spec import TrainingSpec
 from railyard.workflows import available_workflows
@@ -103,6 +104,36 @@ def current_caller(caller: Annotated[Caller | None, Depends(authorize)]) -> Call
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
+class ErrorInfo(BaseModel):
+    """One error: its class (as in railyard.errors), what went wrong, and per-field details."""
+
+    type: str = Field(description="RailyardError subclass, e.g. SpecError, NotFoundError")
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """What every error answer carries: ``{"error": {"type", "message", "details"}}``."""
+
+    error: ErrorInfo
+
+
+ERROR_MEANINGS = {
+    401: "No API token, or one that is not valid (AuthError)",
+    403: "The token's team may not do this (ForbiddenError)",
+    404: "No such job (NotFoundError)",
+    409: "Conflicts with the job's state or an earlier Idempotency-Key (ConflictError)",
+    413: "Request body over RAILYARD_MAX_BODY_BYTES (PayloadTooLargeError)",
+    422: "Invalid request or spec; details name each field (SpecError)",
+    503: "The job database or the Ray cluster is unreachable; retry (BackendUnavailableError)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route can give (all in ErrorBody)."""
+    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
 def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     """The Railyard API. Pass a factory to swap the database or backend (tests do)."""
     app = FastAPI(title="Railyard", version="0.1.0",
@@ -141,6 +172,9 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/v1/jobs", status_code=201, response_model=JobPublic,
+              responses={200: {"model": JobPublic, "description": "An Idempotency-Key "
+                                                                  "replay: the first job"},
+                         **error_responses(403, 409, 413)},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/TrainingSpec"}}}}})
     async def create_job(request: Request, response: Response, svc: Service,
@@ -158,7 +192,7 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
             response.headers["Idempotent-Replayed"] = "true"
         return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
 
-    @app.get("/v1/jobs", response_model=JobList)
+    @app.get("/v1/jobs", response_model=JobList, responses=error_responses(403))
     def list_jobs(svc: Service, caller: CurrentCaller, owner: str | None = None,
                   project: str | None = None, status: JobStatus | None = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -195,16 +229,33 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
         store.get_job(svc.engine, job_id=job_id)
         return store.list_partition_models(svc.engine, job_id=job_id)
 
-    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobPublic)
+    @app.get("/v1/jobs/{job_id}/attempts", response_model=list[AttemptPublic])
+    def job_attempts(job_id: str, svc: Service) -> list[AttemptPublic]:
+        """Every attempt of the job, numbered from 1: its Ray submission, outcome, failure
+        kind (infrastructure or user_code), error and phase."""
+        return [store.to_attempt_public(a) for a in svc.attempts(job_id)]
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobPublic,
+              responses=error_responses(409))
     def cancel_job(job_id: str, svc: Service) -> JobPublic:
         """Cancel a QUEUED, PENDING or RUNNING job; 409 for a finished one."""
         job = svc.cancel(job_id)
         return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
 
     @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
-    def job_logs(job_id: str, svc: Service) -> str:
-        """The job's log as text."""
-        return svc.logs(job_id)
+    def job_logs(job_id: str, svc: Service,
+                 attempt: Annotated[int | None, Query(ge=1)] = None,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> PlainTextResponse:
+        """An attempt's log (default: the latest) as text from byte ``offset`` on; it streams
+        while the job runs. ``X-Log-Size`` is the whole log's size in bytes (a follower's next
+        offset), ``X-Log-Source`` the copy it came from, ``X-Job-Status`` the job's status as
+        it was before the read (a follower reads once more after it turns terminal)."""
+        job = svc.get(job_id)
+        text = svc.logs(job_id, attempt=attempt, offset=offset)
+        size = getattr(text, "size", len(text.encode()))
+        return PlainTextResponse(text, headers={
+            "X-Log-Size": str(size), "X-Log-Source": getattr(text, "source", "unknown"),
+            "X-Job-Status": job.status})
 
     @app.get("/v1/workflows")
     def workflows() -> list[dict[str, Any]]:
@@ -220,20 +271,42 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
 
 def _document_spec_schema(app: FastAPI) -> None:
     """POST /v1/jobs reads its body by hand (for size limits and our error format); put the
-    TrainingSpec schema into the OpenAPI components so clients and fuzzers still see it."""
+    TrainingSpec schema into the OpenAPI components so clients and fuzzers still see it. Also
+    document the error answers every route can give (see :func:`_document_errors`)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        spec_schema = TrainingSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(spec_schema.pop("$defs", {}))
-        components["TrainingSpec"] = spec_schema
+        for model in (TrainingSpec, ErrorBody):
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        _document_errors(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Every route can answer 503 (database down); every route but the public ones 401 (no or
+    bad token); every ``{job_id}`` route 403 and 404 (:func:`authorize` checks the job's team).
+    FastAPI's own 422 schema (``{"detail": [...]}``) is replaced by ours, since the handler
+    above answers every error as :class:`ErrorBody`."""
+    for path, operations in schema.get("paths", {}).items():
+        codes = {503} | ({401} if path not in PUBLIC_PATHS else set()) \
+            | ({403, 404} if "{job_id}" in path else set())
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code in sorted(codes | ({422} if "422" in responses else set())):
+                responses[str(code)] = {"description": ERROR_MEANINGS[code], "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    components = schema.get("components", {}).get("schemas", {})
+    if "HTTPValidationError" not in json.dumps(schema.get("paths", {})):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

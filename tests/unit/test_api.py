@@ -32,10 +32,10 @@ class InMemoryBackend:
         self.pools: dict[str, int] = {}
         self.placements: list[dict] = []
 
-    def submit(self, job_id, *, env_vars, placement=None):
+    def submit(self, job_id, *, env_vars, placement=None, attempt=1):
         if not self.available:
             raise BackendUnavailableError("cluster down")
-        sid = store.submission_id_for(job_id)
+        sid = store.submission_id_for(job_id, attempt)
         if sid not in self.submitted:
             self.submitted.append(sid)
             self.placements.append(placement or {})

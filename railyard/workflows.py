@@ -47,6 +47,8 @@ from railyard.spec import TrainSpec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from railyard.checkpoints import Checkpoint, CheckpointStore
+
 log = logging.getLogger(__name__)
 
 Task = Literal["binary", "multiclass", "regression", "forecasting", "embedding"]
@@ -131,7 +133,15 @@ class TrainContext:
     # iterative workflow calls iteration() each step; about ``iteration_reports`` get through.
     on_iteration: Callable[[dict[str, float]], None] | None = None
     iteration_reports: int = 20
+    # Checkpoints (railyard.checkpoints): the runner sets ``checkpoints`` to the job's store,
+    # under the same prefix for every attempt of the job, so that a retried attempt finds the
+    # last attempt's checkpoint and resumes from it. An iterative workflow asks
+    # should_checkpoint() each step; a checkpoint is written at most every
+    # ``checkpoint_interval_s`` (0: every step), so a job shorter than that writes none.
+    checkpoints: CheckpointStore | None = None
+    checkpoint_interval_s: float = 30.0
     _last: float = 0.0
+    _checkpoint_clock: float | None = None
 
     def iteration(self, step: int, total: int, metrics: dict[str, float]) -> None:
         """Pass step ``step`` of ``total``'s holdout metrics to a sweep, evenly thinned."""
@@ -140,6 +150,39 @@ class TrainContext:
         every = max(1, total // max(1, self.iteration_reports))
         if step % every == 0 and step < total:
             self.on_iteration(metrics)
+
+    def should_checkpoint(self, step: int) -> bool:
+        """True when step ``step`` should be saved: there is a store and at least
+        ``checkpoint_interval_s`` passed since training began or since the last checkpoint.
+        (The first call starts the clock.)"""
+        if self.checkpoints is None:
+            return False
+        now = time.monotonic()
+        if self._checkpoint_clock is None:
+            self._checkpoint_clock = now
+        return now - self._checkpoint_clock >= self.checkpoint_interval_s
+
+    def save_checkpoint(self, step: int, files: dict[str, bytes] | str | Path, *,
+                        meta: dict[str, Any] | None = None,
+                        fingerprint: str | None = None) -> Checkpoint | None:
+        """Save a checkpoint to the job's store (best effort; None when not saved) and restart
+        the interval clock once it is written."""
+        if self.checkpoints is None:
+            return None
+        saved = self.checkpoints.save(step, files, meta=meta, fingerprint=fingerprint)
+        self._checkpoint_clock = time.monotonic()
+        return saved
+
+    def resume_checkpoint(self, fingerprint: str) -> Checkpoint | None:
+        """The job's newest checkpoint saved by this same training (``fingerprint``, see
+        railyard.checkpoints.training_fingerprint), or None: start from scratch."""
+        if self.checkpoints is None:
+            return None
+        try:
+            return self.checkpoints.latest(fingerprint)
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint means: train from scratch
+            log.warning("could not read the checkpoints in %s", self.checkpoints, exc_info=True)
+            return None
 
     @property
     def threads(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,15 @@ import numpy as np
 import pyarrow as pa
 from pydantic import AliasChoices, Field
 
+from railyard.checkpoints import Checkpoint, training_fingerprint
 from railyard.metrics import holdout_metrics
 from railyard.tabular import encode, fit_encoding
 from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
+
+log = logging.getLogger(__name__)
+# The booster's file in a checkpoint (LightGBM's text model format).
+BOOSTER_FILE = "booster.txt"
 
 
 def _alias(*names: str) -> Any:
@@ -94,12 +100,22 @@ class LightGBMWorkflow(Workflow):
             valid_sets.append(_dataset(data, "holdout", encoding, reference=train))
             names.append("holdout")
         rounds = self.params.n_estimators
+        # A retried attempt continues the last attempt's booster (init_model). With early
+        # stopping, the resumed part starts its own best-so-far (patience counts from the
+        # resumed round; the trees already built stay). Bagging's random draws restart too.
+        fingerprint = training_fingerprint(self, data) if context.checkpoints else None
+        start = _resume(context.resume_checkpoint(fingerprint), context, rounds) \
+            if fingerprint else None
+        done = start.current_iteration() if start is not None else 0
         callbacks = [_progress(context, rounds)]
+        if context.checkpoints is not None:
+            callbacks.append(_checkpoint(context, rounds, fingerprint))
         if self.params.early_stopping_rounds and len(valid_sets) > 1:
             callbacks.append(lgb.early_stopping(self.params.early_stopping_rounds,
                                                 first_metric_only=True, verbose=False))
-        booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets,
-                            valid_names=names, callbacks=callbacks)
+        booster = lgb.train(params, train, num_boost_round=rounds - done,
+                            valid_sets=valid_sets, valid_names=names, callbacks=callbacks,
+                            init_model=start)
         return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
 
     def predict(self, model: dict[str, Any], table: pa.Table) -> np.ndarray:
@@ -154,4 +170,39 @@ def _progress(context: TrainContext, rounds: int) -> Any:
         context.report(f"iteration {done}/{rounds} {json.dumps(last)}", force=done == rounds)
 
     callback.order = 30  # after early stopping's bookkeeping
+    return callback
+
+
+def _resume(checkpoint: Checkpoint | None, context: TrainContext,
+            rounds: int) -> lgb.Booster | None:
+    """The booster of the job's last checkpoint, or None (none, unreadable, or finished)."""
+    if checkpoint is None:
+        return None
+    try:
+        booster = lgb.Booster(model_str=checkpoint.read(BOOSTER_FILE).decode())
+    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
+        log.warning("could not load the checkpoint at round %d; training from scratch",
+                    checkpoint.step, exc_info=True)
+        return None
+    done = booster.current_iteration()
+    if not 0 < done < rounds:
+        return None
+    message = f"resumed from checkpoint at round {done} of {rounds}"
+    log.info(message)
+    context.report(message, force=True)
+    return booster
+
+
+def _checkpoint(context: TrainContext, rounds: int, fingerprint: str | None) -> Any:
+    """A LightGBM callback saving the booster when TrainContext says it is time."""
+
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        done = env.iteration + 1  # absolute: lgb.train counts on from an init_model
+        if done < rounds and context.should_checkpoint(done):
+            model = env.model.model_to_string(num_iteration=-1).encode()
+            context.save_checkpoint(done, {BOOSTER_FILE: model},
+                                    meta={"round": done, "rounds": rounds},
+                                    fingerprint=fingerprint)
+
+    callback.order = 40  # after early stopping, which ends the training by raising
     return callback

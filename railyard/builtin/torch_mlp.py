@@ -7,7 +7,9 @@ Saved as ``model.pt`` (the state_dict) and ``config.json`` (architecture and pre
 from __future__ import annotations
 
 import copy
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,12 +19,17 @@ import torch
 from pydantic import AliasChoices, Field
 from torch import nn
 
+from railyard.checkpoints import Checkpoint, training_fingerprint
 from railyard.metrics import permutation_importance
 from railyard.tabular import encode, fit_encoding
 from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
+log = logging.getLogger(__name__)
+
 PREDICT_BATCH = 8192
+# A checkpoint's one file: model, optimiser, best-so-far, early-stopping and RNG state.
+STATE_FILE = "state.pt"
 
 
 class TorchMLPParams(WorkflowParams):
@@ -148,8 +155,20 @@ class TorchMLPWorkflow(Workflow):
                                       weight_decay=p.weight_decay)
         batches = _Batches(numeric, codes, target, device)
         best = (float("inf"), copy.deepcopy(module.state_dict()), 0)
-        stale = 0
-        for epoch in range(p.max_epochs):
+        stale, first_epoch = 0, 0
+        fingerprint = training_fingerprint(self, data) if context.checkpoints else None
+        state = _resume(context.resume_checkpoint(fingerprint), context, p.max_epochs,
+                        device) if fingerprint else None
+        if state is not None:  # a retried attempt: continue after the last saved epoch
+            module.load_state_dict(state["module"])
+            optimizer.load_state_dict(state["optimizer"])
+            best, stale, first_epoch = (state["best_loss"], state["best_state"],
+                                        state["best_epoch"]), state["stale"], state["epoch"]
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
+            if "cuda_rng" in state and device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+        for epoch in range(first_epoch, p.max_epochs):
             module.train()
             perm = torch.randperm(len(fit_rows), generator=generator).numpy()
             train_loss = 0.0
@@ -173,6 +192,11 @@ class TorchMLPWorkflow(Workflow):
                     context.report(f"early stop at epoch {epoch + 1}; best epoch {best[2]}",
                                    force=True)
                     break
+            if epoch + 1 < p.max_epochs and context.should_checkpoint(epoch + 1):
+                context.save_checkpoint(
+                    epoch + 1, {STATE_FILE: _state_bytes(
+                        module, optimizer, generator, epoch=epoch + 1, best=best, stale=stale)},
+                    meta={"epoch": epoch + 1, "epochs": p.max_epochs}, fingerprint=fingerprint)
         module.load_state_dict(best[1])
         module.eval()
         config["best_epoch"], config["best_val_loss"] = best[2], best[0]
@@ -229,6 +253,50 @@ class TorchMLPWorkflow(Workflow):
         device = torch.device("cpu") if self.params.device == "cpu" \
             else resolve_device("auto")  # type: ignore[attr-defined]
         return {"module": module.to(device).eval(), "config": config, "device": str(device)}
+
+
+def _state_bytes(module: TabularMLP, optimizer: torch.optim.Optimizer,
+                 generator: torch.Generator, *, epoch: int, best: tuple[float, Any, int],
+                 stale: int) -> bytes:
+    """Everything an epoch boundary needs to continue as if never stopped, as torch.save
+    bytes (tensors moved to the CPU)."""
+    def cpu(state: Any) -> Any:
+        return {k: v.cpu() for k, v in state.items()}
+
+    device = next(module.parameters()).device
+    buffer = io.BytesIO()
+    torch.save({"epoch": epoch, "module": cpu(module.state_dict()),
+                "optimizer": optimizer.state_dict(), "best_loss": float(best[0]),
+                "best_state": cpu(best[1]), "best_epoch": best[2], "stale": stale,
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(device)}
+                   if device.type == "cuda" else {})},
+               buffer)
+    return buffer.getvalue()
+
+
+def _resume(checkpoint: Checkpoint | None, context: TrainContext, epochs: int,
+            device: torch.device) -> dict[str, Any] | None:
+    """The training state of the job's last checkpoint, or None (none, unreadable, finished)."""
+    if checkpoint is None:
+        return None
+    try:
+        state = torch.load(io.BytesIO(checkpoint.read(STATE_FILE)), map_location=device,
+                           weights_only=True)
+        done = int(state["epoch"])
+    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
+        log.warning("could not load the checkpoint at epoch %d; training from scratch",
+                    checkpoint.step, exc_info=True)
+        return None
+    if not 0 < done < epochs:
+        return None
+    for key in ("generator", "torch_rng", "cuda_rng"):  # RNG states are CPU byte tensors
+        if key in state:
+            state[key] = state[key].cpu()
+    message = f"resumed from checkpoint at epoch {done} of {epochs}"
+    log.info(message)
+    context.report(message, force=True)
+    return state
 
 
 def _build(config: dict[str, Any]) -> TabularMLP:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,18 @@ import pyarrow as pa
 import xgboost as xgb
 from pydantic import AliasChoices, Field
 
+from railyard.checkpoints import Checkpoint, training_fingerprint
 from railyard.metrics import holdout_metrics
 from railyard.tabular import encode, fit_encoding
 from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
+log = logging.getLogger(__name__)
+
 # Objectives xgboost dropped, mapped to their current names.
 LEGACY_OBJECTIVES = {"reg:linear": "reg:squarederror"}
+# The booster's file in a checkpoint (UBJSON keeps every float exactly).
+BOOSTER_FILE = "booster.ubj"
 
 
 def _alias(*names: str) -> Any:
@@ -103,10 +109,20 @@ class XGBoostWorkflow(Workflow):
                                    label=data.label_array("holdout"), enable_categorical=True)
             evals.append((dholdout, "holdout"))
         rounds = self.params.n_estimators
+        # A retried attempt continues the last attempt's booster. With early stopping, the
+        # resumed part starts its own best-so-far (patience counts from the resumed round; the
+        # trees already built stay), which can only train longer than an uninterrupted run.
+        fingerprint = training_fingerprint(self, data) if context.checkpoints else None
+        start = _resume(context.resume_checkpoint(fingerprint), context, rounds) \
+            if fingerprint else None
+        done = start.num_boosted_rounds() if start is not None else 0
+        callbacks: list[xgb.callback.TrainingCallback] = [_ProgressCallback(context, rounds)]
+        if context.checkpoints is not None:
+            callbacks.append(_CheckpointCallback(context, rounds, fingerprint))
         booster = xgb.train(
-            params, dtrain, num_boost_round=rounds, evals=evals, verbose_eval=False,
+            params, dtrain, num_boost_round=rounds - done, evals=evals, verbose_eval=False,
             early_stopping_rounds=self.params.early_stopping_rounds if evals else None,
-            callbacks=[_ProgressCallback(context, rounds)])
+            callbacks=callbacks, xgb_model=start)
         return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
 
     def predict(self, model: dict[str, Any], table: pa.Table) -> np.ndarray:
@@ -143,18 +159,61 @@ class XGBoostWorkflow(Workflow):
         return {"booster": booster, "encoding": meta["encoding"], "objective": meta["objective"]}
 
 
+def _resume(checkpoint: Checkpoint | None, context: TrainContext,
+            rounds: int) -> xgb.Booster | None:
+    """The booster of the job's last checkpoint, or None (none, unreadable, or finished)."""
+    if checkpoint is None:
+        return None
+    try:
+        booster = xgb.Booster()
+        booster.load_model(bytearray(checkpoint.read(BOOSTER_FILE)))
+    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
+        log.warning("could not load the checkpoint at round %d; training from scratch",
+                    checkpoint.step, exc_info=True)
+        return None
+    done = booster.num_boosted_rounds()
+    if not 0 < done < rounds:
+        return None
+    message = f"resumed from checkpoint at round {done} of {rounds}"
+    log.info(message)
+    context.report(message, force=True)
+    return booster
+
+
 class _ProgressCallback(xgb.callback.TrainingCallback):
     """Reports boosting progress to the job timeline (throttled by TrainContext)."""
 
     def __init__(self, context: TrainContext, rounds: int) -> None:
         super().__init__()
-        self.context, self.rounds = context, rounds
+        self.context, self.rounds, self.start = context, rounds, 0
+
+    def before_training(self, model: Any) -> Any:
+        # xgb.train numbers a resumed booster's rounds from 0 again
+        self.start = model.num_boosted_rounds()
+        return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+        done = self.start + epoch + 1
         last = {f"{d}-{m}": round(v[-1], 6) for d, ms in evals_log.items()
                 for m, v in ms.items() if v}
-        self.context.report(f"iteration {epoch + 1}/{self.rounds} {json.dumps(last)}",
-                            force=epoch + 1 == self.rounds)
+        self.context.report(f"iteration {done}/{self.rounds} {json.dumps(last)}",
+                            force=done == self.rounds)
         holdout = {m: float(v[-1]) for m, v in evals_log.get("holdout", {}).items() if v}
-        self.context.iteration(epoch + 1, self.rounds, holdout)
+        self.context.iteration(done, self.rounds, holdout)
+        return False
+
+
+class _CheckpointCallback(xgb.callback.TrainingCallback):
+    """Saves the booster to the job's checkpoints when TrainContext says it is time."""
+
+    def __init__(self, context: TrainContext, rounds: int, fingerprint: str | None) -> None:
+        super().__init__()
+        self.context, self.rounds, self.fingerprint = context, rounds, fingerprint
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+        done = model.num_boosted_rounds()
+        if done < self.rounds and self.context.should_checkpoint(done):
+            self.context.save_checkpoint(
+                done, {BOOSTER_FILE: bytes(model.save_raw("ubj"))},
+                meta={"round": done, "rounds": self.rounds}, fingerprint=self.fingerprint)
         return False

@@ -179,10 +179,24 @@ def status(job_id: str) -> None:
 
 
 @app.command()
-def logs(job_id: str) -> None:
-    """Print a job's log."""
+def logs(job_id: str,
+         follow: bool = typer.Option(False, "--follow", "-f",
+                                     help="keep printing as the log grows until the job ends"),
+         attempt: Optional[int] = typer.Option(None, "--attempt", min=1,
+                                               help="which attempt (default: the latest)"),
+         poll_s: float = typer.Option(2.0, "--poll-s", min=0.05, help="seconds between reads "
+                                                                        "with --follow")
+         ) -> None:
+    """Print a job's log (it streams while the job runs; -f follows it)."""
     try:
-        sys.stdout.write(_client().logs(job_id))
+        if not follow:
+            sys.stdout.write(_client().logs(job_id, attempt=attempt))
+            return
+        for chunk in _client().follow_logs(job_id, attempt=attempt, poll_s=poll_s):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
     except RailyardError as exc:
         _fail(exc)
 

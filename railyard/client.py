@@ -11,7 +11,7 @@ the server raised::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +95,40 @@ class RailyardClient:
         """Cancel a job."""
         return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
 
-    def logs(self, job_id: str) -> str:
-        """A job's log text."""
-        return self._request("GET", f"/v1/jobs/{job_id}/logs").text
+    def logs(self, job_id: str, *, attempt: int | None = None, offset: int = 0) -> str:
+        """A job's log text (``attempt``: default the latest) from byte ``offset`` on."""
+        return self._logs(job_id, attempt, offset).text
+
+    def _logs(self, job_id: str, attempt: int | None, offset: int) -> httpx.Response:
+        params = {"offset": offset, **({"attempt": attempt} if attempt else {})}
+        return self._request("GET", f"/v1/jobs/{job_id}/logs", params=params)
+
+    def follow_logs(self, job_id: str, *, attempt: int | None = None,
+                    poll_s: float = 2.0) -> Iterator[str]:
+        """Yield a job's log as it grows, chunk by chunk, until the job is terminal (then one
+        last read). The server says the log's size (``X-Log-Size``), the next offset."""
+        offset, source, last = 0, None, False
+        while True:
+            response = self._logs(job_id, attempt, offset)
+            got = response.headers.get("X-Log-Source")
+            if got == "durable" and source not in (None, "durable") and offset:
+                # Until the runner's first upload the API serves Ray's live driver log, whose
+                # offsets are not the durable copy's: start over (a few lines may repeat).
+                offset, source = 0, got
+                continue
+            if source != "durable" or got == "durable":  # never step back from the durable copy
+                source = got
+                size = int(response.headers.get("X-Log-Size", offset + len(response.content)))
+                if size > offset and response.text:
+                    yield response.text
+                offset = max(offset, size)
+            if last:
+                return
+            # The status is read before the log, so this read already has what the job wrote
+            # before it ended; one more read picks up what its driver uploaded on the way out.
+            last = response.headers.get("X-Job-Status") in TERMINAL
+            if not last:
+                time.sleep(poll_s)
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """A job's timeline."""

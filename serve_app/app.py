@@ -292,13 +292,17 @@ def _document_spec_schema(app: FastAPI) -> None:
 
 def _document_errors(schema: dict[str, Any]) -> None:
     """Every route can answer 503 (database down); every route but the public ones 401 (no or
-    bad token); every ``{job_id}`` route 403 and 404 (:func:`authorize` checks the job's team).
-    FastAPI's own 422 schema (``{"detail": [...]}``) is replaced by ours, since the handler
-    above answers every error as :class:`ErrorBody`."""
+    bad token), and the public ones need no token (``security: []``); every ``{job_id}`` route
+    403 and 404 (:func:`authorize` checks the job's team). FastAPI's own 422 schema
+    (``{"detail": [...]}``) is replaced by ours: the handler above answers every error as
+    :class:`ErrorBody`."""
     for path, operations in schema.get("paths", {}).items():
-        codes = {503} | ({401} if path not in PUBLIC_PATHS else set()) \
+        public = path in PUBLIC_PATHS
+        codes = {503} | (set() if public else {401}) \
             | ({403, 404} if "{job_id}" in path else set())
         for operation in operations.values():
+            if public:
+                operation["security"] = []
             responses = operation.setdefault("responses", {})
             for code in sorted(codes | ({422} if "422" in responses else set())):
                 responses[str(code)] = {"description": ERROR_MEANINGS[code], "content": {

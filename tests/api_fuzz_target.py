@@ -216,15 +216,17 @@ def local_api(database_url: str | None = None) -> Iterator[tuple[str, str, dict]
     from serve_app.app import create_app
     from tests.unit.test_api import InMemoryBackend
 
-    home = Path(tempfile.mkdtemp(prefix="railyard-fuzz-"))
-    settings = Settings(home=home, database_url=database_url or f"sqlite:///{home}/fuzz.db")
-    migrate(settings.resolved_database_url)
-    service = JobService(engine=get_engine(settings.resolved_database_url),
-                         backend=InMemoryBackend(), settings=settings)
-    token, _ = tokens.issue(service.engine, team="admin", admin=True)
-    spec = sample_spec(str(write_fraud_dataset(home / "fraud", 2000, files=2)))
-    with serve_in_thread(create_app(lambda: service)) as url:
-        yield url, token, spec
+    with tempfile.TemporaryDirectory(prefix="railyard-fuzz-") as tmp:
+        home = Path(tmp)
+        settings = Settings(home=home,
+                            database_url=database_url or f"sqlite:///{home}/fuzz.db")
+        migrate(settings.resolved_database_url)
+        service = JobService(engine=get_engine(settings.resolved_database_url),
+                             backend=InMemoryBackend(), settings=settings)
+        token, _ = tokens.issue(service.engine, team="admin", admin=True)
+        spec = sample_spec(str(write_fraud_dataset(home / "fraud", 2000, files=2)))
+        with serve_in_thread(create_app(lambda: service)) as url:
+            yield url, token, spec
 
 
 def main() -> None:

@@ -33,7 +33,9 @@ def check_api_against_its_schema(base_url: str, token: str, *, spec: dict | None
         cancel_jobs(base_url, token, [*seeds, *(report.created_job_ids if report else [])])
     print(report.summary())
     assert not report.failures, "\n\n".join(report.failures)
-    assert report.requests >= max_examples * 0.9, report.summary()
+    # an operation without parameters (GET /healthz) runs out of distinct cases early
+    assert all(sum(codes.values()) for codes in report.per_operation.values()), report.summary()
+    assert report.requests >= max_examples // 2, report.summary()
     assert not [code for code in report.statuses if code >= 500], report.summary()
 
 

@@ -134,6 +134,10 @@ class RailyardClient:
         """A job's timeline."""
         return self._request("GET", f"/v1/jobs/{job_id}/events").json()
 
+    def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's attempts (1, then one per retry): outcome, failure kind, error."""
+        return self._request("GET", f"/v1/jobs/{job_id}/attempts").json()
+
     def trials(self, job_id: str) -> list[dict[str, Any]]:
         """A sweep's trial records."""
         return self._request("GET", f"/v1/jobs/{job_id}/trials").json()

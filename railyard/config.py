@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # retries) a RUNNING job whose heartbeat is older than the timeout.
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_timeout_s: float = Field(default=180.0, gt=0)
+    # Default of lifecycle.checkpoint_interval_s.
+    checkpoint_interval_s: float = Field(default=30.0, gt=0)
 
     @field_validator("allowed_data_prefixes", mode="before")
     @classmethod
@@ -105,6 +107,7 @@ class Settings(BaseSettings):
             "RAILYARD_BROADCAST_JOIN_MAX_BYTES": str(self.broadcast_join_max_bytes),
             "RAILYARD_LOG_FLUSH_INTERVAL_S": str(self.log_flush_interval_s),
             "RAILYARD_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+            "RAILYARD_CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
         }
         # The job's driver reads the same SQL connections and obeys the same path prefixes.
         if self.sql_connections:

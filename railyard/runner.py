@@ -29,6 +29,7 @@ from railyard import store
 from railyard.config import Settings, get_settings
 from railyard.db import RetryingStore, call_with_db_retry, get_engine, migrate
 from railyard.errors import RailyardError
+from railyard.log_shipping import LogShipper, log_to_stdout
 from railyard.models import JobStatus, utcnow
 from railyard.spec import TrainingSpec, parse_spec
 from railyard.storage import ArtifactStore
@@ -114,6 +115,7 @@ class JobRun:
         self.artifacts = ArtifactStore(settings.resolved_artifact_root)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"railyard-{job_id}-"))
         self.log_path = self.workdir / "job.log"
+        self.shipper: LogShipper | None = None
 
     # ------------------------------------------------------------------ bookkeeping
     @contextmanager
@@ -155,20 +157,14 @@ class JobRun:
                         message=message)
 
     def upload_log(self) -> str | None:
-        """Copy the job's log to the artifact store (best effort)."""
-        try:
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            return self.artifacts.put_file(self.log_path, self.job_id, "logs",
-                                           f"attempt-{self.attempt}.log")
-        except Exception:  # noqa: BLE001 - losing the log copy must not fail the job
-            log.exception("could not upload the job log")
-            return None
+        """Upload the job's log now (the shipper also streams it while the job runs); its URI,
+        or None if no upload has succeeded."""
+        return self.shipper.flush() if self.shipper is not None else None
 
     # ------------------------------------------------------------------ the run
     def execute(self) -> int:
         """Run every phase of the job's current attempt; return the process exit code."""
-        _attach_log_file(self.log_path)
+        log_to_stdout()
         job = self.db.get_job(job_id=self.job_id)
         mine = ray_submission_id()
         if mine and job.ray_submission_id and mine != job.ray_submission_id:
@@ -184,11 +180,14 @@ class JobRun:
         if not started and job.status != JobStatus.RUNNING.value:
             log.info("job %s is %s; nothing to run", self.job_id, job.status)
             return 0
-        self.db.start_attempt(job_id=self.job_id, attempt=self.attempt,
-                              ray_submission_id=mine or job.ray_submission_id)
-        log.info("job %s attempt %d running", self.job_id, self.attempt)
-        with Heartbeat(self.engine, self.job_id, self.settings.heartbeat_interval_s):
-            return self._execute(job)
+        # The shipper starts only now: a stale duplicate driver must not overwrite the log.
+        with LogShipper(self.artifacts, self.job_id, self.attempt, self.log_path,
+                        interval_s=self.settings.log_flush_interval_s) as self.shipper:
+            self.db.start_attempt(job_id=self.job_id, attempt=self.attempt,
+                                  ray_submission_id=mine or job.ray_submission_id)
+            log.info("job %s attempt %d running", self.job_id, self.attempt)
+            with Heartbeat(self.engine, self.job_id, self.settings.heartbeat_interval_s):
+                return self._execute(job)
 
     def _execute(self, job: Any) -> int:
         try:
@@ -200,14 +199,14 @@ class JobRun:
         except PhaseFailed as failure:
             from railyard.failures import classify, end_failed_attempt
 
-            kind = classify(failure.error)
+            kind, phase = classify(failure.error), failure.phase
             message = f"{type(failure.error).__name__}: {failure.error}"
             logs_uri = self.upload_log()
             if logs_uri:
                 self.db.update_job(job_id=self.job_id, artifacts={"logs": logs_uri})
             current = self.db.get_job(job_id=self.job_id)
             retried = call_with_db_retry(lambda: end_failed_attempt(
-                self.engine, job=current, kind=kind, error=message, phase=failure.phase,
+                self.engine, job=current, kind=kind, error=message, phase=phase,
                 server_max_retries=self.settings.max_retries))
             log.info("attempt %d failed (%s)%s", self.attempt, kind.value,
                      "; the job will be retried" if retried else "")
@@ -223,6 +222,7 @@ class JobRun:
     def _phases(self, spec: TrainingSpec) -> dict[str, Any]:
         from railyard import data as data_plane
         from railyard.workflows import TrainContext, TrainingData, get_workflow
+        from railyard.checkpoints import CheckpointStore
 
         workflow = get_workflow(spec.train.workflow_name)(spec.train)
         with self.phase("fetch"):
@@ -252,7 +252,14 @@ class JobRun:
             context = TrainContext(resources=spec.train.resources.model_dump(),
                                    on_progress=self.progress,
                                    storage_path=self.artifacts.uri(self.job_id, "ray-train"),
-                                   worker_placement=self.worker_placement())
+                                   worker_placement=self.worker_placement(),
+                                   # The same prefix for every attempt: a retry resumes from
+                                   # the last checkpoint of the attempt before it.
+                                   checkpoints=CheckpointStore(self.artifacts, self.job_id,
+                                                               "checkpoints"),
+                                   checkpoint_interval_s=float(
+                                       spec.lifecycle.checkpoint_interval_s
+                                       or self.settings.checkpoint_interval_s))
             sweep = None
             if spec.train.tune is not None:
                 from railyard.tuning import run_sweep
@@ -276,7 +283,8 @@ class JobRun:
                     counts[trial.status] = counts.get(trial.status, 0) + 1
                 tune_summary = {"best_params": sweep.best_params,
                                 "best_trial_id": sweep.best_trial_id, "metric": sweep.metric,
-                                "mode": sweep.mode, "trials": counts}
+                                "mode": sweep.mode, "trials": counts,
+                                "resumed_trials": sweep.resumed_trials}
             log.info("holdout metrics %s", metrics)
         with self.phase("publish"):
             model_dir = self.workdir / "model"
@@ -341,20 +349,6 @@ class JobRun:
                               "model_dir": self.artifacts.uri(self.job_id, "model"),
                               "models": self.artifacts.uri(self.job_id, "models"),
                               "metrics": metrics_uri}}
-
-def _attach_log_file(path: Path) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    file_handler = logging.FileHandler(path)
-    file_handler.setFormatter(fmt)
-    root.addHandler(file_handler)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in root.handlers):
-        stream = logging.StreamHandler(sys.stdout)
-        stream.setFormatter(fmt)
-        root.addHandler(stream)
-
 
 def register_spec_job(engine: Engine, spec_path: str) -> str:
     """For ``ray job submit -- python -m railyard.runner --spec F``: validate and store the job."""

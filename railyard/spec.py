@@ -460,6 +460,9 @@ class LifecycleSpec(StrictModel):
     run_timeout_s: Annotated[int, Field(ge=1)] | None = None
     max_retries: Annotated[int, Field(ge=0, le=100)] = 0
     max_user_code_retries: Annotated[int, Field(ge=0, le=100)] = 0
+    # How often an iterative workflow (xgboost, lightgbm, torch) checkpoints its training to
+    # the artifact store, for a retried attempt to resume from; unset: the server's default.
+    checkpoint_interval_s: Annotated[int, Field(ge=1, le=86_400)] | None = None
 
 
 class TrainingSpec(StrictModel):

@@ -10,6 +10,7 @@ and fails the job only when every trial fails.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 MAIN_METRIC = {"binary": ("auc", "max"), "multiclass": ("accuracy", "max"),
                "regression": ("rmse", "min"), "forecasting": ("rmse", "min")}
 INTERMEDIATE_REPORTS = 20
+EXPERIMENT_NAME = "sweep"
 
 
 @dataclass
@@ -53,6 +55,8 @@ class SweepResult:
     metric: str
     mode: str
     trials: list[TrialRecord] = field(default_factory=list)
+    # Trials an earlier attempt of the job had already finished when this one restored it.
+    resumed_trials: int = 0
 
 
 def tune_domain(domain: SearchDomain) -> Any:
@@ -141,6 +145,24 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
                              eval_metric=metric if metric in ("auc", "rmse", "logloss", "mae",
                                                               "error") else None),
         {"CPU": tune_spec.cpus_per_trial})
+    # Tune saves its experiment state at most every 10 s by default; a retried attempt can
+    # only skip trials whose end made it into that state, so save more often.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    experiment = f"{storage_path.rstrip('/')}/{EXPERIMENT_NAME}"
+    resumed = 0
+    if tune.Tuner.can_restore(experiment):
+        # An earlier attempt of this job ran the sweep: go on from its state instead of
+        # starting again (finished trials are kept; unfinished and errored ones run again).
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, param_space=space,
+                                   resume_unfinished=True, resume_errored=True)
+        try:
+            resumed = sum(1 for r in tuner.get_results() if r.error is None
+                          and (r.metrics or {}).get("final") == 1)
+        except Exception:  # noqa: BLE001 - the count is for the record only
+            resumed = 0
+        log.info("restored the sweep of an earlier attempt from %s: %d trials already "
+                 "finished", experiment, resumed)
+        return _finish(tuner, workflow, metric, mode, resumed)
     tuner = tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(
@@ -152,8 +174,14 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
             # One trial's worker process serves the next: starting an actor per trial costs
             # more than a tiny model's whole fit.
             reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=storage_path, name="sweep", verbose=0,
+        run_config=tune.RunConfig(storage_path=storage_path, name=EXPERIMENT_NAME, verbose=0,
                                   callbacks=[_RecordTrials(on_trial)] if on_trial else None))
+    return _finish(tuner, workflow, metric, mode, resumed)
+
+
+def _finish(tuner: Any, workflow: Workflow, metric: str, mode: str,
+            resumed: int) -> SweepResult:
+    """Run ``tuner`` to the end; the best trial's model and every trial's record."""
     started = time.monotonic()
     grid = tuner.fit()
     log.info("sweep of %d trials took %.1fs", len(grid), time.monotonic() - started)
@@ -167,7 +195,7 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     with best_result.checkpoint.as_directory() as directory:
         model = workflow.load(Path(directory))
     return SweepResult(model=model, best_params=best.params, best_trial_id=best.trial_id,
-                       metric=metric, mode=mode, trials=records)
+                       metric=metric, mode=mode, trials=records, resumed_trials=resumed)
 
 
 def _record(result) -> TrialRecord:

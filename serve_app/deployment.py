@@ -21,8 +21,9 @@ api = create_app()
 class RailyardAPI:
     """FastAPI ingress; settings come from the replica's environment (RAILYARD_*).
 
-    Each replica also runs the background reconciler, so a job whose driver died, whose pool
-    never came, or which ran past its timeout is settled even if nobody reads it.
+    Each replica also runs the background reconciler loop, so a job whose driver died, whose
+    pool never came, or which ran past its timeout is settled even if nobody reads it; with
+    several replicas only the one holding the reconciler lock (railyard.leader) runs it.
     """
 
     def __init__(self) -> None:
@@ -32,12 +33,20 @@ class RailyardAPI:
         self._thread.start()
 
     def _reconcile_loop(self) -> None:
+        from railyard.leader import ReconcilerLease
+
         interval = get_settings().reconcile_interval_s
+        lease: ReconcilerLease | None = None
         while not self._stop.wait(interval):
             try:
-                api.state.service_factory().reconcile_all()
+                service = api.state.service_factory()
+                lease = lease or ReconcilerLease(service.engine)
+                if lease.held():             # one replica reconciles; the others stand by
+                    service.reconcile_all()
             except Exception:  # noqa: BLE001 - keep the loop alive through outages
                 log.exception("background reconcile failed")
+        if lease is not None:
+            lease.release()
 
     def __del__(self) -> None:
         self._stop.set()

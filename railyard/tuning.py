@@ -98,6 +98,19 @@ def _scheduler(tune_spec: TuneSpec):
     return None
 
 
+def trial_resources(cpus: float, placement: dict[str, Any] | None) -> Any:
+    """What each trial asks for: its CPUs and, for a job bound to a pool, a one-bundle
+    placement group whose bundle only fits on that pool's nodes (Tune takes no label
+    selector itself, but its PlacementGroupFactory passes one through to Ray)."""
+    selector = (placement or {}).get("label_selector")
+    if not selector:
+        return {"CPU": cpus}
+    from ray.tune import PlacementGroupFactory
+
+    return PlacementGroupFactory([{"CPU": cpus}], strategy="PACK",
+                                 bundle_label_selector=[dict(selector)])
+
+
 def _trainable(config: dict[str, Any], *, train_spec: dict[str, Any], data: TrainingData,
                eval_metric: str | None) -> None:
     """One trial, in a Ray worker: fit with ``config`` over the base params, report, checkpoint."""
@@ -132,7 +145,6 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     import ray
     from ray import tune
 
-    del placement  # Ray Tune 2.60 trials take resources, not label selectors (see README)
     tune_spec = train.tune
     assert tune_spec is not None
     if not ray.is_initialized():
@@ -144,7 +156,7 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
         tune.with_parameters(_trainable, train_spec=train.model_dump(mode="json"), data=data,
                              eval_metric=metric if metric in ("auc", "rmse", "logloss", "mae",
                                                               "error") else None),
-        {"CPU": tune_spec.cpus_per_trial})
+        trial_resources(tune_spec.cpus_per_trial, placement))
     # Tune saves its experiment state at most every 10 s by default; a retried attempt can
     # only skip trials whose end made it into that state, so save more often.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")

@@ -212,7 +212,11 @@ def test_cancel_in_each_phase_leaves_no_ray_work(platform, client, phase):
     assert cancelled["status"] == "CANCELLED"
     ray = JobSubmissionClient(platform.ray_address)
     sid = cancelled["ray_submission_id"]
-    poll(lambda: ray.get_job_status(sid) == RayJobStatus.STOPPED, 60, "Ray to stop the job")
+    # A job that never got a node has no supervisor to stop it: Railyard kills that actor,
+    # and Ray records the job as FAILED rather than STOPPED.
+    ended = (RayJobStatus.STOPPED,) if phase != "pending" else (RayJobStatus.STOPPED,
+                                                                 RayJobStatus.FAILED)
+    poll(lambda: ray.get_job_status(sid) in ended, 60, "Ray to stop the job")
     poll(lambda: not runner_processes(job["id"]), 60, "the driver process to exit")
     poll(lambda: not ray_work_left(platform, sid), 60, "the job's actors and tasks to end")
     final = client.get(job["id"])
@@ -248,3 +252,40 @@ def test_one_reconciler_leader_at_a_time(platform, postgres):
     finally:
         first.release()
         second.release()
+
+
+def test_logs_stream_while_running_and_outlive_the_cluster(platform, client, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from railyard.backend import RayJobsBackend
+    from railyard.service import JobService
+
+    job = client.submit(noop_spec(platform, "streamed-log", train_s=8))
+    poll(lambda: in_phase(client, job["id"], "train"), 120, "the train phase")
+    headers = {"Authorization": f"Bearer {platform.token}"}
+
+    def streamed():
+        r = httpx.get(f"{platform.api_url}/v1/jobs/{job['id']}/logs", headers=headers)
+        return r.headers["X-Log-Source"] == "durable" and "phase train started" in r.text and r
+
+    live = poll(streamed, 30, "the streamed log to show the train phase")
+    size = int(live.headers["X-Log-Size"])
+    # `railyard logs -f` follows it to the end, then exits.
+    env = {**os.environ, "RAILYARD_API_URL": platform.api_url, "RAILYARD_TOKEN": platform.token}
+    exe = os.path.join(os.path.dirname(sys.executable), "railyard")
+    follow = subprocess.run([exe, "logs", "-f", job["id"], "--poll-s", "0.5"],
+                            capture_output=True, text=True, env=env, timeout=180)
+    assert follow.returncode == 0, follow.stderr
+    assert "phase train started" in follow.stdout and "phase publish finished" in follow.stdout
+    assert client.get(job["id"])["status"] == "SUCCEEDED"
+    rest = httpx.get(f"{platform.api_url}/v1/jobs/{job['id']}/logs", headers=headers,
+                     params={"offset": size})
+    assert "phase publish finished" in rest.text and "phase train started" not in rest.text
+
+    # A server whose Ray cluster is gone still serves the whole log from the artifact store.
+    no_ray = JobService(engine=platform.engine, backend=RayJobsBackend("http://127.0.0.1:9"),
+                        settings=platform.settings)
+    text = no_ray.logs(job["id"])
+    assert "phase fetch started" in text and "phase publish finished" in text

@@ -88,3 +88,24 @@ def test_gpu_job_on_a_cpu_cluster_waits_then_fails_with_the_reason(platform, cli
     while not ray_jobs.get_job_status(job["ray_submission_id"]).is_terminal():
         assert time.monotonic() < deadline, "Ray still has the timed-out job pending"
         time.sleep(1)
+
+
+def test_sweep_trials_run_on_the_jobs_pool(platform, client):
+    from ray.util.state import list_actors
+
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["model_name"] = "sweep-on-highmem"
+    spec["train"]["resources"] = {"pool": "highmem"}
+    spec["train"]["custom_params"]["n_estimators"] = 20
+    spec["train"]["tune"] = {"search_space": {"max_depth": {"randint": [2, 6]}},
+                             "num_samples": 3, "cpus_per_trial": 1}
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    info = JobSubmissionClient(platform.ray_address).get_job_info(job["ray_submission_id"])
+    pools = node_pools(platform.ray_address)
+    actors = list_actors(address=platform.ray_address, filters=[("job_id", "=", info.job_id)],
+                         limit=1000, raise_on_missing_output=False)
+    trials = [a for a in actors if "_trainable" in a.class_name or "ImplicitFunc" in
+              a.class_name]
+    assert trials, [a.class_name for a in actors]
+    assert {pools[a.node_id] for a in trials} == {"highmem"}

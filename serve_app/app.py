@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from railyard import store, tokens
 from railyard.access import Caller, check_job
@@ -161,6 +161,14 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     @app.exception_handler(SQLAlchemyError)
     async def _db_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.warning("database error: %s", exc)
+        if isinstance(exc, DataError):
+            # The database refused a value the request carried (Postgres: a NUL character in
+            # a text field, say): bad input, not an outage — retrying it would never help.
+            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+            err = SpecError(f"the job database refuses a value in this request: {reason}; "
+                            "remove NUL (\\u0000) characters and send it again",
+                            details=[{"field": "(request)", "message": reason}])
+            return JSONResponse(err.to_dict(), status_code=422)
         err = BackendUnavailableError("the job database is unavailable; retry shortly")
         return JSONResponse(err.to_dict(), status_code=503)
 

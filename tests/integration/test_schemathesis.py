@@ -50,3 +50,20 @@ def test_plain_uvicorn_app_on_postgres_holds_to_its_schema(postgres):
     fuzzing without Ray."""
     with local_api(fresh_database(postgres, "railyard_fuzz")) as (url, token, spec):
         check_api_against_its_schema(url, token, spec=spec)
+
+
+def test_nul_characters_are_a_422_and_store_nothing_on_postgres(postgres):
+    """What the fuzzing found: Postgres refuses NUL in text, and that came back as a 503
+    "database unavailable" (a client would retry it forever). It is bad input: a 422."""
+    with local_api(fresh_database(postgres, "railyard_nul")) as (url, token, spec):
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            for path in ("/v1/jobs?owner=%00", "/v1/jobs?project=a%00b", "/v1/jobs/job-%00",
+                         "/v1/jobs/job-%00/events"):
+                response = http.get(path)
+                assert response.status_code == 422, (path, response.text)
+                assert "NUL" in response.json()["error"]["message"]
+            assert http.post("/v1/jobs/job-%00/cancel").status_code == 422
+            for field in ("owner", "trainer", "model_description"):
+                response = http.post("/v1/jobs", json={**spec, field: "a\x00b"})
+                assert response.status_code == 422, (field, response.text)
+            assert http.get("/v1/jobs").json()["jobs"] == []

@@ -151,11 +151,15 @@ def main() -> None:
                        "railyard_s": round(ry, 3), "plain_s": round(plain, 3),
                        "ratio": round(ry / plain, 2), "overhead_s": round(ry - plain, 3),
                        "railyard_phases_s": phases, "railyard_timeline_s": breakdown,
+                       "driver_peak_rss_mb": job["metrics"].get("driver", {}).get("peak_rss_mb"),
+                       "read_engine": job["dataset"]["stats"].get("read_engine"),
                        "repeat": args.repeat}
                 results.append(row)
                 print(f"{rows:>9,} rows, {ROUNDS} rounds, {workers} worker(s): railyard "
                       f"{ry:7.2f}s  plain {plain:7.2f}s  ratio {ry / plain:5.2f}x  overhead "
-                      f"{ry - plain:5.2f}s\n    phases {phases}\n    timeline {breakdown}",
+                      f"{ry - plain:5.2f}s  driver peak RSS "
+                      f"{row['driver_peak_rss_mb']} MiB ({row['read_engine']})"
+                      f"\n    phases {phases}\n    timeline {breakdown}",
                       flush=True)
     finally:
         subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)

@@ -10,8 +10,9 @@ Each model is its own Serve application, ``model-<job id>`` at ``/models/<job id
 re-submitting the applications already running (the API among them) unchanged.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Serve's class-based ingress re-creates the
+# route functions elsewhere, where string annotations no longer resolve, and FastAPI then
+# takes the request body model for a query parameter (a 422 on every /predict).
 import math
 from typing import Any
 
@@ -44,6 +45,19 @@ class PredictResponse(BaseModel):
     predictions: list[dict[str, Any]]
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
+# Everything the deployment's methods use must be defined above it: the class is pickled (with
+# the module globals it refers to) when the decorator runs.
 @serve.deployment(name=DEPLOYMENT, num_replicas=1, max_ongoing_requests=16,
                   ray_actor_options={"num_cpus": 1})
 @serve.ingress(api)
@@ -66,17 +80,6 @@ class ModelServer:
         except RailyardError as exc:
             raise HTTPException(exc.status_code, exc.to_dict()["error"]) from None
         return PredictResponse(job_id=self.model.job_id, predictions=json_ready(predictions))
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_ready(v) for v in value]
-    return value
 
 
 def build_app(args: dict[str, str]) -> Application:

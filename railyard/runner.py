@@ -76,6 +76,13 @@ class TrialRecorder:
                                                       trial=asdict(trial)))
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class Heartbeat:
     """Writes ``job.heartbeat_at`` every ``interval_s`` from a daemon thread while the attempt
     runs, so the reconciler can tell a live driver from a hung or vanished one."""
@@ -213,6 +220,7 @@ class JobRun:
             return 1
         logs_uri = self.upload_log()
         results["artifacts"]["logs"] = logs_uri
+        results["metrics"]["driver"] = {"peak_rss_mb": round(peak_rss_mb(), 1)}
         if self.db.transition(job_id=self.job_id, status=JobStatus.SUCCEEDED, phase=None,
                               **results):
             self.db.finish_attempt(job_id=self.job_id, attempt=self.attempt,
@@ -225,6 +233,9 @@ class JobRun:
         from railyard.checkpoints import CheckpointStore
 
         workflow = get_workflow(spec.train.workflow_name)(spec.train)
+        if spec.train.resources.num_workers > 1 and workflow.streams_ray_datasets \
+                and spec.train.tune is None and not spec.train.partition_by:
+            return self._streamed(spec, workflow)
         with self.phase("fetch"):
             plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
             raw, engine = data_plane.read_table(
@@ -287,31 +298,86 @@ class JobRun:
                                 "resumed_trials": sweep.resumed_trials}
             log.info("holdout metrics %s", metrics)
         with self.phase("publish"):
-            model_dir = self.workdir / "model"
-            model_dir.mkdir()
-            main_file = workflow.save(model, model_dir)
-            reports = workflow.write_reports(model, training_data, model_dir)
-            manifest = {
-                "job_id": self.job_id, "workflow": workflow.name, "framework": workflow.framework,
-                "model_file": main_file, "features": list(spec.train.classifier_features),
-                "feature_types": {f: str(train.schema.field(f).type)
-                                  for f in spec.train.classifier_features},
-                "label": spec.train.label, "task": workflow.task(training_data),
-                "metrics": {"holdout": metrics}, "spec_hash": spec.spec_hash(),
-                "reports": reports,
-            }
-            (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            uris = {p.name: self.artifacts.put_file(p, self.job_id, "model", p.name)
-                    for p in sorted(model_dir.iterdir())}
-            metrics_uri = self.artifacts.put_bytes(
-                json.dumps({"holdout": metrics}, indent=2).encode(), self.job_id, "metrics.json")
+            results = self._publish(
+                spec, workflow, model, metrics=metrics, task=workflow.task(training_data),
+                schema=train.schema,
+                reports=lambda directory: workflow.write_reports(model, training_data,
+                                                                 directory))
+        if sweep is not None:
+            results["metrics"]["tune"] = tune_summary
+        return results
+
+    def _publish(self, spec: TrainingSpec, workflow: Any, model: Any, *,
+                 metrics: dict[str, float], task: str, schema: Any,
+                 reports: Any) -> dict[str, Any]:
+        """Save the model, its reports and manifest to the artifact store; the job's results."""
+        model_dir = self.workdir / "model"
+        model_dir.mkdir()
+        main_file = workflow.save(model, model_dir)
+        manifest = {
+            "job_id": self.job_id, "workflow": workflow.name, "framework": workflow.framework,
+            "model_file": main_file, "features": list(spec.train.classifier_features),
+            "feature_types": {f: str(schema.field(f).type)
+                              for f in spec.train.classifier_features},
+            "label": spec.train.label, "task": task,
+            "metrics": {"holdout": metrics}, "spec_hash": spec.spec_hash(),
+            "reports": reports(model_dir),
+        }
+        (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        uris = {p.name: self.artifacts.put_file(p, self.job_id, "model", p.name)
+                for p in sorted(model_dir.iterdir())}
+        metrics_uri = self.artifacts.put_bytes(
+            json.dumps({"holdout": metrics}, indent=2).encode(), self.job_id, "metrics.json")
         return {
-            "metrics": {"holdout": metrics,
-                        **({"tune": tune_summary} if sweep is not None else {})},
+            "metrics": {"holdout": metrics},
             "artifacts": {"model": uris[main_file], "manifest": uris["manifest.json"],
                           "model_dir": self.artifacts.uri(self.job_id, "model"),
                           "metrics": metrics_uri},
         }
+
+    def _streamed(self, spec: TrainingSpec, workflow: Any) -> dict[str, Any]:
+        """Several training workers fed by Ray Data: the rows never come to this driver
+        (railyard.streaming)."""
+        from railyard import data as data_plane
+        from railyard.streaming import read_streamed
+        from railyard.workflows import TrainContext
+
+        with self.phase("fetch"):
+            plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
+            data_plane._ensure_ray()
+            streamed = read_streamed(plan, workflow,
+                                     features=list(spec.train.classifier_features),
+                                     label=spec.train.label,
+                                     ray_remote_args=self.worker_placement())
+        with self.phase("split"):
+            stats = streamed.stats(plan)
+            self.db.update_job(job_id=self.job_id, train_rows=stats.train_rows,
+                               holdout_rows=stats.holdout_rows, dataset_stats=stats.to_dict())
+            log.info("streamed: train rows %d, holdout rows %d", stats.train_rows,
+                     stats.holdout_rows)
+            if stats.train_rows == 0:
+                raise ValueError("no training rows left after filters and holdout split; "
+                                 "loosen data.filters or the holdout range")
+        with self.phase("train"):
+            context = TrainContext(resources=spec.train.resources.model_dump(),
+                                   on_progress=self.progress,
+                                   storage_path=self.artifacts.uri(self.job_id, "ray-train"),
+                                   worker_placement=self.worker_placement())
+            model = workflow.fit_streamed(streamed, context)
+        reports_dir = self.workdir / "reports"
+        reports_dir.mkdir()
+        with self.phase("evaluate"):
+            metrics, reports = workflow.evaluate_streamed(model, streamed, reports_dir)
+            log.info("holdout metrics %s", metrics)
+        with self.phase("publish"):
+            def copy_reports(directory: Path) -> dict[str, Any]:
+                for path in reports_dir.iterdir():
+                    path.rename(directory / path.name)
+                return reports
+
+            return self._publish(spec, workflow, model, metrics=metrics,
+                                 task=streamed.task(), schema=streamed.schema,
+                                 reports=copy_reports)
 
 
     def _fanout(self, spec: TrainingSpec, data: Any) -> dict[str, Any]:

@@ -214,6 +214,10 @@ class Workflow(ABC):
     Params: ClassVar[type[WorkflowParams]] = WorkflowParams
     # Columns the workflow creates in prepare(), mapped to the source columns it needs.
     derived_columns: ClassVar[dict[str, list[str]]] = {}
+    # True when the workflow can train on Ray Datasets streamed to several workers
+    # (fit_streamed/evaluate_streamed, railyard.streaming); its prepare() must then work
+    # block by block (no sorting or look-back across rows).
+    streams_ray_datasets: ClassVar[bool] = False
 
     def __init__(self, train: TrainSpec) -> None:
         self.train_spec = train

@@ -76,6 +76,7 @@ class XGBoostWorkflow(Workflow):
 
     name = "xgboost"
     framework = "xgboost"
+    streams_ray_datasets = True
     Params = XGBoostParams
 
     def _objective(self, data: TrainingData) -> str:
@@ -124,6 +125,48 @@ class XGBoostWorkflow(Workflow):
             early_stopping_rounds=self.params.early_stopping_rounds if evals else None,
             callbacks=callbacks, xgb_model=start)
         return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
+
+    def fit_streamed(self, data: Any, context: TrainContext) -> dict[str, Any]:
+        """Train on several Ray Train workers from Ray Datasets (railyard.streaming)."""
+        from railyard.builtin.xgboost_distributed import fit_on_datasets
+
+        params = self.params.booster_params()
+        task = data.task()
+        objective = params.get("objective") or {
+            "binary": "binary:logistic", "multiclass": "multi:softprob",
+            "regression": "reg:squarederror"}[task]
+        params["objective"] = objective
+        if objective.startswith("multi:") and "num_class" not in params:
+            params["num_class"] = int(max(float(v) for v in data.train_summary.label_values)) + 1
+        encoding = data.encoding()
+        columns = [*data.features, data.label]
+        datasets = {"train": data.train.select_columns(columns)}
+        if data.holdout_summary.rows:
+            datasets["holdout"] = data.holdout.select_columns(columns)
+        booster = fit_on_datasets(datasets, context, params=params, encoding=encoding,
+                                  rounds=self.params.n_estimators, label=data.label)
+        return {"booster": booster, "encoding": encoding, "objective": objective}
+
+    def evaluate_streamed(self, model: dict[str, Any], data: Any,
+                          directory: Path) -> tuple[dict[str, float], dict[str, Any]]:
+        """Holdout metrics and reports, the holdout scored block by block in Ray tasks."""
+        from railyard.metrics import write_model_reports
+        from railyard.streaming import holdout_scores
+
+        if not data.holdout_summary.rows:
+            return {}, {}
+        y, scores = holdout_scores(data.holdout, lambda batch: self.predict(model, batch),
+                                   label=data.label)
+        task = data.task()
+        metrics = holdout_metrics(task, y, scores,
+                                  regression_objective=model["objective"].startswith("reg:"))
+        gains = model["booster"].get_score(importance_type="total_gain")
+        reports = write_model_reports(
+            directory, task=task, importance={n: float(gains.get(n, 0.0))
+                                              for n in model["encoding"]},
+            importance_type="total_gain", y_true=y if task == "binary" else None,
+            y_score=scores if task == "binary" else None)
+        return metrics, reports
 
     def predict(self, model: dict[str, Any], table: pa.Table) -> np.ndarray:
         dmatrix = xgb.DMatrix(encode(table, model["encoding"]), enable_categorical=True)

@@ -17,11 +17,9 @@ from railyard.workflows import TrainContext, TrainingData
 
 def fit_distributed(data: TrainingData, context: TrainContext, *, params: dict[str, Any],
                     encoding: dict[str, Any], rounds: int) -> xgb.Booster:
-    """Train with Ray Train's XGBoostTrainer; return the booster of the final checkpoint."""
+    """Train the in-memory tables with Ray Train's XGBoostTrainer."""
     import ray
     import ray.data
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
 
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False)
@@ -29,9 +27,20 @@ def fit_distributed(data: TrainingData, context: TrainContext, *, params: dict[s
     datasets = {"train": ray.data.from_arrow(data.train.select(columns))}
     if data.holdout.num_rows:
         datasets["holdout"] = ray.data.from_arrow(data.holdout.select(columns))
+    return fit_on_datasets(datasets, context, params=params, encoding=encoding, rounds=rounds,
+                           label=data.label)
+
+
+def fit_on_datasets(datasets: dict[str, Any], context: TrainContext, *, params: dict[str, Any],
+                    encoding: dict[str, Any], rounds: int, label: str) -> xgb.Booster:
+    """Train on Ray Datasets (``train`` and optionally ``holdout``), each worker reading its
+    shard where the data is; return the booster of the final checkpoint."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
+
     cpus = float(context.resources.get("cpus_per_worker") or 1)
     config = {"params": {**params, "nthread": max(1, int(cpus))}, "encoding": encoding,
-              "label": data.label, "rounds": rounds, "has_holdout": "holdout" in datasets}
+              "label": label, "rounds": rounds, "has_holdout": "holdout" in datasets}
 
     trainer = XGBoostTrainer(
         _train_loop, train_loop_config=config, datasets=datasets,

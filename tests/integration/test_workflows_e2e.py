@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -134,3 +135,63 @@ def test_xgboost_on_two_ray_train_workers(platform, client):
     assert 0.5 < job["metrics"]["holdout"]["auc"] <= 1
     events = [e["message"] for e in client.events(job["id"]) if e["kind"] == "progress"]
     assert any("2 Ray Train workers" in m for m in events)
+    stats = job["dataset"]["stats"]
+    assert stats["read_engine"] == "ray.data (streamed to training)"
+
+
+def test_blog_spec_streams_to_two_workers_with_the_same_rows(platform, client):
+    """num_workers=2: Ray Data feeds the Ray Train workers; the driver only sees summaries.
+    Row counts equal an independent pyarrow evaluation, and the label balance adds up."""
+    from tests.integration.test_end_to_end import expected_counts
+
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["model_name"] = "blog-streamed"
+    spec["train"]["custom_params"]["n_estimators"] = 30
+    spec["train"]["resources"] = {"pool": "cpu", "num_workers": 2}
+    job = client.wait(client.submit(spec)["id"], timeout=400)
+    assert job["status"] == "SUCCEEDED", (job["error"], client.logs(job["id"])[-3000:])
+    stats = job["dataset"]["stats"]
+    assert stats["read_engine"] == "ray.data (streamed to training)"
+    assert (job["dataset"]["train_rows"], job["dataset"]["holdout_rows"]) == \
+        expected_counts(platform.fraud)
+    assert sum(stats["label_balance"].values()) == stats["rows_after_filters"]
+    assert 0.5 < job["metrics"]["holdout"]["auc"] <= 1
+    manifest = client.load_model(job["id"]).manifest
+    assert manifest["task"] == "binary" and "roc_curve" in json.dumps(manifest["reports"])
+
+
+def test_serve_model_answers_predict_like_the_native_model(platform, client):
+    """`railyard serve-model` deploys the model beside the API; /predict equals the model
+    loaded with the SDK, and the API keeps answering."""
+    from urllib.parse import urlparse
+
+    import httpx
+
+    from railyard.model_serving import undeploy_model
+
+    spec = fraud_spec(platform, "xgboost", {"n_estimators": 15, "max_depth": 3})
+    job = client.wait(client.submit(spec)["id"], timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    exe = os.path.join(os.path.dirname(sys.executable), "railyard")
+    env = {**os.environ, "RAILYARD_API_URL": platform.api_url, "RAILYARD_TOKEN": platform.token,
+           "RAILYARD_RAY_ADDRESS": platform.ray_address}
+    run = subprocess.run([exe, "serve-model", job["id"]], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    port = urlparse(platform.api_url).port
+    url = f"http://127.0.0.1:{port}/models/{job['id']}"
+    try:
+        sample = platform.fraud.slice(100, 50)
+        rows = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+                for r in sample.select(spec["train"]["classifier_features"]).to_pylist()]
+        answer = httpx.post(f"{url}/predict", json={"rows": rows}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        served = np.asarray([p["prediction"] for p in answer.json()["predictions"]],
+                            dtype=float)
+        expected = client.load_model(job["id"]).predict(sample)
+        np.testing.assert_allclose(served, expected, rtol=1e-6)
+        bad = httpx.post(f"{url}/predict", json={"rows": [{"nope": 1}]}, timeout=60)
+        assert bad.status_code == 422 and "charge_amount" in bad.text
+        assert client.get(job["id"])["status"] == "SUCCEEDED"      # the API is still there
+    finally:
+        undeploy_model(job_id=job["id"], address=platform.ray_address)

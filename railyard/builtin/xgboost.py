@@ -139,10 +139,11 @@ class XGBoostWorkflow(Workflow):
         if objective.startswith("multi:") and "num_class" not in params:
             params["num_class"] = int(max(float(v) for v in data.train_summary.label_values)) + 1
         encoding = data.encoding()
-        columns = [*data.features, data.label]
-        datasets = {"train": data.train.select_columns(columns)}
+        # The materialized datasets as they are: another operator here (even a column
+        # projection) would need CPUs that the training workers hold while they read.
+        datasets = {"train": data.train}
         if data.holdout_summary.rows:
-            datasets["holdout"] = data.holdout.select_columns(columns)
+            datasets["holdout"] = data.holdout
         booster = fit_on_datasets(datasets, context, params=params, encoding=encoding,
                                   rounds=self.params.n_estimators, label=data.label)
         return {"booster": booster, "encoding": encoding, "objective": objective}

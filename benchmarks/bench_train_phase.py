@@ -1,0 +1,76 @@
+"""Railyard's data step and fit without the platform around them (no Ray, no API, no job
+store) vs the plain script of bench_end_to_end.py, on the same generated data.
+
+    .venv/bin/python benchmarks/bench_train_phase.py [--rows 2000000] [--rounds 100]
+
+It separates what the fit costs from what the platform adds: the end-to-end benchmark's
+train phase is this fit plus sharing 2 cores with the Ray head, the Serve replica and the
+benchmark's poller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_end_to_end as e2e  # noqa: E402
+from railyard import data as data_plane  # noqa: E402
+from railyard.demo_data import sample_spec, write_fraud_dataset  # noqa: E402
+from railyard.spec import parse_spec  # noqa: E402
+from railyard.workflows import TrainContext, TrainingData, get_workflow  # noqa: E402
+
+
+def railyard_in_process(path: Path, rounds: int) -> dict[str, float]:
+    """Plan, read, derive, split, fit and evaluate as the runner does, timed per step."""
+    body = sample_spec(str(path))
+    body["train"]["custom_params"]["n_estimators"] = rounds
+    spec = parse_spec(body)
+    workflow = get_workflow(spec.train.workflow_name)(spec.train)
+    t0 = time.perf_counter()
+    plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
+    table, _ = data_plane.read_table(plan, in_process_max_bytes=1 << 40)
+    table = workflow.prepare(table)
+    t1 = time.perf_counter()
+    train, holdout = data_plane.split_holdout(table, spec.data)
+    t2 = time.perf_counter()
+    data = TrainingData(train=train, holdout=holdout,
+                        features=list(spec.train.classifier_features), label=spec.train.label)
+    model = workflow.fit(data, TrainContext(resources=spec.train.resources.model_dump()))
+    t3 = time.perf_counter()
+    workflow.evaluate(model, data)
+    t4 = time.perf_counter()
+    return {"read": t1 - t0, "split": t2 - t1, "fit": t3 - t2, "evaluate": t4 - t3,
+            "total": t4 - t0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    e2e.ROUNDS = args.rounds
+    work = Path(tempfile.mkdtemp(prefix="railyard-bench-"))
+    path = write_fraud_dataset(work / "fraud", args.rows, files=8)
+    e2e.plain_script(path, work)
+    railyard_in_process(path, args.rounds)  # warm-up: imports, page cache
+    plain, ours = [], []
+    for _ in range(args.repeat):
+        plain.append(e2e.plain_script(path, work)[0])
+        ours.append(railyard_in_process(path, args.rounds))
+    p = statistics.median(plain)
+    r = {k: round(statistics.median(x[k] for x in ours), 3) for k in ours[0]}
+    print(f"{args.rows:,} rows, {args.rounds} rounds: plain {p:.3f}s, railyard's steps "
+          f"in-process {r['total']:.3f}s ({r['total'] / p:.2f}x)  {r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -249,8 +249,7 @@ def run_mode(mode: str, pg: Postgres, work: Path, spec: dict, args: argparse.Nam
             process.terminate()
             process.wait(timeout=30)
         if mode == "serve":
-            subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
-                           capture_output=True, timeout=120)
+            local_cluster.stop_local_cluster(settings)
     return summarise(mode, measured,
                      check_database(settings.resolved_database_url, [warm, measured]))
 

@@ -191,7 +191,8 @@ def start_ray_cluster() -> str:
     from tests.servers import free_port
 
     gcs = free_port()
-    local_cluster.start_head(Settings(home=Path(tempfile.mkdtemp())), num_cpus=2, gcs_port=gcs,
+    cluster_settings = Settings(home=Path(tempfile.mkdtemp()), warm_runners=False)
+    local_cluster.start_head(cluster_settings, num_cpus=2, gcs_port=gcs,
                              dashboard_port=free_port())
     return f"127.0.0.1:{gcs}"
 

@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -162,7 +161,7 @@ def main() -> None:
                       f"\n    phases {phases}\n    timeline {breakdown}",
                       flush=True)
     finally:
-        subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)
+        local_cluster.stop_local_cluster(settings)
     out = ROOT / "benchmarks" / "results" / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"measured_at": dt.datetime.now().isoformat(timespec="seconds"),

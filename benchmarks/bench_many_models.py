@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -141,7 +140,7 @@ def main() -> None:
         if args.only != "sweep":
             results["fanout"] = bench_fanout(client, work, args.partitions)
     finally:
-        subprocess.run([local_cluster.ray_executable(), "stop", "--force"], capture_output=True)
+        local_cluster.stop_local_cluster(settings)
     out = ROOT / "benchmarks" / "results" / "many_models.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
     out.write_text(json.dumps({**previous,

@@ -43,7 +43,7 @@ class JobBackend(Protocol):
 
 
 class RayJobsBackend:
-    """Runs each job as a Ray job: ``python -m railyard.runner <job-id>``."""
+    """Runs each job as a Ray job: ``python -m railyard.launch <job-id>``."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -70,7 +70,9 @@ class RayJobsBackend:
         submission_id = submission_id_for(job_id, attempt)
         try:
             self.client.submit_job(
-                entrypoint=f"python -m railyard.runner {job_id}",
+                # railyard.launch runs the job in a warm runner's forked driver when the node
+                # has one (railyard.warm), else in this process as railyard.runner.
+                entrypoint=f"python -m railyard.launch {job_id}",
                 submission_id=submission_id,
                 runtime_env={"env_vars": env_vars},
                 metadata={"railyard_job_id": job_id, "railyard_attempt": str(attempt)},

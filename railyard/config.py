@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # retries) a RUNNING job whose heartbeat is older than the timeout.
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_timeout_s: float = Field(default=180.0, gt=0)
+    # Start a warm runner (railyard.warm: drivers forked already imported) beside every node
+    # of a local cluster (`railyard up`).
+    warm_runners: bool = True
     # Default of lifecycle.checkpoint_interval_s.
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
 

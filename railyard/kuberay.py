@@ -48,15 +48,24 @@ def head_service_url(owner_name: str, namespace: str) -> str:
     return f"http://{owner_name}-head-svc.{namespace}.svc.cluster.local:8265"
 
 
+WARM_SOCKET = "/tmp/railyard-warm.sock"
+
+
 def _container(name: str, image: str, *, requests: dict[str, str], limits: dict[str, str],
                ray_address: str, ports: list[dict[str, Any]] | None = None,
                mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
         "image": image,
-        "env": [{"name": "RAILYARD_RAY_ADDRESS", "value": ray_address}],
+        "env": [{"name": "RAILYARD_RAY_ADDRESS", "value": ray_address},
+                {"name": "RAILYARD_WARM_SOCKET", "value": WARM_SOCKET}],
         "envFrom": [{"secretRef": {"name": SECRET_NAME}}],
         "resources": {"requests": dict(requests), "limits": dict(limits)},
+        # A warm runner beside the Ray node: job drivers fork from it already imported
+        # (railyard.warm); until it listens, or if it dies, drivers start cold.
+        "lifecycle": {"postStart": {"exec": {"command": [
+            "/bin/sh", "-c", f"nohup python -m railyard.warm serve --socket {WARM_SOCKET} "
+                             "> /tmp/railyard-warm.log 2>&1 &"]}}},
     }
     if ports:
         container["ports"] = ports

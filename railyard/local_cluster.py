@@ -25,13 +25,58 @@ def ray_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
 
 
-def cluster_env(settings: Settings) -> dict[str, str]:
-    """Environment for ``ray start``: this interpreter first on PATH, Railyard and AWS settings."""
+def cluster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``ray start``: this interpreter first on PATH, Railyard and AWS settings
+    (and ``extra``, e.g. the node's warm runner socket)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(settings.runtime_env_vars())
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.update(extra or {})
     return env
+
+
+def start_warm_runner(settings: Settings, node: str) -> dict[str, str]:
+    """Start a warm runner (railyard.warm) for one local node; returns the environment that
+    node's ``ray start`` needs for job drivers to find it. Nothing when disabled."""
+    if not settings.warm_runners:
+        return {}
+    import hashlib
+    import tempfile
+
+    directory = warm_dir(settings)
+    # A Unix socket path must stay under ~100 bytes: a short name in the temp directory.
+    tag = hashlib.sha256(str(settings.home).encode()).hexdigest()[:10]
+    socket_path = Path(tempfile.gettempdir()) / f"railyard-warm-{tag}-{node}.sock"
+    with open(directory / f"{node}.log", "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "railyard.warm", "serve", "--socket", str(socket_path)],
+            env=cluster_env(settings), stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    (directory / f"{node}.pid").write_text(f"{process.pid} {socket_path}")
+    return {"RAILYARD_WARM_SOCKET": str(socket_path)}
+
+
+def warm_dir(settings: Settings) -> Path:
+    """Where the local warm runners keep their pid files and logs."""
+    directory = settings.home / "warm"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def stop_warm_runners(settings: Settings) -> None:
+    """Stop the warm runners this home's cluster started (and remove their sockets)."""
+    import signal
+
+    for pid_file in warm_dir(settings).glob("*.pid"):
+        pid, _, socket_path = pid_file.read_text().partition(" ")
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+        if socket_path:
+            Path(socket_path).unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
 
 
 def dashboard_alive(address: str, timeout: float = 2.0) -> bool:
@@ -54,8 +99,8 @@ def start_head(settings: Settings, *, num_cpus: int | None = None, gcs_port: int
     if labels:
         args.append("--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()))
     args += extra_args or []
-    result = subprocess.run(args, env=cluster_env(settings), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(args, env=cluster_env(settings, start_warm_runner(settings, "head")),
+                            capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"ray start failed:\n{result.stdout}\n{result.stderr}")
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -95,8 +140,11 @@ def start_pool_node(settings: Settings, *, gcs_address: str, pool: str,
     num_gpus = definition.gpus if _has_gpu() else 0
     args = [ray_executable(), "start", f"--address={gcs_address}", "--disable-usage-stats",
             *local_node_args(definition, scale_cpus=cpus, num_gpus=num_gpus), *node_port_args()]
-    result = subprocess.run(args, env=cluster_env(settings), capture_output=True, text=True,
-                            timeout=timeout)
+    import uuid
+
+    warm = start_warm_runner(settings, f"{pool}-{uuid.uuid4().hex[:6]}")
+    result = subprocess.run(args, env=cluster_env(settings, warm), capture_output=True,
+                            text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"ray start (pool {pool}) failed:\n{result.stdout}\n{result.stderr}")
 
@@ -125,6 +173,7 @@ def start_pool_cluster(settings: Settings, pools: dict[str, int], *,
 def stop_local_cluster(settings: Settings) -> None:
     """``ray stop`` for a cluster this machine's ``railyard up`` started."""
     subprocess.run([ray_executable(), "stop", "--force"], capture_output=True, timeout=120)
+    stop_warm_runners(settings)
     state_file(settings).unlink(missing_ok=True)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +103,7 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
             os.environ.pop("RAILYARD_TOKEN", None)
         else:
             os.environ["RAILYARD_TOKEN"] = previous_token
-        subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
-                       capture_output=True, timeout=120)
+        local_cluster.stop_local_cluster(settings)
 
 
 @pytest.fixture()

@@ -36,10 +36,16 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def runner_processes(job_id: str) -> list[psutil.Process]:
+    """The job's driver processes: the Ray entrypoint (railyard.launch, or railyard.runner)
+    and, when it runs warm, the driver a warm runner forked for it."""
+    from railyard.warm import process_name
+
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "name"]):
         cmd = proc.info["cmdline"] or []
-        if "railyard.runner" in cmd and job_id in cmd:
+        if ("railyard.runner" in cmd or "railyard.launch" in cmd) and job_id in cmd:
+            found.append(proc)
+        elif proc.info["name"] == process_name(job_id):
             found.append(proc)
     return found
 

@@ -1,0 +1,124 @@
+"""Warm runners with real processes (no Ray cluster: the NoOp workflow on a local Parquet
+file trains in the driver): a forked driver runs the job with the launcher's environment and
+stdio, and dies with its launcher; without a server the launcher runs the job itself."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from railyard import store
+from railyard.config import Settings
+from railyard.db import get_engine, migrate
+from railyard.demo_data import sample_spec, write_fraud_dataset
+from railyard.models import JobStatus
+from railyard.spec import parse_spec
+from railyard.warm import process_name
+
+
+@pytest.fixture()
+def home(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    migrate(settings.resolved_database_url)
+    data = write_fraud_dataset(tmp_path / "fraud", 3000, files=1)
+    return settings, data
+
+
+@pytest.fixture()
+def warm_server(tmp_path, home):
+    settings, _ = home
+    socket_path = f"/tmp/railyard-warm-test-{os.getpid()}.sock"
+    env = {**os.environ, "RAILYARD_HOME": str(settings.home)}
+    server = subprocess.Popen([sys.executable, "-m", "railyard.warm", "serve", "--socket",
+                               socket_path], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(socket_path):
+        assert server.poll() is None, server.stdout.read()
+        assert time.monotonic() < deadline, "the warm runner did not start"
+        time.sleep(0.2)
+    yield socket_path
+    server.terminate()
+    server.wait(timeout=30)
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+
+
+def noop_job(settings: Settings, data, **waits) -> str:
+    body = copy.deepcopy(sample_spec(str(data)))
+    body["train"].update(workflow_name="NoOp", label="has_fraud_dispute", custom_params=waits)
+    job = store.create_job(get_engine(settings.resolved_database_url), spec=parse_spec(body),
+                           status=JobStatus.PENDING)
+    return job.id
+
+
+def launch(settings: Settings, job_id: str, socket_path: str | None) -> subprocess.Popen:
+    env = {**os.environ, "RAILYARD_HOME": str(settings.home)}
+    env.pop("RAILYARD_WARM_SOCKET", None)
+    if socket_path:
+        env["RAILYARD_WARM_SOCKET"] = socket_path
+    return subprocess.Popen([sys.executable, "-m", "railyard.launch", job_id], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def forked_driver(job_id: str) -> psutil.Process | None:
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == process_name(job_id):
+            return proc
+    return None
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_job_runs_to_the_end_warm_or_cold(home, request, warm):
+    settings, data = home
+    socket_path = request.getfixturevalue("warm_server") if warm else None
+    job_id = noop_job(settings, data)
+    run = launch(settings, job_id, socket_path)
+    output, _ = run.communicate(timeout=180)
+    assert run.returncode == 0, output
+    assert "phase publish finished" in output            # the driver wrote to our stdout
+    job = store.get_job(get_engine(settings.resolved_database_url), job_id=job_id)
+    assert job.status == "SUCCEEDED" and job.metrics["holdout"]["holdout_rows"] > 0
+
+
+def test_a_killed_launcher_takes_its_forked_driver_with_it(home, warm_server):
+    settings, data = home
+    job_id = noop_job(settings, data, train_s=60)
+    run = launch(settings, job_id, warm_server)
+    driver = wait_for(lambda: forked_driver(job_id), 60, "the forked driver")
+    engine = get_engine(settings.resolved_database_url)
+    wait_for(lambda: store.get_job(engine, job_id=job_id).phase == "train", 60, "train")
+    run.kill()
+    driver.wait(timeout=10)                               # gone within the watch interval
+    run.communicate(timeout=10)
+
+
+def test_sigterm_reaches_the_forked_driver(home, warm_server):
+    settings, data = home
+    job_id = noop_job(settings, data, train_s=60)
+    run = launch(settings, job_id, warm_server)
+    driver = wait_for(lambda: forked_driver(job_id), 60, "the forked driver")
+    engine = get_engine(settings.resolved_database_url)
+    wait_for(lambda: store.get_job(engine, job_id=job_id).phase == "train", 60, "train")
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=30)
+    assert run.returncode == -signal.SIGTERM or run.returncode == 128 + signal.SIGTERM \
+        or run.returncode != 0
+    driver.wait(timeout=10)

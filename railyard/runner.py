@@ -192,7 +192,9 @@ class JobRun:
                         interval_s=self.settings.log_flush_interval_s) as self.shipper:
             self.db.start_attempt(job_id=self.job_id, attempt=self.attempt,
                                   ray_submission_id=mine or job.ray_submission_id)
-            log.info("job %s attempt %d running", self.job_id, self.attempt)
+            warm = os.environ.get("RAILYARD_WARM_FORKED_FROM")
+            log.info("job %s attempt %d running in a %s", self.job_id, self.attempt,
+                     f"warm driver (forked from pid {warm})" if warm else "cold driver")
             with Heartbeat(self.engine, self.job_id, self.settings.heartbeat_interval_s):
                 return self._execute(job)
 

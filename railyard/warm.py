@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 SOCKET_ENV = "RAILYARD_WARM_SOCKET"
+FORKED_ENV = "RAILYARD_WARM_FORKED_FROM"     # set in a forked driver: the server's pid
 MAX_MESSAGE = 1 << 20
 # What every driver imports; importing it once here is the point of the server.
 PRELOAD = ("railyard.runner", "railyard.data", "railyard.streaming", "railyard.metrics",
@@ -155,6 +156,7 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
         conn.close()
         os.environ.clear()
         os.environ.update(request["env"])
+        os.environ[FORKED_ENV] = str(os.getppid())
         os.chdir(request["cwd"])
         sys.argv = ["railyard.runner", *request["argv"]]
         if request["argv"] and not request["argv"][0].startswith("-"):

@@ -4,7 +4,6 @@ the S3 server → XGBoost → model, metrics and logs in the artifact store."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 
 import boto3
 import numpy as np
@@ -78,6 +77,22 @@ def test_blog_sample_request_trains_and_publishes(platform, client):
 
     listed = client.list(owner=spec["owner"], limit=200)
     assert job["id"] in [j["id"] for j in listed["jobs"]]
+
+
+def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
+    """The cluster's nodes have warm runners (railyard.warm): a job's driver is forked from
+    one, with nothing left to import, and still behaves like any driver."""
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["model_name"] = "warm-driver"
+    spec["train"]["custom_params"]["n_estimators"] = 10
+    job = client.wait(client.submit(spec)["id"], timeout=120)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    log_text = client.logs(job["id"])
+    assert "running in a warm driver (forked from pid" in log_text, log_text[:2000]
+    phases = {p["name"]: p["started_at"] for p in job["phases"]}
+    # Nothing to import: the first phase starts within moments of the driver starting.
+    started = dt.datetime.fromisoformat(job["started_at"])
+    assert (dt.datetime.fromisoformat(phases["fetch"]) - started).total_seconds() < 1.0
 
 
 def test_rejected_spec_leaves_no_row(platform, client):

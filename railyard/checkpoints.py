@@ -34,7 +34,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow.fs as pafs
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from railyard.workflows import TrainingData
 
 log = logging.getLogger(__name__)
+Model = TypeVar("Model")
 
 POINTER = "latest.json"
 FORMAT = 1
@@ -247,3 +249,24 @@ def _read_directory(directory: Path) -> dict[str, bytes]:
         raise NotADirectoryError(f"checkpoint source {directory} is not a directory")
     return {p.relative_to(directory).as_posix(): p.read_bytes()
             for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def resume_rounds(checkpoint: Checkpoint | None, context: Any, rounds: int, *, file: str,
+                  load: Callable[[bytes], Model], done: Callable[[Model], int]) -> Model | None:
+    """The model saved in ``checkpoint``'s ``file`` when it has trained some but not all of
+    ``rounds`` (reported on the job's timeline), else None: train from scratch."""
+    if checkpoint is None:
+        return None
+    try:
+        model = load(checkpoint.read(file))
+    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
+        log.warning("could not load the checkpoint at round %d; training from scratch",
+                    checkpoint.step, exc_info=True)
+        return None
+    finished = done(model)
+    if not 0 < finished < rounds:
+        return None
+    message = f"resumed from checkpoint at round {finished} of {rounds}"
+    log.info(message)
+    context.report(message, force=True)
+    return model

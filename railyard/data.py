@@ -190,11 +190,16 @@ def describe(table: pa.Table, train: pa.Table, holdout: pa.Table, label: str | N
             stats.label_balance = {str(item["values"]): int(item["counts"])
                                    for item in counts.to_pylist()}
     if plan is not None:
-        stats.sources = source_stats(plan)
-        stats.rows_read = sum(s["rows_read"] for s in stats.sources)
-        parquet = [s for s in stats.sources if s["kind"] == "parquet"]
-        if parquet:
-            stats.files_total = sum(s["files_total"] for s in parquet)
-            stats.files_read = sum(s["files_read"] for s in parquet)
-            stats.bytes_read = sum(s["bytes_read"] for s in parquet)
+        add_read_facts(stats, plan)
     return stats
+
+
+def add_read_facts(stats: DatasetStats, plan: ReadPlan) -> None:
+    """What the read touched: rows read per source and, for Parquet, files and bytes."""
+    stats.sources = source_stats(plan)
+    stats.rows_read = sum(s["rows_read"] for s in stats.sources)
+    parquet = [s for s in stats.sources if s["kind"] == "parquet"]
+    if parquet:
+        stats.files_total = sum(s["files_total"] for s in parquet)
+        stats.files_read = sum(s["files_read"] for s in parquet)
+        stats.bytes_read = sum(s["bytes_read"] for s in parquet)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from railyard.data import DatasetStats, read_ray, source_stats
+from railyard.data import DatasetStats, add_read_facts, read_ray
 from railyard.holdout import split_dataset
 from railyard.read_plan import ReadPlan
 from railyard.tabular import column_kind
@@ -123,13 +123,7 @@ class StreamedData:
             columns=list(self.schema.names), null_counts=nulls,
             label_balance=labels if 0 < len(labels) <= 20 else None)
         stats.read_engine = "ray.data (streamed to training)"
-        stats.sources = source_stats(plan)
-        stats.rows_read = sum(s["rows_read"] for s in stats.sources)
-        parquet = [s for s in stats.sources if s["kind"] == "parquet"]
-        if parquet:
-            stats.files_total = sum(s["files_total"] for s in parquet)
-            stats.files_read = sum(s["files_read"] for s in parquet)
-            stats.bytes_read = sum(s["bytes_read"] for s in parquet)
+        add_read_facts(stats, plan)
         return stats
 
 

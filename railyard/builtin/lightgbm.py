@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import AliasChoices, Field
 
-from railyard.checkpoints import Checkpoint, training_fingerprint
+from railyard.checkpoints import Checkpoint, resume_rounds, training_fingerprint
 from railyard.metrics import holdout_metrics
 from railyard.tabular import encode, fit_encoding
 from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
@@ -176,21 +176,9 @@ def _progress(context: TrainContext, rounds: int) -> Any:
 def _resume(checkpoint: Checkpoint | None, context: TrainContext,
             rounds: int) -> lgb.Booster | None:
     """The booster of the job's last checkpoint, or None (none, unreadable, or finished)."""
-    if checkpoint is None:
-        return None
-    try:
-        booster = lgb.Booster(model_str=checkpoint.read(BOOSTER_FILE).decode())
-    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
-        log.warning("could not load the checkpoint at round %d; training from scratch",
-                    checkpoint.step, exc_info=True)
-        return None
-    done = booster.current_iteration()
-    if not 0 < done < rounds:
-        return None
-    message = f"resumed from checkpoint at round {done} of {rounds}"
-    log.info(message)
-    context.report(message, force=True)
-    return booster
+    return resume_rounds(checkpoint, context, rounds, file=BOOSTER_FILE,
+                         load=lambda raw: lgb.Booster(model_str=raw.decode()),
+                         done=lambda booster: booster.current_iteration())
 
 
 def _checkpoint(context: TrainContext, rounds: int, fingerprint: str | None) -> Any:

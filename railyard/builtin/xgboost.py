@@ -12,7 +12,7 @@ import pyarrow as pa
 import xgboost as xgb
 from pydantic import AliasChoices, Field
 
-from railyard.checkpoints import Checkpoint, training_fingerprint
+from railyard.checkpoints import Checkpoint, resume_rounds, training_fingerprint
 from railyard.metrics import holdout_metrics
 from railyard.tabular import encode, fit_encoding
 from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
@@ -206,22 +206,13 @@ class XGBoostWorkflow(Workflow):
 def _resume(checkpoint: Checkpoint | None, context: TrainContext,
             rounds: int) -> xgb.Booster | None:
     """The booster of the job's last checkpoint, or None (none, unreadable, or finished)."""
-    if checkpoint is None:
-        return None
-    try:
+    def load(raw: bytes) -> xgb.Booster:
         booster = xgb.Booster()
-        booster.load_model(bytearray(checkpoint.read(BOOSTER_FILE)))
-    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
-        log.warning("could not load the checkpoint at round %d; training from scratch",
-                    checkpoint.step, exc_info=True)
-        return None
-    done = booster.num_boosted_rounds()
-    if not 0 < done < rounds:
-        return None
-    message = f"resumed from checkpoint at round {done} of {rounds}"
-    log.info(message)
-    context.report(message, force=True)
-    return booster
+        booster.load_model(bytearray(raw))
+        return booster
+
+    return resume_rounds(checkpoint, context, rounds, file=BOOSTER_FILE, load=load,
+                         done=lambda booster: booster.num_boosted_rounds())
 
 
 class _ProgressCallback(xgb.callback.TrainingCallback):

@@ -85,6 +85,7 @@ def serve(socket_path: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(64)
+    inode = path.stat().st_ino
     print(f"railyard warm: serving on {path} (pid {os.getpid()})", flush=True)
     server.settimeout(5.0)
     open_connections: set[socket.socket] = set()
@@ -92,7 +93,8 @@ def serve(socket_path: str) -> None:
         try:
             conn, _ = server.accept()
         except socket.timeout:
-            if not path.exists():           # its cluster was stopped and cleaned up
+            # Gone (its cluster was stopped and cleaned up) or taken over by a newer server.
+            if not path.exists() or path.stat().st_ino != inode:
                 return
             continue
         conn.settimeout(None)

@@ -66,11 +66,13 @@ def read_table_arrow(plan: ReadPlan) -> pa.Table:
     return finish(plan, join_tables(tables, plan.join_key, plan.join_type))
 
 
-def _ensure_ray() -> None:
+def ensure_ray() -> None:
+    """Connect this process to the job's Ray cluster (once). Workers' stdout and stderr are
+    forwarded to this driver's, so the job's durable log has them too."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address="auto", log_to_driver=True, logging_level=logging.WARNING)
 
 
 def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
@@ -109,7 +111,7 @@ def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
 def read_split_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None):
     """(train, holdout) as lazy Ray Datasets, for a trainer that consumes them where they are
     (e.g. Ray Train's ``datasets=``); the driver never holds the rows."""
-    _ensure_ray()
+    ensure_ray()
     ds = read_ray(plan, ray_remote_args=ray_remote_args)
     return split_dataset(ds, plan.data, plan.output_schema)
 
@@ -132,7 +134,7 @@ def read_table_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = N
     """Run the Ray Data read and gather its blocks into one Arrow table for single-node training."""
     import ray
 
-    _ensure_ray()
+    ensure_ray()
     ds = read_ray(plan, ray_remote_args=ray_remote_args)
     blocks = ray.get(ds.to_arrow_refs())
     blocks = [b for b in blocks if b.num_rows] or blocks[:1]

@@ -102,8 +102,9 @@ def run_fanout(data: TrainingData, train: TrainSpec, *, column: str, artifact_ro
     """Train every partition in parallel Ray tasks; return their records (sorted by value)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
+    from railyard.data import ensure_ray
+
+    ensure_ray()
     trains, holdouts = split_by(data.train, column), split_by(data.holdout, column)
     cpus = float(train.resources.cpus_per_worker or 1)
     task = ray.remote(_fit_partition).options(num_cpus=cpus, max_retries=0,

@@ -346,7 +346,7 @@ class JobRun:
 
         with self.phase("fetch"):
             plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
-            data_plane._ensure_ray()
+            data_plane.ensure_ray()
             streamed = read_streamed(plan, workflow,
                                      features=list(spec.train.classifier_features),
                                      label=spec.train.label,

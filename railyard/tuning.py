@@ -142,13 +142,13 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
               storage_path: str, on_trial: Callable[[TrialRecord], None] | None = None,
               placement: dict[str, Any] | None = None) -> SweepResult:
     """Run the sweep; return the best trial's model and every trial's record."""
-    import ray
     from ray import tune
+
+    from railyard.data import ensure_ray
 
     tune_spec = train.tune
     assert tune_spec is not None
-    if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
+    ensure_ray()
     metric, mode = (tune_spec.metric, tune_spec.mode) if tune_spec.metric else \
         MAIN_METRIC[workflow.task(data)]
     space = {name: tune_domain(domain) for name, domain in tune_spec.search_space.items()}

@@ -21,8 +21,9 @@ def fit_distributed(data: TrainingData, context: TrainContext, *, params: dict[s
     import ray
     import ray.data
 
-    if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False)
+    from railyard.data import ensure_ray
+
+    ensure_ray()
     columns = [*data.features, data.label]
     datasets = {"train": ray.data.from_arrow(data.train.select(columns))}
     if data.holdout.num_rows:
@@ -80,5 +81,9 @@ def _train_loop(config: dict[str, Any]) -> None:
             return False
 
     evals = [(dmatrix("holdout"), "holdout")] if config["has_holdout"] else []
-    xgb.train(config["params"], dmatrix("train"), num_boost_round=config["rounds"],
+    dtrain = dmatrix("train")
+    # Ray forwards this to the job's driver, whose log (and its durable copy) shows it.
+    print(f"railyard train worker {ray.train.get_context().get_world_rank()}: "
+          f"{dtrain.num_row()} training rows in its shard", flush=True)
+    xgb.train(config["params"], dtrain, num_boost_round=config["rounds"],
               evals=evals, verbose_eval=False, callbacks=[ReportAtEnd(frequency=0)])

@@ -137,6 +137,11 @@ def test_xgboost_on_two_ray_train_workers(platform, client):
     assert any("2 Ray Train workers" in m for m in events)
     stats = job["dataset"]["stats"]
     assert stats["read_engine"] == "ray.data (streamed to training)"
+    # The workers' own output reached the job's durable log (through the driver).
+    log_text = client.logs(job["id"])
+    shards = [int(line.split("training rows")[0].split(":")[-1])
+              for line in log_text.splitlines() if "railyard train worker" in line]
+    assert len(shards) == 2 and sum(shards) == job["dataset"]["train_rows"], log_text[-3000:]
 
 
 def test_blog_spec_streams_to_two_workers_with_the_same_rows(platform, client):

@@ -42,6 +42,7 @@ class Platform:
     fraud: pa.Table
     big_fraud_uri: str
     token: str = ""
+    gcs_address: str = ""
 
     def client(self) -> RailyardClient:
         return RailyardClient(self.api_url, token=self.token)
@@ -89,7 +90,7 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
     # A head that runs the API, plus one labelled node per pool, like the KubeRay groups.
     address = local_cluster.start_pool_cluster(
         settings, {"cpu": 1, "highmem": 1}, cpus_per_node={"cpu": 2, "highmem": 1},
-        gcs_port=free_port(),
+        gcs_port=(gcs_port := free_port()),
         dashboard_port=dashboard_port,
         extra_head_args=[f"--temp-dir={Path('/tmp') / f'ray-tests-{os.getpid()}'}"])
     try:
@@ -97,6 +98,7 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
         os.environ["RAILYARD_TOKEN"] = token   # set after the cluster started: Ray never sees it
         yield Platform(settings=settings, api_url=api_url, ray_address=address,
                        fraud_uri=fraud_uri, fraud=fraud, big_fraud_uri=big_fraud_uri,
+                       gcs_address=f"127.0.0.1:{gcs_port}",
                        token=token)
     finally:
         if previous_token is None:

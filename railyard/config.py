@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # Start a warm runner (railyard.warm: drivers forked already imported) beside every node
     # of a local cluster (`railyard up`).
     warm_runners: bool = True
+    # A job left at num_workers=1 whose source is larger than this trains on
+    # auto_num_workers Ray Train workers, streamed from Ray Data (when its workflow can).
+    distributed_min_bytes: int = Field(default=8 * 2**30, ge=0)
+    auto_num_workers: int = Field(default=2, ge=2, le=256)
     # Default of lifecycle.checkpoint_interval_s.
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
 
@@ -111,6 +115,8 @@ class Settings(BaseSettings):
             "RAILYARD_LOG_FLUSH_INTERVAL_S": str(self.log_flush_interval_s),
             "RAILYARD_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "RAILYARD_CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
+            "RAILYARD_DISTRIBUTED_MIN_BYTES": str(self.distributed_min_bytes),
+            "RAILYARD_AUTO_NUM_WORKERS": str(self.auto_num_workers),
         }
         # The job's driver reads the same SQL connections and obeys the same path prefixes.
         if self.sql_connections:

@@ -53,3 +53,21 @@ def pending_reason(pool: str, cluster_pools: dict[str, int]) -> str:
         return f"waiting for pool {pool}: no alive node with label {POOL_LABEL}={pool}"
     return (f"waiting for pool {pool}: its {cluster_pools[pool]} node(s) have no free capacity "
             "for the job's driver")
+
+
+def training_workers(spec: TrainingSpec, *, streams: bool, data_bytes: int,
+                     min_bytes: int, auto_workers: int) -> tuple[int, str | None]:
+    """How many Ray Train workers a job trains on, and why when Railyard chose it.
+
+    A spec asking for ``num_workers`` gets them. A job left at 1 whose source is larger than
+    ``min_bytes`` (RAILYARD_DISTRIBUTED_MIN_BYTES) trains on ``auto_workers`` workers, streamed
+    from Ray Data, when its workflow can (``streams``) and it is neither a sweep nor a fan-out:
+    a source that size would otherwise be gathered whole in one driver's memory.
+    """
+    asked = spec.train.resources.num_workers
+    if asked > 1 or not streams or spec.train.tune is not None or spec.train.partition_by \
+            or min_bytes <= 0 or data_bytes <= min_bytes or auto_workers < 2:
+        return asked, None
+    return auto_workers, (f"source is {data_bytes / 2**30:.1f} GiB, over "
+                          f"RAILYARD_DISTRIBUTED_MIN_BYTES ({min_bytes / 2**30:.1f} GiB): "
+                          f"streamed to {auto_workers} Ray Train workers")

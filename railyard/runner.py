@@ -235,6 +235,7 @@ class JobRun:
         from railyard.checkpoints import CheckpointStore
 
         workflow = get_workflow(spec.train.workflow_name)(spec.train)
+        spec = self._right_size(spec, workflow)
         if spec.train.resources.num_workers > 1 and workflow.streams_ray_datasets \
                 and spec.train.tune is None and not spec.train.partition_by:
             return self._streamed(spec, workflow)
@@ -308,6 +309,30 @@ class JobRun:
         if sweep is not None:
             results["metrics"]["tune"] = tune_summary
         return results
+
+    def _right_size(self, spec: TrainingSpec, workflow: Any) -> TrainingSpec:
+        """The spec with the number of training workers Railyard chose for a large source
+        (railyard.placement.training_workers); recorded on the job's timeline."""
+        from railyard.data import source_bytes
+        from railyard.placement import training_workers
+
+        if spec.train.resources.num_workers > 1 or not workflow.streams_ray_datasets:
+            return spec
+        try:
+            data_bytes = source_bytes(spec.data.features[0])
+        except Exception:  # noqa: BLE001 - a SQL source or an unreadable size: leave it
+            return spec
+        workers, reason = training_workers(
+            spec, streams=True, data_bytes=data_bytes,
+            min_bytes=self.settings.distributed_min_bytes,
+            auto_workers=self.settings.auto_num_workers)
+        if reason is None:
+            return spec
+        log.info("right-sized: %s", reason)
+        self.db.add_event(job_id=self.job_id, kind="right_sized", message=reason)
+        resources = spec.train.resources.model_copy(update={"num_workers": workers})
+        return spec.model_copy(update={"train": spec.train.model_copy(
+            update={"resources": resources})})
 
     def _publish(self, spec: TrainingSpec, workflow: Any, model: Any, *,
                  metrics: dict[str, float], task: str, schema: Any,

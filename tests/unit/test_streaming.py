@@ -54,3 +54,25 @@ def test_a_continuous_label_is_regression_from_its_sampled_values():
                         holdout_summary=Summary())
     assert data.task() == "regression"
     assert data.train_summary.label_counts == {}      # too many values to count
+
+
+def test_a_large_source_is_right_sized_to_streamed_workers():
+    from railyard.demo_data import sample_spec
+    from railyard.placement import training_workers
+    from railyard.spec import parse_spec
+
+    spec = parse_spec(sample_spec("/data/fraud"))
+    gib = 2**30
+    decide = dict(min_bytes=8 * gib, auto_workers=2)
+    assert training_workers(spec, streams=True, data_bytes=1 * gib, **decide) == (1, None)
+    workers, reason = training_workers(spec, streams=True, data_bytes=20 * gib, **decide)
+    assert workers == 2 and "20.0 GiB" in reason and "RAILYARD_DISTRIBUTED_MIN_BYTES" in reason
+    # A workflow that cannot stream, a sweep, or an explicit count is left as asked.
+    assert training_workers(spec, streams=False, data_bytes=20 * gib, **decide) == (1, None)
+    swept = parse_spec({**sample_spec("/data/fraud"), "train": {
+        **sample_spec("/data/fraud")["train"],
+        "tune": {"search_space": {"max_depth": {"randint": [2, 6]}}, "num_samples": 2}}})
+    assert training_workers(swept, streams=True, data_bytes=20 * gib, **decide) == (1, None)
+    four = spec.model_copy(update={"train": spec.train.model_copy(update={
+        "resources": spec.train.resources.model_copy(update={"num_workers": 4})})})
+    assert training_workers(four, streams=True, data_bytes=20 * gib, **decide) == (4, None)

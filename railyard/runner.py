@@ -231,49 +231,43 @@ class JobRun:
 
     def _phases(self, spec: TrainingSpec) -> dict[str, Any]:
         from railyard import data as data_plane
-        from railyard.workflows import TrainContext, TrainingData, get_workflow
-        from railyard.checkpoints import CheckpointStore
+        from railyard.workflows import TrainingData, get_workflow
 
         workflow = get_workflow(spec.train.workflow_name)(spec.train)
-        spec = self._right_size(spec, workflow)
-        if spec.train.resources.num_workers > 1 and workflow.streams_ray_datasets \
-                and spec.train.tune is None and not spec.train.partition_by:
-            return self._streamed(spec, workflow)
         with self.phase("fetch"):
             plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
-            raw, engine = data_plane.read_table(
-                plan, in_process_max_bytes=self.settings.in_process_read_max_bytes,
-                ray_remote_args=self.worker_placement())
-            table = workflow.prepare(raw)
-            log.info("fetched %d rows with %s, columns %s", table.num_rows, engine,
-                     table.column_names)
+            spec = self._right_size(spec, workflow, plan)
+            if spec.train.resources.num_workers > 1 and workflow.streams_ray_datasets \
+                    and spec.train.tune is None and not spec.train.partition_by:
+                from railyard.streaming import read_streamed
+
+                data_plane.ensure_ray()
+                streamed = read_streamed(plan, workflow,
+                                         features=list(spec.train.classifier_features),
+                                         label=spec.train.label,
+                                         ray_remote_args=self.worker_placement())
+            else:
+                streamed = None
+                raw, engine = data_plane.read_table(
+                    plan, in_process_max_bytes=self.settings.in_process_read_max_bytes,
+                    ray_remote_args=self.worker_placement())
+                table = workflow.prepare(raw)
+                log.info("fetched %d rows with %s, columns %s", table.num_rows, engine,
+                         table.column_names)
+        if streamed is not None:
+            return self._train_streamed(spec, workflow, plan, streamed)
         with self.phase("split"):
             train, holdout = data_plane.split_holdout(table, spec.data)
             stats = data_plane.describe(table, train, holdout, spec.train.label, plan=plan)
             stats.read_engine = engine
-            self.db.update_job(job_id=self.job_id, train_rows=train.num_rows,
-                             holdout_rows=holdout.num_rows, dataset_stats=stats.to_dict())
-            log.info("train rows %d, holdout rows %d", train.num_rows, holdout.num_rows)
-            if train.num_rows == 0:
-                raise ValueError("no training rows left after filters and holdout split; "
-                                 "loosen data.filters or the holdout range")
+            self._store_split(stats)
         training_data = TrainingData(train=train, holdout=holdout,
                                      features=list(spec.train.classifier_features),
                                      label=spec.train.label)
         if spec.train.partition_by:
             return self._fanout(spec, training_data)
         with self.phase("train"):
-            context = TrainContext(resources=spec.train.resources.model_dump(),
-                                   on_progress=self.progress,
-                                   storage_path=self.artifacts.uri(self.job_id, "ray-train"),
-                                   worker_placement=self.worker_placement(),
-                                   # The same prefix for every attempt: a retry resumes from
-                                   # the last checkpoint of the attempt before it.
-                                   checkpoints=CheckpointStore(self.artifacts, self.job_id,
-                                                               "checkpoints"),
-                                   checkpoint_interval_s=float(
-                                       spec.lifecycle.checkpoint_interval_s
-                                       or self.settings.checkpoint_interval_s))
+            context = self._train_context(spec)
             sweep = None
             if spec.train.tune is not None:
                 from railyard.tuning import run_sweep
@@ -310,20 +304,45 @@ class JobRun:
             results["metrics"]["tune"] = tune_summary
         return results
 
-    def _right_size(self, spec: TrainingSpec, workflow: Any) -> TrainingSpec:
-        """The spec with the number of training workers Railyard chose for a large source
-        (railyard.placement.training_workers); recorded on the job's timeline."""
-        from railyard.data import source_bytes
+    def _store_split(self, stats: Any) -> None:
+        """Record the split's row counts and statistics on the job; no training rows is an
+        error the spec's author can fix."""
+        self.db.update_job(job_id=self.job_id, train_rows=stats.train_rows,
+                           holdout_rows=stats.holdout_rows, dataset_stats=stats.to_dict())
+        log.info("train rows %d, holdout rows %d", stats.train_rows, stats.holdout_rows)
+        if stats.train_rows == 0:
+            raise ValueError("no training rows left after filters and holdout split; "
+                             "loosen data.filters or the holdout range")
+
+    def _train_context(self, spec: TrainingSpec) -> Any:
+        """What the workflow gets besides data: resources, progress, where Ray Train keeps
+        its state, pool placement and the job's checkpoints."""
+        from railyard.checkpoints import CheckpointStore
+        from railyard.workflows import TrainContext
+
+        return TrainContext(resources=spec.train.resources.model_dump(),
+                            on_progress=self.progress,
+                            storage_path=self.artifacts.uri(self.job_id, "ray-train"),
+                            worker_placement=self.worker_placement(),
+                            # The same prefix for every attempt: a retry resumes from the
+                            # last checkpoint of the attempt before it.
+                            checkpoints=CheckpointStore(self.artifacts, self.job_id,
+                                                        "checkpoints"),
+                            checkpoint_interval_s=float(spec.lifecycle.checkpoint_interval_s
+                                                        or self.settings.checkpoint_interval_s))
+
+    def _right_size(self, spec: TrainingSpec, workflow: Any, plan: Any) -> TrainingSpec:
+        """The spec with the number of training workers Railyard chose for a large Parquet
+        source (railyard.placement.training_workers, from the bytes the read plan will read);
+        recorded on the job's timeline."""
         from railyard.placement import training_workers
 
-        if spec.train.resources.num_workers > 1 or not workflow.streams_ray_datasets:
-            return spec
-        try:
-            data_bytes = source_bytes(spec.data.features[0])
-        except Exception:  # noqa: BLE001 - a SQL source or an unreadable size: leave it
+        first = plan.sources[0]
+        if spec.train.resources.num_workers > 1 or not workflow.streams_ray_datasets \
+                or first.kind != "parquet":
             return spec
         workers, reason = training_workers(
-            spec, streams=True, data_bytes=data_bytes,
+            spec, streams=True, data_bytes=first.estimated_bytes(),
             min_bytes=self.settings.distributed_min_bytes,
             auto_workers=self.settings.auto_num_workers)
         if reason is None:
@@ -362,35 +381,14 @@ class JobRun:
                           "metrics": metrics_uri},
         }
 
-    def _streamed(self, spec: TrainingSpec, workflow: Any) -> dict[str, Any]:
+    def _train_streamed(self, spec: TrainingSpec, workflow: Any, plan: Any,
+                        streamed: Any) -> dict[str, Any]:
         """Several training workers fed by Ray Data: the rows never come to this driver
         (railyard.streaming)."""
-        from railyard import data as data_plane
-        from railyard.streaming import read_streamed
-        from railyard.workflows import TrainContext
-
-        with self.phase("fetch"):
-            plan = data_plane.plan_read(spec, derived=workflow.derived_columns)
-            data_plane.ensure_ray()
-            streamed = read_streamed(plan, workflow,
-                                     features=list(spec.train.classifier_features),
-                                     label=spec.train.label,
-                                     ray_remote_args=self.worker_placement())
         with self.phase("split"):
-            stats = streamed.stats(plan)
-            self.db.update_job(job_id=self.job_id, train_rows=stats.train_rows,
-                               holdout_rows=stats.holdout_rows, dataset_stats=stats.to_dict())
-            log.info("streamed: train rows %d, holdout rows %d", stats.train_rows,
-                     stats.holdout_rows)
-            if stats.train_rows == 0:
-                raise ValueError("no training rows left after filters and holdout split; "
-                                 "loosen data.filters or the holdout range")
+            self._store_split(streamed.stats(plan))
         with self.phase("train"):
-            context = TrainContext(resources=spec.train.resources.model_dump(),
-                                   on_progress=self.progress,
-                                   storage_path=self.artifacts.uri(self.job_id, "ray-train"),
-                                   worker_placement=self.worker_placement())
-            model = workflow.fit_streamed(streamed, context)
+            model = workflow.fit_streamed(streamed, self._train_context(spec))
         reports_dir = self.workdir / "reports"
         reports_dir.mkdir()
         with self.phase("evaluate"):

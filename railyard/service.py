@@ -212,12 +212,7 @@ class JobService:
         if (fresh.attempt, fresh.ray_submission_id) != (job.attempt, job.ray_submission_id):
             return fresh                  # the runner queued a retry itself as its driver ended
         if ray_status.status == "STOPPED":
-            store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
-                                 status=JobStatus.CANCELLED, error="Ray job was stopped",
-                                 ray_submission_id=job.ray_submission_id)
-            store.transition(self.engine, job_id=job.id, status=JobStatus.CANCELLED,
-                             message="Ray job was stopped")
-            return store.get_job(self.engine, job_id=job.id)
+            return self._end_job(job, JobStatus.CANCELLED, "Ray job was stopped")
         reason = (f"the Ray driver ended ({ray_status.status}) without recording a result"
                   + (f": {ray_status.message}" if ray_status.message else ""))
         return self._infrastructure_failure(fresh, reason)
@@ -251,13 +246,8 @@ class JobService:
                 message = (f"{reason or 'waiting for Ray to start the job'}; gave up after the "
                            f"pending timeout of {pending_limit}s")
                 self._stop_quietly(job)
-                store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
-                                     status=JobStatus.FAILED, error=message,
-                                     error_phase="pending",
-                                     ray_submission_id=job.ray_submission_id)
-                store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
-                                 message=message, error=message, error_phase="pending",
-                                 status_reason=reason)
+                self._end_job(job, JobStatus.FAILED, message, phase="pending",
+                              status_reason=reason)
             elif reason and reason != job.status_reason:
                 store.update_job(self.engine, job_id=job.id, status_reason=reason)
             return store.get_job(self.engine, job_id=job.id)
@@ -266,16 +256,23 @@ class JobService:
             if started is not None and (now - started).total_seconds() > run_limit:
                 message = f"run timeout of {run_limit}s exceeded in phase {job.phase}"
                 self._stop_quietly(job)
-                store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
-                                     status=JobStatus.FAILED, error=message,
-                                     error_phase=job.phase or "startup",
-                                     ray_submission_id=job.ray_submission_id)
-                store.transition(self.engine, job_id=job.id, status=JobStatus.FAILED,
-                                 message=message, error=message,
-                                 error_phase=job.phase or "startup")
-                return store.get_job(self.engine, job_id=job.id)
+                return self._end_job(job, JobStatus.FAILED, message,
+                                     phase=job.phase or "startup")
             return self._check_heartbeat(job)
         return job
+
+    def _end_job(self, job: Job, status: JobStatus, message: str, *, phase: str | None = None,
+                 **fields: Any) -> Job:
+        """Close the job's current attempt and the job itself with ``status``, not retried
+        (a timeout, a Ray job stopped outside Railyard); a FAILED job gets the error and
+        phase."""
+        store.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
+                             status=status, error=message, error_phase=phase,
+                             ray_submission_id=job.ray_submission_id)
+        if status is JobStatus.FAILED:
+            fields.update(error=message, error_phase=phase)
+        store.transition(self.engine, job_id=job.id, status=status, message=message, **fields)
+        return store.get_job(self.engine, job_id=job.id)
 
     def _check_heartbeat(self, job: Job) -> Job:
         """A driver Ray still calls RUNNING that has not written its heartbeat for
@@ -351,7 +348,7 @@ class JobService:
         from railyard.storage import ArtifactStore
 
         job = store.get_job(self.engine, job_id=job_id)
-        latest = getattr(job, "attempt", 1) or 1
+        latest = job.attempt or 1
         attempt = attempt or latest
         if attempt > latest:
             raise NotFoundError(f"job {job_id} has no attempt {attempt}; its attempts are 1 to "

@@ -140,19 +140,13 @@ def read_streamed(plan: ReadPlan, workflow: Workflow, *, features: list[str], la
     # lazily under the trainer: Ray Data's read tasks need CPUs that the training workers
     # would hold, which on a small pool deadlocks the two. Later passes read these blocks.
     train, holdout = train.materialize(), holdout.materialize()
-    schema = _arrow_schema(train.schema())
+    schema = train.schema().base_schema       # pyarrow blocks: a pyarrow.Schema
     categorical = [name for name in features
                    if column_kind(schema.field(name).type) == "categorical"]
     return StreamedData(train=train, holdout=holdout, features=features, label=label,
                         schema=schema,
                         train_summary=summarise(train, label=label, categorical=categorical),
                         holdout_summary=summarise(holdout, label=label, categorical=[]))
-
-
-def _arrow_schema(schema: Any) -> pa.Schema:
-    base = getattr(schema, "base_schema", schema)
-    return base if isinstance(base, pa.Schema) else pa.schema(
-        [(n, t) for n, t in zip(schema.names, schema.types, strict=True)])
 
 
 def holdout_scores(ds: Any, predict: Any, *, label: str) -> tuple[np.ndarray, np.ndarray]:

@@ -132,3 +132,15 @@ def s3_server() -> Iterator[S3Server]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """``predicate()``'s first truthy value within ``timeout`` seconds, else an
+    AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -16,6 +16,7 @@ from ray.job_submission import JobSubmissionClient
 from railyard import local_cluster
 from railyard.demo_data import sample_spec
 from tests.integration.test_end_to_end import expected_counts
+from tests.servers import wait_for
 
 
 def long_spec(platform) -> dict:
@@ -23,16 +24,6 @@ def long_spec(platform) -> dict:
     spec["train"]["custom_params"] = {"n_estimators": 100_000, "max_depth": 10,
                                       "learning_rate": 0.001, "min_child_weight": 1}
     return spec
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def runner_processes(job_id: str) -> list[psutil.Process]:

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from railyard.data import plan_read, split_holdout
 from railyard.errors import SpecError
@@ -30,14 +29,7 @@ FAST = {"lightgbm": {"n_estimators": 40, "n_jobs": 1},
         "xgboost": {"n_estimators": 40, "nthread": 1}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread for torch and OpenMP (HistGradientBoosting): faster on two shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tabular_table(rows: int = 1500, seed: int = 0) -> pa.Table:

@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from railyard.checkpoints import CheckpointStore, training_fingerprint
 from railyard.spec import TrainSpec
@@ -21,14 +19,7 @@ from railyard.workflows import TrainContext, TrainingData, Workflow, get_workflo
 FEATURES = ["x1", "c", "x2", "flag"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread for torch and OpenMP: deterministic, and faster on two shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def table(rows: int = 1200, seed: int = 0) -> pa.Table:

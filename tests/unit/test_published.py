@@ -20,7 +20,6 @@ import pytest
 import torch
 import typer
 import xgboost as xgb
-from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from railyard import model_serving
@@ -37,14 +36,7 @@ from tests.unit.test_builtin_workflows import (FAST, FEATURES, FORECAST, corpus,
                                                make, sales_table, split, tabular_table)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread for torch and OpenMP (HistGradientBoosting): faster on two shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def publish(workflow: Workflow, model: Any, data: TrainingData, directory: Path,

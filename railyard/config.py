@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     auto_num_workers: int = Field(default=2, ge=2, le=256)
     # Default of lifecycle.checkpoint_interval_s.
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
+    # A sweep (train.tune, engine auto) of random or grid search with the FIFO scheduler on at
+    # most this many training rows runs its trials in the job's driver instead of Ray Tune.
+    driver_sweep_max_rows: int = Field(default=100_000, ge=0)
 
     @field_validator("allowed_data_prefixes", mode="before")
     @classmethod
@@ -117,6 +120,7 @@ class Settings(BaseSettings):
             "RAILYARD_CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
             "RAILYARD_DISTRIBUTED_MIN_BYTES": str(self.distributed_min_bytes),
             "RAILYARD_AUTO_NUM_WORKERS": str(self.auto_num_workers),
+            "RAILYARD_DRIVER_SWEEP_MAX_ROWS": str(self.driver_sweep_max_rows),
         }
         # The job's driver reads the same SQL connections and obeys the same path prefixes.
         if self.sql_connections:

@@ -71,3 +71,26 @@ def training_workers(spec: TrainingSpec, *, streams: bool, data_bytes: int,
     return auto_workers, (f"source is {data_bytes / 2**30:.1f} GiB, over "
                           f"RAILYARD_DISTRIBUTED_MIN_BYTES ({min_bytes / 2**30:.1f} GiB): "
                           f"streamed to {auto_workers} Ray Train workers")
+
+
+def sweep_engine(spec: TrainingSpec, *, train_rows: int, max_rows: int) -> tuple[str, str]:
+    """Who runs a sweep's trials (``train.tune.engine``), and why.
+
+    ``auto`` picks the driver for a sweep it can run (random or grid search, FIFO, no time
+    budget) on at most ``max_rows`` (RAILYARD_DRIVER_SWEEP_MAX_ROWS) training rows: Ray Tune's
+    per-trial bookkeeping costs more than such a trial's whole fit. Otherwise Ray Tune, whose
+    trials spread over the pool's nodes.
+    """
+    tune = spec.train.tune
+    assert tune is not None
+    if tune.engine != "auto":
+        return tune.engine, f"train.tune.engine is {tune.engine}"
+    if not tune.runs_in_driver:
+        return "ray_tune", (f"search_alg {tune.search_alg}, scheduler {tune.scheduler}"
+                            + (", time_budget_s" if tune.time_budget_s else "")
+                            + " need Ray Tune")
+    if train_rows > max_rows:
+        return "ray_tune", (f"{train_rows:,} training rows, over RAILYARD_DRIVER_SWEEP_MAX_ROWS "
+                            f"({max_rows:,}): trials spread over the pool with Ray Tune")
+    return "driver", (f"{train_rows:,} training rows, at most RAILYARD_DRIVER_SWEEP_MAX_ROWS "
+                      f"({max_rows:,}): trials run in the job's driver")

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +153,6 @@ class JobRun:
         job = self.db.get_job(job_id=self.job_id)
         return worker_placement(job.pool) if job.pool and job.pool_enforced else {}
 
-    def record_trial(self, trial: Any) -> None:
-        """Store one sweep trial's record on the job."""
-        TrialRecorder(self.settings.resolved_database_url, self.job_id)(trial)
-
     def progress(self, message: str) -> None:
         """A throttled progress line from the workflow."""
         log.info("progress: %s", message)
@@ -270,15 +266,7 @@ class JobRun:
             context = self._train_context(spec)
             sweep = None
             if spec.train.tune is not None:
-                from railyard.tuning import run_sweep
-
-                sweep = run_sweep(workflow, training_data, spec.train,
-                                  storage_path=self.artifacts.uri(self.job_id, "ray-tune"),
-                                  on_trial=TrialRecorder(
-                                      self.settings.resolved_database_url, self.job_id),
-                                  placement=self.worker_placement())
-                for trial in sweep.trials:
-                    self.record_trial(trial)
+                sweep = self._sweep(spec, workflow, training_data)
                 model = sweep.model
                 log.info("best trial %s: %s", sweep.best_trial_id, sweep.best_params)
             else:
@@ -292,7 +280,8 @@ class JobRun:
                 tune_summary = {"best_params": sweep.best_params,
                                 "best_trial_id": sweep.best_trial_id, "metric": sweep.metric,
                                 "mode": sweep.mode, "trials": counts,
-                                "resumed_trials": sweep.resumed_trials}
+                                "resumed_trials": sweep.resumed_trials,
+                                "engine": sweep.engine}
             log.info("holdout metrics %s", metrics)
         with self.phase("publish"):
             results = self._publish(
@@ -303,6 +292,32 @@ class JobRun:
         if sweep is not None:
             results["metrics"]["tune"] = tune_summary
         return results
+
+    def _sweep(self, spec: TrainingSpec, workflow: Any, data: Any) -> Any:
+        """train.tune: the sweep on the engine railyard.placement.sweep_engine picks (recorded
+        on the timeline), every trial recorded on the job."""
+        from railyard.placement import sweep_engine
+
+        engine, reason = sweep_engine(spec, train_rows=data.train.num_rows,
+                                      max_rows=self.settings.driver_sweep_max_rows)
+        log.info("sweep engine %s: %s", engine, reason)
+        self.db.add_event(job_id=self.job_id, kind="sweep_engine", message=f"{engine}: {reason}")
+        recorder = TrialRecorder(self.settings.resolved_database_url, self.job_id)
+        if engine == "driver":
+            from railyard.driver_sweep import run_in_driver
+
+            earlier = call_with_db_retry(lambda: store.list_trials(self.engine,
+                                                                   job_id=self.job_id))
+            return run_in_driver(workflow, data, spec.train, on_trial=recorder, earlier=earlier)
+        from railyard.tuning import run_sweep
+
+        sweep = run_sweep(workflow, data, spec.train,
+                          storage_path=self.artifacts.uri(self.job_id, "ray-tune"),
+                          on_trial=recorder, placement=self.worker_placement())
+        # Tune's final records (from its results) replace the live ones.
+        call_with_db_retry(lambda: store.record_trials(
+            self.engine, job_id=self.job_id, trials=[asdict(t) for t in sweep.trials]))
+        return sweep
 
     def _store_split(self, stats: Any) -> None:
         """Record the split's row counts and statistics on the job; no training rows is an

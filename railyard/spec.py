@@ -406,6 +406,11 @@ class TuneSpec(StrictModel):
     mode: Literal["min", "max"] | None = None
     time_budget_s: Annotated[int, Field(ge=1)] | None = None
     cpus_per_trial: Annotated[float, Field(gt=0, le=64)] = 1.0
+    # Who runs the trials: Ray Tune (its actors across the pool, schedulers, search
+    # algorithms, experiment state), or the job's driver (threads in one process, for small
+    # random and grid sweeps with the FIFO scheduler). auto: the driver when the sweep can run
+    # there and has at most RAILYARD_DRIVER_SWEEP_MAX_ROWS training rows.
+    engine: Literal["auto", "ray_tune", "driver"] = "auto"
 
     @model_validator(mode="after")
     def _grid_fits_algorithm(self) -> TuneSpec:
@@ -416,10 +421,21 @@ class TuneSpec(StrictModel):
         if self.search_alg == "grid" and not all(d.kind in ("grid", "choice")
                                                  for d in self.search_space.values()):
             raise ValueError("search_alg grid needs grid (or choice) domains only")
+        if self.engine == "driver" and not self.runs_in_driver:
+            raise ValueError("engine driver runs random or grid search with the fifo "
+                             "scheduler and no time_budget_s; use engine ray_tune (or auto) "
+                             f"for search_alg {self.search_alg} / scheduler {self.scheduler}")
         if (self.metric is None) != (self.mode is None):
             raise ValueError("set both metric and mode, or neither (then the workflow's "
                              "main holdout metric is used)")
         return self
+
+    @property
+    def runs_in_driver(self) -> bool:
+        """Whether the driver engine can run this sweep: nothing in it needs Ray Tune's
+        schedulers, search algorithms or time budget."""
+        return self.search_alg in ("random", "grid") and self.scheduler == "fifo" \
+            and self.time_budget_s is None
 
 
 class TrainSpec(StrictModel):

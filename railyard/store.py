@@ -207,10 +207,17 @@ def to_event_public(ev: JobEvent) -> EventPublic:
 def record_trial(engine: Engine, *, job_id: str, trial: dict[str, Any]) -> None:
     """Store a sweep trial's record (params, metrics, status, duration, error) on the job's
     timeline; the newest record of a trial id wins."""
+    record_trials(engine, job_id=job_id, trials=[trial])
+
+
+def record_trials(engine: Engine, *, job_id: str, trials: list[dict[str, Any]]) -> None:
+    """Store several trial records in one transaction (see ``record_trial``)."""
     import json
 
-    add_event(engine, job_id=job_id, kind="trial", phase="train",
-              message=json.dumps(trial, sort_keys=True, default=str))
+    with session_scope(engine) as session:
+        for trial in trials:
+            session.add(JobEvent(job_id=job_id, kind="trial", phase="train",
+                                 message=json.dumps(trial, sort_keys=True, default=str)))
 
 
 def list_trials(engine: Engine, *, job_id: str) -> list[dict[str, Any]]:

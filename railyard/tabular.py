@@ -44,11 +44,7 @@ def encode(table: pa.Table, encoding: dict[str, Any]) -> pd.DataFrame:
         column = table[name]
         kind = entry["kind"]
         if kind == "categorical":
-            values = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
-            dtype = pd.CategoricalDtype(entry["categories"])
-            series = pd.Series(values.to_pandas(), dtype="object")
-            # Categories never seen in training become missing values.
-            frame[name] = series.where(series.isin(entry["categories"])).astype(dtype)
+            frame[name] = _categorical(column, entry["categories"])
         elif kind == "bool":
             frame[name] = column.cast(pa.float32()).to_pandas()
         elif kind == "datetime":
@@ -57,6 +53,17 @@ def encode(table: pa.Table, encoding: dict[str, Any]) -> pd.DataFrame:
         else:
             frame[name] = column.to_pandas().astype("float64")
     return pd.DataFrame(frame)
+
+
+def _categorical(column: pa.ChunkedArray, categories: list[str]) -> pd.Categorical:
+    """The column as a pandas categorical over ``categories``; values never seen in training
+    (and nulls) become missing. The codes come from Arrow's ``index_in`` in one vectorised
+    pass: going through Python string objects cost ~0.8 s per column at 2M rows."""
+    values = column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
+    value_set = pa.array(categories, type=values.type)
+    codes = pc.index_in(values, value_set=value_set).fill_null(-1).to_numpy()
+    return pd.Categorical.from_codes(codes.astype(np.int32, copy=False),
+                                     dtype=pd.CategoricalDtype(categories))
 
 
 def to_matrix(frame: pd.DataFrame, *,

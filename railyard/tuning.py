@@ -57,6 +57,10 @@ class SweepResult:
     trials: list[TrialRecord] = field(default_factory=list)
     # Trials an earlier attempt of the job had already finished when this one restored it.
     resumed_trials: int = 0
+    # ray_tune | driver (railyard.driver_sweep), and whether every record in ``trials`` was
+    # already stored, final, as its trial ended (the driver engine's are).
+    engine: str = "ray_tune"
+    recorded_live: bool = False
 
 
 def tune_domain(domain: SearchDomain) -> Any:
@@ -111,11 +115,21 @@ def trial_resources(cpus: float, placement: dict[str, Any] | None) -> Any:
                                  bundle_label_selector=[dict(selector)])
 
 
-def _trainable(config: dict[str, Any], *, train_spec: dict[str, Any], data: TrainingData,
-               eval_metric: str | None) -> None:
-    """One trial, in a Ray worker: fit with ``config`` over the base params, report, checkpoint."""
-    from ray import tune
+def objective(tune_spec: TuneSpec, workflow: Workflow, data: TrainingData) -> tuple[str, str]:
+    """(metric, mode) the sweep optimises: the spec's, else the task's main holdout metric."""
+    if tune_spec.metric:
+        return tune_spec.metric, tune_spec.mode or "max"
+    return MAIN_METRIC[workflow.task(data)]
 
+
+def eval_metric_for(metric: str) -> str | None:
+    """The framework's own name for ``metric`` when it can score it every round."""
+    return metric if metric in ("auc", "rmse", "logloss", "mae", "error") else None
+
+
+def trial_workflow(train_spec: dict[str, Any], config: dict[str, Any],
+                   eval_metric: str | None) -> Workflow:
+    """The job's workflow with one point of the search space over its base params."""
     spec = TrainSpec.model_validate({**train_spec, "tune": None,
                                      "custom_params": {**train_spec["custom_params"], **config}})
     workflow_cls = get_workflow(spec.workflow_name)
@@ -123,7 +137,15 @@ def _trainable(config: dict[str, Any], *, train_spec: dict[str, Any], data: Trai
     if eval_metric and "eval_metric" in workflow_cls.param_names() \
             and "eval_metric" not in params:
         params["eval_metric"] = eval_metric
-    workflow = workflow_cls(spec.model_copy(update={"custom_params": params}))
+    return workflow_cls(spec.model_copy(update={"custom_params": params}))
+
+
+def _trainable(config: dict[str, Any], *, train_spec: dict[str, Any], data: TrainingData,
+               eval_metric: str | None) -> None:
+    """One trial, in a Ray worker: fit with ``config`` over the base params, report, checkpoint."""
+    from ray import tune
+
+    workflow = trial_workflow(train_spec, config, eval_metric)
 
     def report(metrics: dict[str, float]) -> None:
         tune.report({**metrics, "final": 0})
@@ -149,13 +171,11 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     tune_spec = train.tune
     assert tune_spec is not None
     ensure_ray()
-    metric, mode = (tune_spec.metric, tune_spec.mode) if tune_spec.metric else \
-        MAIN_METRIC[workflow.task(data)]
+    metric, mode = objective(tune_spec, workflow, data)
     space = {name: tune_domain(domain) for name, domain in tune_spec.search_space.items()}
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, train_spec=train.model_dump(mode="json"), data=data,
-                             eval_metric=metric if metric in ("auc", "rmse", "logloss", "mae",
-                                                              "error") else None),
+                             eval_metric=eval_metric_for(metric)),
         trial_resources(tune_spec.cpus_per_trial, placement))
     # Tune saves its experiment state at most every 10 s by default; a retried attempt can
     # only skip trials whose end made it into that state, so save more often.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import json
 import logging
 import os
 import pkgutil
@@ -69,6 +70,9 @@ class TrainingData:
     holdout: pa.Table
     features: list[str]
     label: str
+    # Derived arrays (the encoding, encoded frames) kept for the next fit on the same data: a
+    # sweep fits one TrainingData many times. Treat what comes out of it as read-only.
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def table(self, which: Split) -> pa.Table:
         """The train or holdout table."""
@@ -82,15 +86,26 @@ class TrainingData:
         """How to encode the features, learnt from the training rows (railyard.tabular)."""
         from railyard.tabular import fit_encoding
 
-        return fit_encoding(self.train, self.features)
+        if "encoding" not in self._memo:
+            self._memo["encoding"] = fit_encoding(self.train, self.features)
+        return self._memo["encoding"]
+
+    def encoded(self, which: Split, encoding: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The split's features as a pandas frame (strings as categoricals), encoded once per
+        encoding and kept; callers must not modify it."""
+        from railyard.tabular import encode
+
+        encoding = encoding or self.encoding()
+        key = ("encoded", which, json.dumps(encoding, sort_keys=True))
+        if key not in self._memo:
+            self._memo[key] = encode(self.table(which), encoding)
+        return self._memo[key]
 
     def to_pandas(self, which: Split, encoding: dict[str, Any] | None = None
                   ) -> tuple[pd.DataFrame, np.ndarray]:
-        """(features as a pandas frame, strings as categoricals; label) for one split."""
-        from railyard.tabular import encode
-
-        return (encode(self.table(which), encoding or self.encoding()),
-                self.label_array(which))
+        """(features as a pandas frame, strings as categoricals; label) for one split. The
+        frame is a copy the caller may change."""
+        return self.encoded(which, encoding).copy(), self.label_array(which)
 
     def to_numpy(self, which: Split, encoding: dict[str, Any] | None = None, *,
                  categorical: Literal["ordinal", "one_hot"] = "ordinal"

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field
 
 from railyard.checkpoints import Checkpoint, resume_rounds, training_fingerprint
 from railyard.metrics import holdout_metrics
-from railyard.tabular import encode, fit_encoding
+from railyard.tabular import encode
 from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
@@ -92,21 +92,21 @@ class XGBoostWorkflow(Workflow):
         params["objective"] = self._objective(data)
         if params["objective"].startswith("multi:") and "num_class" not in params:
             params["num_class"] = int(np.nanmax(data.label_array("train"))) + 1
-        encoding = fit_encoding(data.train, data.features)
+        encoding = data.encoding()
         if context.num_workers > 1:
             from railyard.builtin.xgboost_distributed import fit_distributed
 
             booster = fit_distributed(data, context, params=params, encoding=encoding,
                                       rounds=self.params.n_estimators)
             return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
-        dtrain = xgb.DMatrix(encode(data.train, encoding), label=data.label_array("train"),
+        dtrain = xgb.DMatrix(data.encoded("train", encoding), label=data.label_array("train"),
                              enable_categorical=True)
         # The holdout is scored every round only when something uses it (early stopping, a
         # sweep's intermediate reports): on 1M rows that scoring costs a quarter of the fit.
         evals = []
         wants_evals = bool(self.params.early_stopping_rounds) or context.on_iteration is not None
         if data.holdout.num_rows and wants_evals:
-            dholdout = xgb.DMatrix(encode(data.holdout, encoding),
+            dholdout = xgb.DMatrix(data.encoded("holdout", encoding),
                                    label=data.label_array("holdout"), enable_categorical=True)
             evals.append((dholdout, "holdout"))
         rounds = self.params.n_estimators
@@ -176,8 +176,10 @@ class XGBoostWorkflow(Workflow):
     def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
         if data.holdout.num_rows == 0:
             return {}
+        dholdout = xgb.DMatrix(data.encoded("holdout", model["encoding"]),
+                               enable_categorical=True)
         metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
-                                  self.predict(model, data.holdout),
+                                  model["booster"].predict(dholdout),
                                   regression_objective=model["objective"].startswith("reg:"))
         if self.params.early_stopping_rounds:
             metrics["best_iteration"] = float(model["booster"].best_iteration)

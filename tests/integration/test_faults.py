@@ -134,7 +134,7 @@ def test_a_killed_sweep_resumes_from_its_tune_state(platform, client):
     spec["train"]["custom_params"] = {"n_estimators": 1500, "max_depth": 3, "nthread": 1}
     spec["train"]["tune"] = {"search_space": {"learning_rate": {"loguniform": [0.01, 0.3]}},
                              "num_samples": 8, "max_concurrent_trials": 1,
-                             "cpus_per_trial": 1}
+                             "cpus_per_trial": 1, "engine": "ray_tune"}
     job = client.submit(spec)
     # Tune saves its state every 2 s: 2.5 s after 2 trials ended, both are in it.
     poll(lambda: len(client.trials(job["id"])) >= 2, 240, "two finished trials")
@@ -150,6 +150,31 @@ def test_a_killed_sweep_resumes_from_its_tune_state(platform, client):
           f"{tune['resumed_trials']} kept by the restored sweep")
     trials = client.trials(job["id"])
     assert len(trials) == 8 and sum(tune["trials"].values()) == 8
+    assert [a["status"] for a in client.attempts(job["id"])] == ["FAILED", "SUCCEEDED"]
+
+
+def test_a_killed_driver_sweep_keeps_its_recorded_trials(platform, client):
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["model_name"] = "resumed-driver-sweep"
+    spec["lifecycle"] = {"max_retries": 1}
+    spec["train"]["custom_params"] = {"n_estimators": 1500, "max_depth": 3}
+    spec["train"]["tune"] = {"search_space": {"learning_rate": {"loguniform": [0.01, 0.3]}},
+                             "num_samples": 6, "max_concurrent_trials": 1,
+                             "cpus_per_trial": 1, "engine": "driver"}
+    job = client.submit(spec)
+    poll(lambda: len(client.trials(job["id"])) >= 2, 240, "two finished trials")
+    recorded = {t["trial_id"]: t for t in client.trials(job["id"])}
+    assert len(recorded) < 6, "the sweep ended before the test could kill it"
+    kill_driver(job["id"])
+    final = client.wait(job["id"], timeout=400)
+    assert final["status"] == "SUCCEEDED" and final["attempt"] == 2, final["error"]
+    tune = final["metrics"]["tune"]
+    assert tune["engine"] == "driver" and tune["resumed_trials"] >= len(recorded), tune
+    trials = {t["trial_id"]: t for t in client.trials(job["id"])}
+    assert sorted(trials) == [f"trial_{i:05d}" for i in range(6)]
+    # The trials recorded before the kill were kept as they were, not run again.
+    for trial_id, before in recorded.items():
+        assert trials[trial_id] == before
     assert [a["status"] for a in client.attempts(job["id"])] == ["FAILED", "SUCCEEDED"]
 
 

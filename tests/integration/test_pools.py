@@ -97,8 +97,9 @@ def test_sweep_trials_run_on_the_jobs_pool(platform, client):
     spec["model_name"] = "sweep-on-highmem"
     spec["train"]["resources"] = {"pool": "highmem"}
     spec["train"]["custom_params"]["n_estimators"] = 20
+    # Ray Tune's trials are actors placed on the pool (a small sweep would run in the driver).
     spec["train"]["tune"] = {"search_space": {"max_depth": {"randint": [2, 6]}},
-                             "num_samples": 3, "cpus_per_trial": 1}
+                             "num_samples": 3, "cpus_per_trial": 1, "engine": "ray_tune"}
     job = client.wait(client.submit(spec)["id"], timeout=300)
     assert job["status"] == "SUCCEEDED", job["error"]
     info = JobSubmissionClient(platform.ray_address).get_job_info(job["ray_submission_id"])

@@ -43,6 +43,7 @@ def test_asha_sweep_of_16_trials(platform, client):
                       params={"n_estimators": 60})
     job = client.wait(client.submit(spec)["id"], timeout=600)
     trials = check_sweep(client, job, 16)
+    assert job["metrics"]["tune"]["engine"] == "ray_tune"
     statuses = {t["status"] for t in trials}
     assert statuses <= {"SUCCEEDED", "STOPPED"}
     assert "STOPPED" in statuses, "ASHA should stop some of 16 trials early"
@@ -60,7 +61,12 @@ def test_grid_sweep(platform, client):
     spec = sweep_spec(platform, {"search_space": {"max_depth": {"grid": [2, 4]},
                                                   "learning_rate": {"grid": [0.1, 0.3]}},
                                  "search_alg": "grid"})
-    trials = check_sweep(client, client.wait(client.submit(spec)["id"], timeout=600), 4)
+    job = client.wait(client.submit(spec)["id"], timeout=600)
+    trials = check_sweep(client, job, 4)
+    # A small grid with the FIFO scheduler runs in the job's driver (railyard.driver_sweep).
+    assert job["metrics"]["tune"]["engine"] == "driver"
+    assert any(e["kind"] == "sweep_engine" and e["message"].startswith("driver:")
+               for e in client.events(job["id"])), "the engine choice is on the timeline"
     assert sorted((t["params"]["max_depth"], t["params"]["learning_rate"]) for t in trials) == \
         [(2, 0.1), (2, 0.3), (4, 0.1), (4, 0.3)]
 

@@ -33,6 +33,7 @@ from railyard.tuning import (SweepResult, TrialRecord, eval_metric_for, objectiv
 from railyard.workflows import TrainContext, TrainingData, Workflow
 
 log = logging.getLogger(__name__)
+RECORD_INTERVAL_S = 0.5
 
 
 def sweep_seed(train: TrainSpec) -> int:
@@ -66,13 +67,15 @@ def trial_threads(train: TrainSpec, cpus: int | None = None) -> int:
 
 
 def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
-                  on_trial: Callable[[TrialRecord], None] | None = None,
+                  on_trials: Callable[[list[TrialRecord]], None] | None = None,
                   earlier: list[dict[str, Any]] | None = None,
                   threads: int | None = None) -> SweepResult:
     """Run the sweep on threads of this process; the best trial's model and every record.
 
-    ``earlier``: trial records an earlier attempt of the job stored; its SUCCEEDED trials with
-    the same id and params are kept, not run again.
+    ``on_trials`` gets the records of the trials that ended, at most every
+    ``RECORD_INTERVAL_S`` and once at the end (one database write per batch, not per trial:
+    a tiny trial takes a few milliseconds). ``earlier``: trial records an earlier attempt of
+    the job stored; its SUCCEEDED trials with the same id and params are kept, not run again.
     """
     tune_spec = train.tune
     assert tune_spec is not None
@@ -111,6 +114,8 @@ def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="railyard-trial") as pool:
         running: set[Future] = set()
         queue = iter(todo)
+        unrecorded: list[TrialRecord] = []
+        recorded_at = time.monotonic()
         while True:
             for trial_id, config in queue:
                 running.add(pool.submit(run_trial, trial_id, config))
@@ -122,10 +127,13 @@ def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
             for future in finished:
                 record, model = future.result()
                 records[record.trial_id] = record
+                unrecorded.append(record)
                 if record.status == "SUCCEEDED":
                     best = _better(best, _score(record, metric, mode), record.trial_id, model)
-                if on_trial is not None:
-                    on_trial(record)
+            if on_trials is not None and unrecorded and \
+                    (not running or time.monotonic() - recorded_at >= RECORD_INTERVAL_S):
+                on_trials(unrecorded)
+                unrecorded, recorded_at = [], time.monotonic()
     ordered = [records[i] for i in ids if i in records]
     log.info("driver sweep of %d trials (%d kept from an earlier attempt) took %.2fs",
              len(ordered), len(kept), time.monotonic() - started)
@@ -139,7 +147,7 @@ def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
                                                         "cpus_per_worker": cpus_each}))
     return SweepResult(model=model, best_params=records[best_id].params, best_trial_id=best_id,
                        metric=metric, mode=mode, trials=ordered, resumed_trials=len(kept),
-                       engine="driver", recorded_live=on_trial is not None)
+                       engine="driver", recorded_live=on_trials is not None)
 
 
 def _kept_records(earlier: list[dict[str, Any]],

@@ -69,11 +69,13 @@ class TrialRecorder:
     job_id: str
 
     def __call__(self, trial: Any) -> None:
-        from dataclasses import asdict
+        self.many([trial])
 
+    def many(self, trials: list[Any]) -> None:
+        """Store several records in one write."""
         engine = get_engine(self.database_url)
-        call_with_db_retry(lambda: store.record_trial(engine, job_id=self.job_id,
-                                                      trial=asdict(trial)))
+        call_with_db_retry(lambda: store.record_trials(
+            engine, job_id=self.job_id, trials=[asdict(t) for t in trials]))
 
 
 def peak_rss_mb() -> float:
@@ -308,7 +310,8 @@ class JobRun:
 
             earlier = call_with_db_retry(lambda: store.list_trials(self.engine,
                                                                    job_id=self.job_id))
-            return run_in_driver(workflow, data, spec.train, on_trial=recorder, earlier=earlier)
+            return run_in_driver(workflow, data, spec.train, on_trials=recorder.many,
+                                 earlier=earlier)
         from railyard.tuning import run_sweep
 
         sweep = run_sweep(workflow, data, spec.train,

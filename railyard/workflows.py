@@ -101,6 +101,22 @@ class TrainingData:
             self._memo[key] = encode(self.table(which), encoding)
         return self._memo[key]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # What is kept is rebuilt where the data goes (and some of it, a DMatrix, cannot be
+        # pickled): Ray Tune ships a sweep's data to its trial actors.
+        return {**self.__dict__, "_memo": {}}
+
+    def memo(self, key: Any, build: Callable[[], Any], *, per_thread: bool = False) -> Any:
+        """``build()``, computed once per ``key`` for this data and kept: what a workflow
+        derives from the data alone (a framework's matrix) and a sweep would otherwise rebuild
+        for every trial. ``per_thread`` keeps one per thread, for objects that are not safe to
+        share between concurrent fits (a sweep's trials may run on several threads)."""
+        if per_thread:
+            key = (key, threading.get_ident())
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
     def to_pandas(self, which: Split, encoding: dict[str, Any] | None = None
                   ) -> tuple[pd.DataFrame, np.ndarray]:
         """(features as a pandas frame, strings as categoricals; label) for one split. The

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field
 from railyard.checkpoints import Checkpoint, resume_rounds, training_fingerprint
 from railyard.metrics import holdout_metrics
 from railyard.tabular import encode
-from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
+from railyard.workflows import (Split, TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,13 @@ class XGBoostWorkflow(Workflow):
             booster = fit_distributed(data, context, params=params, encoding=encoding,
                                       rounds=self.params.n_estimators)
             return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
-        dtrain = xgb.DMatrix(data.encoded("train", encoding), label=data.label_array("train"),
-                             enable_categorical=True)
+        dtrain = _dmatrix(data, "train", encoding)
         # The holdout is scored every round only when something uses it (early stopping, a
         # sweep's intermediate reports): on 1M rows that scoring costs a quarter of the fit.
         evals = []
         wants_evals = bool(self.params.early_stopping_rounds) or context.on_iteration is not None
         if data.holdout.num_rows and wants_evals:
-            dholdout = xgb.DMatrix(data.encoded("holdout", encoding),
-                                   label=data.label_array("holdout"), enable_categorical=True)
+            dholdout = _dmatrix(data, "holdout", encoding)
             evals.append((dholdout, "holdout"))
         rounds = self.params.n_estimators
         # A retried attempt continues the last attempt's booster. With early stopping, the
@@ -176,8 +174,7 @@ class XGBoostWorkflow(Workflow):
     def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
         if data.holdout.num_rows == 0:
             return {}
-        dholdout = xgb.DMatrix(data.encoded("holdout", model["encoding"]),
-                               enable_categorical=True)
+        dholdout = _dmatrix(data, "holdout", model["encoding"])
         metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
                                   model["booster"].predict(dholdout),
                                   regression_objective=model["objective"].startswith("reg:"))
@@ -254,3 +251,13 @@ class _CheckpointCallback(xgb.callback.TrainingCallback):
                 done, {BOOSTER_FILE: bytes(model.save_raw("ubj"))},
                 meta={"round": done, "rounds": self.rounds}, fingerprint=self.fingerprint)
         return False
+
+
+def _dmatrix(data: TrainingData, which: Split, encoding: dict[str, Any]) -> xgb.DMatrix:
+    """The split as a DMatrix with its label, built once per thread and kept on ``data``: a
+    sweep's trials on the same data reuse it (a DMatrix is reusable across boosters, but its
+    cached histogram index is not safe to build from two threads at once)."""
+    return data.memo(("xgboost.DMatrix", which, json.dumps(encoding, sort_keys=True)),
+                     lambda: xgb.DMatrix(data.encoded(which, encoding),
+                                         label=data.label_array(which), enable_categorical=True),
+                     per_thread=True)

@@ -55,7 +55,7 @@ def test_every_trial_is_recorded_and_the_best_model_is_the_jobs(data) -> None:
     train = train_spec({})
     workflow = get_workflow("xgboost")(train)
     live = []
-    sweep = run_in_driver(workflow, data, train, on_trial=live.append, threads=2)
+    sweep = run_in_driver(workflow, data, train, on_trials=live.extend, threads=2)
     assert sweep.engine == "driver" and sweep.recorded_live and sweep.resumed_trials == 0
     assert sorted(r.trial_id for r in live) == [f"trial_{i:05d}" for i in range(6)]
     assert all(r.status == "SUCCEEDED" and "auc" in r.metrics for r in sweep.trials)
@@ -73,7 +73,7 @@ def test_a_retried_attempt_keeps_the_finished_trials(data) -> None:
     # The earlier attempt recorded 4 of the 6 trials before its driver died.
     earlier = [{**vars(r)} for r in first.trials[:4]]
     ran = []
-    resumed = run_in_driver(workflow, data, train, on_trial=ran.append, earlier=earlier)
+    resumed = run_in_driver(workflow, data, train, on_trials=ran.extend, earlier=earlier)
     assert resumed.resumed_trials == 4
     assert sorted(r.trial_id for r in ran) == [t.trial_id for t in first.trials[4:]]
     assert [(r.trial_id, r.params) for r in resumed.trials] == \

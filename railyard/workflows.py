@@ -310,7 +310,22 @@ class Workflow(ABC):
         if data.holdout.num_rows == 0:
             return {}
         return holdout_metrics(self.task(data), data.label_array("holdout"),
-                               self.predict(model, data.holdout))
+                               self.holdout_predictions(model, data))
+
+    def holdout_predictions(self, model: Any, data: TrainingData) -> np.ndarray:
+        """``predict`` on the holdout. The last model's predictions are kept on ``data``, so
+        evaluate and the reports score the holdout once (only the last: a sweep evaluates many
+        models, and keeping them all would keep every trial's model alive)."""
+        slot = data._memo.get("holdout_predictions")
+        if slot is not None and slot[0] is model:
+            return slot[1]
+        scores = self.predict_holdout(model, data)
+        data._memo["holdout_predictions"] = (model, scores)
+        return scores
+
+    def predict_holdout(self, model: Any, data: TrainingData) -> np.ndarray:
+        """Score the holdout (uncached); a workflow may reuse what it keeps on ``data``."""
+        return self.predict(model, data.holdout)
 
     def write_reports(self, model: Any, data: TrainingData, directory: Path) -> dict[str, Any]:
         """Optional extra outputs (plots, feature importance) written into ``directory``;
@@ -329,7 +344,7 @@ class Workflow(ABC):
         return write_model_reports(
             directory, task=task, importance=importance, importance_type=importance_type,
             y_true=data.label_array("holdout") if curves else None,
-            y_score=self.predict(model, data.holdout) if curves else None)
+            y_score=self.holdout_predictions(model, data) if curves else None)
 
     @abstractmethod
     def save(self, model: Any, directory: Path) -> str:

@@ -127,7 +127,7 @@ class LightGBMWorkflow(Workflow):
         if data.holdout.num_rows == 0:
             return {}
         metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
-                                  self.predict(model, data.holdout),
+                                  self.holdout_predictions(model, data),
                                   regression_objective=self.task(data) == "binary"
                                   and not model["objective"].startswith(("binary", "cross")))
         if self.params.early_stopping_rounds:

@@ -171,12 +171,15 @@ class XGBoostWorkflow(Workflow):
         dmatrix = xgb.DMatrix(encode(table, model["encoding"]), enable_categorical=True)
         return model["booster"].predict(dmatrix)
 
+    def predict_holdout(self, model: dict[str, Any], data: TrainingData) -> np.ndarray:
+        """``predict`` on the holdout, from the DMatrix kept on ``data``."""
+        return model["booster"].predict(_dmatrix(data, "holdout", model["encoding"]))
+
     def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
         if data.holdout.num_rows == 0:
             return {}
-        dholdout = _dmatrix(data, "holdout", model["encoding"])
         metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
-                                  model["booster"].predict(dholdout),
+                                  self.holdout_predictions(model, data),
                                   regression_objective=model["objective"].startswith("reg:"))
         if self.params.early_stopping_rounds:
             metrics["best_iteration"] = float(model["booster"].best_iteration)

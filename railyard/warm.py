@@ -89,6 +89,7 @@ def serve(socket_path: str) -> None:
     print(f"railyard warm: serving on {path} (pid {os.getpid()})", flush=True)
     server.settimeout(5.0)
     open_connections: set[socket.socket] = set()
+    standby = _Standby(socket_path)
     while True:
         try:
             conn, _ = server.accept()
@@ -115,11 +116,37 @@ def serve(socket_path: str) -> None:
         for fd in fds:
             os.close(fd)
         open_connections.add(conn)
-        threading.Thread(target=_report_exit, args=(conn, pid, open_connections),
+        standby.saw_job(request["env"])
+        threading.Thread(target=_report_exit, args=(conn, pid, open_connections, standby),
                          daemon=True).start()
 
 
-def _report_exit(conn: socket.socket, pid: int, open_connections: set) -> None:
+class _Standby:
+    """Keeps a standby worker for the next job's Ray supervisor on this node
+    (railyard.standby_supervisor), asked for after a job ends and the node has no other."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.runtime_env: dict | None = None
+        self._lock = threading.Lock()
+
+    def saw_job(self, env: dict[str, str]) -> None:
+        from railyard.standby_supervisor import supervisor_runtime_env
+
+        self.runtime_env = supervisor_runtime_env(env) or self.runtime_env
+
+    def replenish(self) -> None:
+        from railyard.standby_supervisor import replenish
+
+        if self._lock.acquire(blocking=False):
+            try:
+                replenish(self.runtime_env, self.socket_path)
+            finally:
+                self._lock.release()
+
+
+def _report_exit(conn: socket.socket, pid: int, open_connections: set,
+                 standby: _Standby | None = None) -> None:
     try:
         send_message(conn, {"pid": pid})
         _, status = os.waitpid(pid, 0)
@@ -129,6 +156,8 @@ def _report_exit(conn: socket.socket, pid: int, open_connections: set) -> None:
     finally:
         open_connections.discard(conn)
         conn.close()
+    if standby is not None and not open_connections:
+        standby.replenish()
 
 
 def process_name(job_id: str) -> str:

@@ -95,6 +95,32 @@ def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
     assert (dt.datetime.fromisoformat(phases["fetch"]) - started).total_seconds() < 1.0
 
 
+def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, client):
+    """After a job, the node's warm runner asks its raylet for an idle worker with the Ray
+    job supervisor's runtime env (railyard.standby_supervisor); the next job's JobSupervisor
+    actor starts in that worker instead of a new Python process."""
+    from ray.util.state import list_actors
+
+    from railyard.standby_supervisor import NICENESS, standby_pids
+    from tests.servers import wait_for
+
+    spec = sample_spec(platform.fraud_uri, source="s3")
+    spec["model_name"] = "standby-supervisor"
+    spec["train"]["custom_params"]["n_estimators"] = 10
+    first = client.wait(client.submit(spec)["id"], timeout=120)
+    assert first["status"] == "SUCCEEDED", first["error"]
+    ours = {NICENESS: "0",
+            "RAILYARD_DATABASE_URL": platform.settings.resolved_database_url}
+    standbys = wait_for(lambda: standby_pids(ours), timeout=60,
+                        what="a standby supervisor worker")
+    second = client.wait(client.submit(spec)["id"], timeout=120)
+    assert second["status"] == "SUCCEEDED", second["error"]
+    actors = list_actors(address=platform.ray_address, raise_on_missing_output=False,
+                         filters=[("name", "=",
+                                   f"_ray_internal_job_actor_{second['ray_submission_id']}")])
+    assert len(actors) == 1 and actors[0].pid in standbys, (actors, standbys)
+
+
 def test_rejected_spec_leaves_no_row(platform, client):
     with Session(platform.engine) as session:
         before = session.exec(select(func.count()).select_from(Job)).one()

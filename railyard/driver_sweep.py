@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import numpy as np
 from railyard.spec import TrainSpec
 from railyard.tuning import (SweepResult, TrialRecord, eval_metric_for, objective, trial_workflow,
                              tune_domain)
-from railyard.workflows import TrainContext, TrainingData, Workflow
+from railyard.workflows import TrainContext, TrainingData, Workflow, node_cpus
 
 log = logging.getLogger(__name__)
 RECORD_INTERVAL_S = 0.5
@@ -61,7 +60,7 @@ def trial_threads(train: TrainSpec, cpus: int | None = None) -> int:
     CPU each: a thread is not a fraction of a core), capped by ``max_concurrent_trials``."""
     tune_spec = train.tune
     assert tune_spec is not None
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or node_cpus()
     threads = max(1, int(cpus // max(1.0, tune_spec.cpus_per_trial)))
     return min(threads, tune_spec.max_concurrent_trials or threads)
 

@@ -221,7 +221,7 @@ class TrainContext:
         sets it, else every core of the node. (Ray sets OMP_NUM_THREADS=1 in a job's driver,
         so a framework left to its default would train on one core.)"""
         cpus = self.resources.get("cpus_per_worker")
-        return max(1, int(cpus)) if cpus else (os.cpu_count() or 1)
+        return max(1, int(cpus)) if cpus else node_cpus()
 
     @property
     def num_workers(self) -> int:
@@ -353,6 +353,17 @@ class Workflow(ABC):
     @abstractmethod
     def load(self, directory: Path) -> Any:
         """Read back what ``save`` wrote."""
+
+
+def node_cpus() -> int:
+    """The CPUs this process may use: a container's CPU limit where there is one (as Ray
+    counts them), not the host's core count."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return max(1, int(get_num_cpus(override_docker_cpu_warning=True)))
+    except Exception:  # noqa: BLE001 - a private helper; the host's count is the fallback
+        return os.cpu_count() or 1
 
 
 def infer_task(label: pa.ChunkedArray) -> Task:

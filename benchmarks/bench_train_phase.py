@@ -56,20 +56,66 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--forked", action="store_true",
+                        help="run Railyard's steps in a child forked from this process after "
+                             "it preloaded like a warm runner (railyard.warm), as jobs do")
+    parser.add_argument("--background-load", type=float, default=0.0,
+                        help="keep one core this busy (0-1) in another process meanwhile, "
+                             "as Ray's own processes are during a job")
     args = parser.parse_args()
     e2e.ROUNDS = args.rounds
     work = Path(tempfile.mkdtemp(prefix="railyard-bench-"))
     path = write_fraud_dataset(work / "fraud", args.rows, files=8)
+    if args.forked:
+        from railyard.warm import preload
+
+        preload()
     e2e.plain_script(path, work)
     railyard_in_process(path, args.rounds)  # warm-up: imports, page cache
+    load = _busy(args.background_load) if args.background_load > 0 else None
     plain, ours = [], []
-    for _ in range(args.repeat):
-        plain.append(e2e.plain_script(path, work)[0])
-        ours.append(railyard_in_process(path, args.rounds))
+    try:
+        for _ in range(args.repeat):
+            plain.append(e2e.plain_script(path, work)[0])
+            ours.append(_in_child(path, args.rounds) if args.forked
+                        else railyard_in_process(path, args.rounds))
+    finally:
+        if load is not None:
+            load.terminate()
     p = statistics.median(plain)
     r = {k: round(statistics.median(x[k] for x in ours), 3) for k in ours[0]}
-    print(f"{args.rows:,} rows, {args.rounds} rounds: plain {p:.3f}s, railyard's steps "
-          f"in-process {r['total']:.3f}s ({r['total'] / p:.2f}x)  {r}")
+    where = "in a forked child" if args.forked else "in-process"
+    print(f"{args.rows:,} rows, {args.rounds} rounds, background load "
+          f"{args.background_load:.0%}: plain {p:.3f}s, railyard's steps {where} "
+          f"{r['total']:.3f}s ({r['total'] / p:.2f}x)  {r}")
+
+
+def _in_child(path: Path, rounds: int) -> dict[str, float]:
+    """railyard_in_process in a forked child, as a warm runner's driver runs it."""
+    import json
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        os.write(write, json.dumps(railyard_in_process(path, rounds)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return result
+
+
+def _busy(duty: float):
+    """A process that keeps one core ``duty`` busy in 10 ms slices."""
+    import subprocess
+
+    code = ("import time\nwhile True:\n    t = time.perf_counter()\n"
+            f"    while time.perf_counter() - t < {0.01 * duty}: pass\n"
+            f"    time.sleep({0.01 * (1 - duty)})\n")
+    return subprocess.Popen([sys.executable, "-c", code])
 
 
 if __name__ == "__main__":

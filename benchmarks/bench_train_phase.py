@@ -66,19 +66,22 @@ def main() -> None:
     e2e.ROUNDS = args.rounds
     work = Path(tempfile.mkdtemp(prefix="railyard-bench-"))
     path = write_fraud_dataset(work / "fraud", args.rows, files=8)
+    # Forked: both sides run in children of a parent that only imported (as a warm runner
+    # does). A parent that had trained would hang its children: libgomp's thread pool does
+    # not survive fork.
     if args.forked:
         from railyard.warm import preload
 
         preload()
-    e2e.plain_script(path, work)
-    railyard_in_process(path, args.rounds)  # warm-up: imports, page cache
+    run = _in_child if args.forked else (lambda f, *a: f(*a))
+    run(e2e.plain_script, path, work)
+    run(railyard_in_process, path, args.rounds)  # warm-up: imports, page cache
     load = _busy(args.background_load) if args.background_load > 0 else None
     plain, ours = [], []
     try:
         for _ in range(args.repeat):
-            plain.append(e2e.plain_script(path, work)[0])
-            ours.append(_in_child(path, args.rounds) if args.forked
-                        else railyard_in_process(path, args.rounds))
+            plain.append(run(e2e.plain_script, path, work)[0])
+            ours.append(run(railyard_in_process, path, args.rounds))
     finally:
         if load is not None:
             load.terminate()
@@ -90,8 +93,9 @@ def main() -> None:
           f"{r['total']:.3f}s ({r['total'] / p:.2f}x)  {r}")
 
 
-def _in_child(path: Path, rounds: int) -> dict[str, float]:
-    """railyard_in_process in a forked child, as a warm runner's driver runs it."""
+def _in_child(function, *args):
+    """``function(*args)`` in a forked child, as a warm runner's driver runs a job; its
+    JSON-ready result."""
     import json
     import os
 
@@ -99,7 +103,7 @@ def _in_child(path: Path, rounds: int) -> dict[str, float]:
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        os.write(write, json.dumps(railyard_in_process(path, rounds)).encode())
+        os.write(write, json.dumps(function(*args)).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
             "RAILYARD_DISTRIBUTED_MIN_BYTES": str(self.distributed_min_bytes),
             "RAILYARD_AUTO_NUM_WORKERS": str(self.auto_num_workers),
             "RAILYARD_DRIVER_SWEEP_MAX_ROWS": str(self.driver_sweep_max_rows),
+            # Every worker's line in the job's log: Ray's dedup folds lines that differ only in
+            # numbers ("worker 1: 5728 rows" into worker 0's) and may never print the fold.
+            "RAY_DEDUP_LOGS": "0",
         }
         # The job's driver reads the same SQL connections and obeys the same path prefixes.
         if self.sql_connections:

@@ -66,6 +66,9 @@ def preload() -> None:
     import importlib
 
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Ray reads this when it is imported, so here, before the drivers' imports (see
+    # Settings.runtime_env_vars).
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     for name in PRELOAD:
         try:
             importlib.import_module(name)

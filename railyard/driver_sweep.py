@@ -21,7 +21,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -86,12 +86,15 @@ def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     cpus_each = max(1, int(tune_spec.cpus_per_trial))
     started = time.monotonic()
 
+    def fit(config: dict[str, Any]) -> tuple[Workflow, Any]:
+        trial = trial_workflow(train_spec, config, eval_metric_for(metric))
+        return trial, trial.fit(data, TrainContext(resources={"num_workers": 1,
+                                                               "cpus_per_worker": cpus_each}))
+
     def run_trial(trial_id: str, config: dict[str, Any]) -> tuple[TrialRecord, Any]:
         begun = time.perf_counter()
         try:
-            trial = trial_workflow(train_spec, config, eval_metric_for(metric))
-            model = trial.fit(data, TrainContext(resources={"num_workers": 1,
-                                                            "cpus_per_worker": cpus_each}))
+            trial, model = fit(config)
             metrics = {k: float(v) for k, v in trial.evaluate(model, data).items()}
         except Exception as exc:  # noqa: BLE001 - a failed trial is a record, not the job's end
             return TrialRecord(trial_id=trial_id, params=config, metrics={}, status="FAILED",
@@ -111,26 +114,17 @@ def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     todo = [(i, c) for i, c in zip(ids, configs, strict=True) if i not in kept]
     workers = max(1, min(threads or trial_threads(train), len(todo) or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="railyard-trial") as pool:
-        running: set[Future] = set()
-        queue = iter(todo)
+        futures = [pool.submit(run_trial, trial_id, config) for trial_id, config in todo]
         unrecorded: list[TrialRecord] = []
         recorded_at = time.monotonic()
-        while True:
-            for trial_id, config in queue:
-                running.add(pool.submit(run_trial, trial_id, config))
-                if len(running) >= workers:
-                    break
-            if not running:
-                break
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                record, model = future.result()
-                records[record.trial_id] = record
-                unrecorded.append(record)
-                if record.status == "SUCCEEDED":
-                    best = _better(best, _score(record, metric, mode), record.trial_id, model)
-            if on_trials is not None and unrecorded and \
-                    (not running or time.monotonic() - recorded_at >= RECORD_INTERVAL_S):
+        for ended, future in enumerate(as_completed(futures), start=1):
+            record, model = future.result()
+            records[record.trial_id] = record
+            unrecorded.append(record)
+            if record.status == "SUCCEEDED":
+                best = _better(best, _score(record, metric, mode), record.trial_id, model)
+            if on_trials is not None and (ended == len(futures)
+                                          or time.monotonic() - recorded_at >= RECORD_INTERVAL_S):
                 on_trials(unrecorded)
                 unrecorded, recorded_at = [], time.monotonic()
     ordered = [records[i] for i in ids if i in records]
@@ -141,9 +135,7 @@ def run_in_driver(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
         raise RuntimeError(f"all {len(ordered)} trials failed. {errors}")
     _, best_id, model = best
     if model is None:  # the best trial ran in an earlier attempt: fit its configuration again
-        again = trial_workflow(train_spec, records[best_id].params, eval_metric_for(metric))
-        model = again.fit(data, TrainContext(resources={"num_workers": 1,
-                                                        "cpus_per_worker": cpus_each}))
+        _, model = fit(records[best_id].params)
     return SweepResult(model=model, best_params=records[best_id].params, best_trial_id=best_id,
                        metric=metric, mode=mode, trials=ordered, resumed_trials=len(kept),
                        engine="driver", recorded_live=on_trials is not None)

@@ -310,16 +310,17 @@ class JobRun:
 
             earlier = call_with_db_retry(lambda: store.list_trials(self.engine,
                                                                    job_id=self.job_id))
-            return run_in_driver(workflow, data, spec.train, on_trials=recorder.many,
-                                 earlier=earlier)
-        from railyard.tuning import run_sweep
+            sweep = run_in_driver(workflow, data, spec.train, on_trials=recorder.many,
+                                  earlier=earlier)
+        else:
+            from railyard.tuning import run_sweep
 
-        sweep = run_sweep(workflow, data, spec.train,
-                          storage_path=self.artifacts.uri(self.job_id, "ray-tune"),
-                          on_trial=recorder, placement=self.worker_placement())
-        # Tune's final records (from its results) replace the live ones.
-        call_with_db_retry(lambda: store.record_trials(
-            self.engine, job_id=self.job_id, trials=[asdict(t) for t in sweep.trials]))
+            sweep = run_sweep(workflow, data, spec.train,
+                              storage_path=self.artifacts.uri(self.job_id, "ray-tune"),
+                              on_trial=recorder, placement=self.worker_placement())
+        if not sweep.recorded_live:
+            # Tune's final records (from its results) replace the live ones.
+            recorder.many(sweep.trials)
         return sweep
 
     def _store_split(self, stats: Any) -> None:

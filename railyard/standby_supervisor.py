@@ -27,7 +27,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +70,8 @@ def find_raylet(warm_socket: str | None, proc: Path = Path("/proc")) -> tuple[st
     on one machine), else the only raylet here (a KubeRay pod). None if neither is found. (The
     raylet's own port is chosen at start and is only in the GCS's node table.)"""
     raylets: list[tuple[str, str, bool]] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            if not cmdline.split(b"\0", 1)[0].endswith(b"/raylet"):
-                continue
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for _, cmdline, environ in _processes(
+            proc, lambda cmdline: cmdline.split(b"\0", 1)[0].endswith(b"/raylet")):
         node_id = re.search(rb"--node_id=([0-9a-f]+)", cmdline)
         gcs = re.search(rb"--gcs-address=([^\s\0]+)", cmdline)
         if not node_id or not gcs:
@@ -96,19 +88,27 @@ def find_raylet(warm_socket: str | None, proc: Path = Path("/proc")) -> tuple[st
 def standby_pids(env_vars: Mapping[str, str], proc: Path = Path("/proc")) -> list[int]:
     """Idle Ray workers on this machine with all of ``env_vars`` in their environment."""
     wanted = [f"{k}={v}".encode() for k, v in env_vars.items()]
-    pids = []
+    return [pid for pid, _, environ in _processes(
+                proc, lambda cmdline: cmdline.startswith(b"ray::IDLE"))
+            if all(item in environ for item in wanted)]
+
+
+def _processes(proc: Path, wanted: Callable[[bytes], bool]
+               ) -> Iterator[tuple[int, bytes, set[bytes]]]:
+    """(pid, command line, environment entries) of the processes under ``proc`` whose raw
+    command line ``wanted`` accepts; processes that vanish or are not ours to read are
+    skipped."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if not (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+            cmdline = (entry / "cmdline").read_bytes()
+            if not wanted(cmdline):
                 continue
             environ = set((entry / "environ").read_bytes().split(b"\0"))
         except OSError:
             continue
-        if all(item in environ for item in wanted):
-            pids.append(int(entry.name))
-    return pids
+        yield int(entry.name), cmdline, environ
 
 
 def replenish(runtime_env: dict[str, Any] | None, warm_socket: str | None) -> bool:

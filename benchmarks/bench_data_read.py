@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_data_read.py [--rows 20000000] [--files 40] [--repeat 3]
                                                    [--skip-ray]
 
-Data: the fraud table (railyard.demo_data.fraud_table) as ``--files`` Parquet files, generated
+Data: the fraud table (railyard.data.demo.fraud_table) as ``--files`` Parquet files, generated
 once under benchmarks/data/ (git-ignored) and uploaded to an S3-compatible server started here
 (moto, as the tests do), so every variant reads over the same S3 code path.
 
@@ -51,7 +51,7 @@ def dataset_dir(rows: int, files: int) -> Path:
     """Write the fraud table as ``files`` Parquet files (once; reused by later runs)."""
     import pyarrow.parquet as pq
 
-    from railyard.demo_data import fraud_table
+    from railyard.data.demo import fraud_table
 
     directory = ROOT / "benchmarks" / "data" / f"fraud-{rows}-{files}"
     done = directory / "_COMPLETE"
@@ -83,7 +83,7 @@ def upload(directory: Path, prefix: str) -> str:
 
 def blog_spec(uri: str):
     """The blog's sample request pointed at ``uri``."""
-    from railyard.demo_data import sample_spec
+    from railyard.data.demo import sample_spec
     from railyard.spec import parse_spec
 
     return parse_spec(sample_spec(uri, source="s3"))
@@ -95,7 +95,7 @@ def run_pyarrow(uri: str) -> dict:
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    from railyard.storage import resolve
+    from railyard.artifacts.artifact_store import resolve
 
     fs, path = resolve(uri)
     ts, ts_type = pads.field("created_at"), pa.timestamp("us")
@@ -116,7 +116,7 @@ def run_pyarrow(uri: str) -> dict:
 
 def run_railyard(uri: str, engine: str, derived: dict[str, list[str]]) -> dict:
     """plan + read + split through Railyard's data plane."""
-    from railyard import data as data_plane
+    from railyard.data import fetch as data_plane
 
     spec = blog_spec(uri)
     plan = data_plane.plan_read(spec, derived=derived)
@@ -150,8 +150,8 @@ def worker(variant: str, uri: str) -> None:
 
     derived: dict[str, list[str]] = {}
     if variant != "pyarrow":
-        import railyard.data  # noqa: F401
-        from railyard.workflows import get_workflow
+        import railyard.data.fetch  # noqa: F401
+        from railyard.training.workflow import get_workflow
 
         # Finding the workflow (it says which columns it derives) is the runner's job, not the
         # data step's: done before the clock, like the imports.
@@ -186,7 +186,7 @@ def start_ray_cluster() -> str:
     """A local Ray head whose workers see the S3 server's AWS variables; its GCS address."""
     import tempfile
 
-    from railyard import local_cluster
+    from railyard.cluster import local_cluster
     from railyard.config import Settings
     from tests.servers import free_port
 
@@ -233,7 +233,7 @@ def main() -> None:
                     results[variant].append(measure(variant, uri, env))
         finally:
             if cluster:
-                from railyard import local_cluster
+                from railyard.cluster import local_cluster
 
                 subprocess.run([local_cluster.ray_executable(), "stop", "--force"],
                                capture_output=True)

@@ -27,12 +27,12 @@ import xgboost as xgb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from railyard import local_cluster  # noqa: E402
-from railyard.client import RailyardClient  # noqa: E402
+from railyard.cluster import local_cluster  # noqa: E402
+from railyard.client.sdk import RailyardClient  # noqa: E402
 from railyard.config import Settings  # noqa: E402
-from railyard.db import migrate  # noqa: E402
-from railyard.demo_data import fraud_table  # noqa: E402
-from railyard.tabular import encode, fit_encoding  # noqa: E402
+from railyard.jobstore.engine import migrate  # noqa: E402
+from railyard.data.demo import fraud_table  # noqa: E402
+from railyard.training.encoding import encode, fit_encoding  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
@@ -143,8 +143,8 @@ def main() -> None:
                                        dashboard_port=dashboard)
     results: dict = {}
     try:
-        from railyard import tokens
-        from railyard.db import get_engine
+        from railyard.jobstore import tokens
+        from railyard.jobstore.engine import get_engine
 
         token, _ = tokens.issue(get_engine(settings.resolved_database_url), team="bench",
                                 admin=True)
@@ -212,7 +212,7 @@ def bench_fanout(client: RailyardClient, work: Path, partitions: int) -> dict:
     table = pq.read_table(many)
     from joblib import Parallel, delayed
 
-    from railyard.fanout import split_by
+    from railyard.training.partitioned import split_by
 
     parts = list(split_by(table, "segment").values())
     started = time.perf_counter()

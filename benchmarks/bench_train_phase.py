@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_end_to_end as e2e  # noqa: E402
-from railyard import data as data_plane  # noqa: E402
-from railyard.demo_data import sample_spec, write_fraud_dataset  # noqa: E402
+from railyard.data import fetch as data_plane  # noqa: E402
+from railyard.data.demo import sample_spec, write_fraud_dataset  # noqa: E402
 from railyard.spec import parse_spec  # noqa: E402
-from railyard.workflows import TrainContext, TrainingData, get_workflow  # noqa: E402
+from railyard.training.workflow import TrainContext, TrainingData, get_workflow  # noqa: E402
 
 
 def railyard_in_process(path: Path, rounds: int) -> dict[str, float]:
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--forked", action="store_true",
                         help="run Railyard's steps in a child forked from this process after "
-                             "it preloaded like a warm runner (railyard.warm), as jobs do")
+                             "it preloaded like a warm runner (railyard.execution.warm_runner), as jobs do")
     parser.add_argument("--background-load", type=float, default=0.0,
                         help="keep one core this busy (0-1) in another process meanwhile, "
                              "as Ray's own processes are during a job")
@@ -70,7 +70,7 @@ def main() -> None:
     # does). A parent that had trained would hang its children: libgomp's thread pool does
     # not survive fork.
     if args.forked:
-        from railyard.warm import preload
+        from railyard.execution.warm_runner import preload
 
         preload()
     run = _in_child if args.forked else (lambda f, *a: f(*a))

@@ -3,7 +3,7 @@
 | variable                     | default                                  |
 | ---------------------------- | ---------------------------------------- |
 | RAILYARD_HOME                | ~/.railyard                              |
-| RAILYARD_DATABASE_URL        | sqlite:///$RAILYARD_HOME/railyard.db     |
+| RAILYARD_DATABASE_URL        | sqlite:///$RAILYARD_HOME/railyard.jobstore.engine     |
 | RAILYARD_ARTIFACT_ROOT       | $RAILYARD_HOME/artifacts (or s3://...)   |
 | RAILYARD_RAY_ADDRESS         | http://127.0.0.1:8265 (Ray Jobs API)     |
 | RAILYARD_API_URL             | http://127.0.0.1:8000 (CLI and SDK)      |
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # retries) a RUNNING job whose heartbeat is older than the timeout.
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_timeout_s: float = Field(default=180.0, gt=0)
-    # Start a warm runner (railyard.warm: drivers forked already imported) beside every node
+    # Start a warm runner (railyard.execution.warm_runner: drivers forked already imported) beside every node
     # of a local cluster (`railyard up`).
     warm_runners: bool = True
     # A job left at num_workers=1 whose source is larger than this trains on
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under ``home``."""
-        return self.database_url or f"sqlite:///{self.home / 'railyard.db'}"
+        return self.database_url or f"sqlite:///{self.home / 'railyard.jobstore.engine'}"
 
     @property
     def resolved_artifact_root(self) -> str:

@@ -17,17 +17,19 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from railyard import store, tokens
-from railyard.access import Caller, check_job
-from railyard.backend import JobBackend, RayJobsBackend
+from railyard.jobstore import jobs
+
+from railyard.jobstore import tokens
+from railyard.control.access import Caller, check_job
+from railyard.control.backend import JobBackend, RayJobsBackend
 from railyard.config import Settings, get_settings
-from railyard.db import get_engine, migrate
+from railyard.jobstore.engine import get_engine, migrate
 from railyard.errors import (AuthError, BackendUnavailableError, PayloadTooLargeError,
                              RailyardError, SpecError)
-from railyard.models import AttemptPublic, EventPublic, JobList, JobPublic, JobStatus
-from railyard.service import JobService
+from railyard.jobstore.tables import AttemptPublic, EventPublic, JobList, JobPublic, JobStatus
+from railyard.control.service import JobService
 from railyard.spec import TrainingSpec
-from railyard.workflows import available_workflows
+from railyard.training.workflow import available_workflows
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def authorize(request: Request, credentials: Annotated[
     caller = Caller.from_token(row)
     job_id = request.path_params.get("job_id")
     if job_id is not None:
-        check_job(caller, store.get_job(svc.engine, job_id=job_id))
+        check_job(caller, jobs.get_job(svc.engine, job_id=job_id))
     return caller
 
 
@@ -198,7 +200,7 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
         if replayed:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
-        return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
+        return jobs.to_public(job, jobs.list_events(svc.engine, job_id=job.id))
 
     @app.get("/v1/jobs", response_model=JobList, responses=error_responses(403))
     def list_jobs(svc: Service, caller: CurrentCaller, owner: str | None = None,
@@ -207,48 +209,48 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
                   cursor: str | None = None) -> JobList:
         """Jobs, newest first; follow ``next_cursor`` for more. A team token lists its own
         team's jobs only (``owner`` of another team is a 403); an admin token lists all."""
-        jobs, next_cursor = svc.list_jobs(caller=caller, owner=owner, project=project,
+        page, next_cursor = svc.list_jobs(caller=caller, owner=owner, project=project,
                                           status=status, limit=limit, cursor=cursor)
-        return JobList(jobs=[store.to_public(j, store.list_events(svc.engine, job_id=j.id))
-                             for j in jobs], next_cursor=next_cursor)
+        return JobList(jobs=[jobs.to_public(j, jobs.list_events(svc.engine, job_id=j.id))
+                             for j in page], next_cursor=next_cursor)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobPublic)
     def get_job(job_id: str, svc: Service) -> JobPublic:
         """A job: status, phases, data stats, metrics, artifacts, spec."""
         job = svc.get(job_id)
-        return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
+        return jobs.to_public(job, jobs.list_events(svc.engine, job_id=job.id))
 
     @app.get("/v1/jobs/{job_id}/events", response_model=list[EventPublic])
     def job_events(job_id: str, svc: Service) -> list[EventPublic]:
         """The job's timeline, oldest first."""
-        store.get_job(svc.engine, job_id=job_id)
-        return [store.to_event_public(e) for e in store.list_events(svc.engine, job_id=job_id)]
+        jobs.get_job(svc.engine, job_id=job_id)
+        return [jobs.to_event_public(e) for e in jobs.list_events(svc.engine, job_id=job_id)]
 
     @app.get("/v1/jobs/{job_id}/trials")
     def job_trials(job_id: str, svc: Service) -> list[dict[str, Any]]:
         """A sweep's trials: params, metrics, status (SUCCEEDED, STOPPED, FAILED), duration,
         error; empty for a job without ``train.tune``."""
-        store.get_job(svc.engine, job_id=job_id)
-        return store.list_trials(svc.engine, job_id=job_id)
+        jobs.get_job(svc.engine, job_id=job_id)
+        return jobs.list_trials(svc.engine, job_id=job_id)
 
     @app.get("/v1/jobs/{job_id}/models")
     def job_models(job_id: str, svc: Service) -> list[dict[str, Any]]:
         """A fan-out job's models, one per partition value: metrics, artifact, status."""
-        store.get_job(svc.engine, job_id=job_id)
-        return store.list_partition_models(svc.engine, job_id=job_id)
+        jobs.get_job(svc.engine, job_id=job_id)
+        return jobs.list_partition_models(svc.engine, job_id=job_id)
 
     @app.get("/v1/jobs/{job_id}/attempts", response_model=list[AttemptPublic])
     def job_attempts(job_id: str, svc: Service) -> list[AttemptPublic]:
         """Every attempt of the job, numbered from 1: its Ray submission, outcome, failure
         kind (infrastructure or user_code), error and phase."""
-        return [store.to_attempt_public(a) for a in svc.attempts(job_id)]
+        return [jobs.to_attempt_public(a) for a in svc.attempts(job_id)]
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobPublic,
               responses=error_responses(409))
     def cancel_job(job_id: str, svc: Service) -> JobPublic:
         """Cancel a QUEUED, PENDING or RUNNING job; 409 for a finished one."""
         job = svc.cancel(job_id)
-        return store.to_public(job, store.list_events(svc.engine, job_id=job.id))
+        return jobs.to_public(job, jobs.list_events(svc.engine, job_id=job.id))
 
     @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
     def job_logs(job_id: str, svc: Service,

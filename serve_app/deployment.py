@@ -23,7 +23,7 @@ class RailyardAPI:
 
     Each replica also runs the background reconciler loop, so a job whose driver died, whose
     pool never came, or which ran past its timeout is settled even if nobody reads it; with
-    several replicas only the one holding the reconciler lock (railyard.leader) runs it.
+    several replicas only the one holding the reconciler lock (railyard.control.leader) runs it.
     """
 
     def __init__(self) -> None:
@@ -33,7 +33,7 @@ class RailyardAPI:
         self._thread.start()
 
     def _reconcile_loop(self) -> None:
-        from railyard.leader import ReconcilerLease
+        from railyard.control.leader import ReconcilerLease
 
         interval = get_settings().reconcile_interval_s
         lease: ReconcilerLease | None = None

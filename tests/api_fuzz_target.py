@@ -208,11 +208,11 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
 def local_api(database_url: str | None = None) -> Iterator[tuple[str, str, dict]]:
     """The API under uvicorn on SQLite (or ``database_url``) with the unit tests' in-memory
     backend; yields (base URL, admin token, a valid spec)."""
-    from railyard import tokens
+    from railyard.jobstore import tokens
     from railyard.config import Settings
-    from railyard.db import get_engine, migrate
-    from railyard.demo_data import sample_spec, write_fraud_dataset
-    from railyard.service import JobService
+    from railyard.jobstore.engine import get_engine, migrate
+    from railyard.data.demo import sample_spec, write_fraud_dataset
+    from railyard.control.service import JobService
     from serve_app.app import create_app
     from tests.unit.test_api import InMemoryBackend
 

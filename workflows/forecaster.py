@@ -33,11 +33,11 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from railyard.builtin.lightgbm import LightGBMWorkflow
-from railyard.builtin.xgboost import XGBoostWorkflow
+from railyard.training.builtin.lightgbm import LightGBMWorkflow
+from railyard.training.builtin.xgboost import XGBoostWorkflow
 from railyard.errors import DataSourceError
 from railyard.spec import TrainSpec
-from railyard.workflows import (Task, TrainContext, TrainingData, Workflow, WorkflowParams,
+from railyard.training.workflow import (Task, TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
 MAX_LAG = 400
@@ -158,7 +158,7 @@ class TimeSeriesForecaster(Workflow):
     def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
         """MAPE, sMAPE, RMSE and MAE, and the same errors of the naive forecast (the value
         ``horizon`` steps earlier) to compare against."""
-        from railyard.metrics import forecast_errors
+        from railyard.training.metrics import forecast_errors
 
         metrics = super().evaluate(model, data)
         if metrics.get("rows"):

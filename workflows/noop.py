@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from railyard.workflows import (TrainContext, TrainingData, Workflow, WorkflowParams,
+from railyard.training.workflow import (TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
 Seconds = Field(default=0.0, ge=0, le=3600)

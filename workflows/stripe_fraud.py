@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from railyard.builtin.xgboost import XGBoostWorkflow
-from railyard.workflows import register_workflow
+from railyard.training.builtin.xgboost import XGBoostWorkflow
+from railyard.training.workflow import register_workflow
 
 
 @register_workflow

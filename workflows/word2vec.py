@@ -28,8 +28,8 @@ import torch
 from pydantic import AliasChoices, Field
 from torch import nn
 
-from railyard.builtin.torch_mlp import resolve_device
-from railyard.workflows import (Task, TrainContext, TrainingData, Workflow, WorkflowParams,
+from railyard.training.builtin.torch_mlp import resolve_device
+from railyard.training.workflow import (Task, TrainContext, TrainingData, Workflow, WorkflowParams,
                                 register_workflow)
 
 WORD = re.compile(r"\w+", re.UNICODE)

@@ -11,11 +11,13 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from railyard import local_cluster, tokens
-from railyard.client import RailyardClient
+from railyard.cluster import local_cluster
+
+from railyard.jobstore import tokens
+from railyard.client.sdk import RailyardClient
 from railyard.config import Settings
-from railyard.db import get_engine, migrate
-from railyard.demo_data import fraud_table
+from railyard.jobstore.engine import get_engine, migrate
+from railyard.data.demo import fraud_table
 from tests.servers import free_port
 
 DATA_BUCKET = "railyard-data"

@@ -7,11 +7,13 @@ import concurrent.futures
 
 from fastapi.testclient import TestClient
 
-from railyard import store, tokens
+from railyard.jobstore import jobs
+
+from railyard.jobstore import tokens
 from railyard.config import Settings
-from railyard.db import get_engine, migrate
-from railyard.demo_data import sample_spec, write_fraud_dataset
-from railyard.service import JobService
+from railyard.jobstore.engine import get_engine, migrate
+from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.control.service import JobService
 from serve_app.app import create_app
 from tests.integration.test_db_outage import fresh_database
 from tests.unit.test_api import InMemoryBackend
@@ -50,7 +52,7 @@ def test_racing_requests_with_one_key_make_one_job(postgres, tmp_path):
                                   range(12)))
     assert sorted(r.status_code for r in responses) == [200] * 11 + [201]
     assert len({r.json()["id"] for r in responses}) == 1
-    assert len(store.list_jobs(engine)[0]) == 1 and len(backend.submitted) == 1
+    assert len(jobs.list_jobs(engine)[0]) == 1 and len(backend.submitted) == 1
 
     spec["model_name"] = "another model"
     conflict = http.post("/v1/jobs", json=spec, headers=headers)

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 import tests.unit.test_sources as local_tests
 from railyard.config import Settings
-from railyard.data import describe, plan_read, read_table, read_table_arrow, split_holdout
+from railyard.data.fetch import describe, plan_read, read_table, read_table_arrow, split_holdout
 from railyard.errors import DataSourceError, ForbiddenError
 from railyard.spec import parse_spec
-from railyard.validation import validate_spec
+from railyard.training.submit_checks import validate_spec
 from tests.unit import test_data
 from tests.unit.test_sources import (FILTER_CASES, HOLDOUTS, N, ROWS, TABLE, case_id,
                                      expected_rows, make_spec, region, year)
@@ -350,7 +350,7 @@ def test_submit_time_schema_checks_on_s3(flat_uri, change, error, field):
     ("s3://railyard-sources/flat/*.csv", "no files match the pattern"),
     ("s3://railyard-sources/empty", "the directory holds no Parquet files"),
     ("s3://no-such-bucket-railyard/data", "no such file or directory"),
-    ("s3://no-such-bucket-railyard/data/*.parquet", "no files match the pattern"),
+    ("s3://no-such-bucket-railyard/data/fetch/*.parquet", "no files match the pattern"),
 ])
 def test_missing_s3_paths_are_422(flat_uri, path, words):
     boto3.client("s3").put_object(Bucket=BUCKET, Key="empty/_SUCCESS", Body=b"")

@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 import xgboost as xgb
 from sqlmodel import Session, func, select
 
-from railyard.demo_data import sample_spec
-from railyard.models import Job
-from railyard.tabular import encode
+from railyard.data.demo import sample_spec
+from railyard.jobstore.tables import Job
+from railyard.training.encoding import encode
 
 
 def expected_counts(table: pa.Table) -> tuple[int, int]:
@@ -80,7 +80,7 @@ def test_blog_sample_request_trains_and_publishes(platform, client):
 
 
 def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
-    """The cluster's nodes have warm runners (railyard.warm): a job's driver is forked from
+    """The cluster's nodes have warm runners (railyard.execution.warm_runner): a job's driver is forked from
     one, with nothing left to import, and still behaves like any driver."""
     spec = sample_spec(platform.fraud_uri, source="s3")
     spec["model_name"] = "warm-driver"
@@ -97,11 +97,11 @@ def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
 
 def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, client):
     """After a job, the node's warm runner asks its raylet for an idle worker with the Ray
-    job supervisor's runtime env (railyard.standby_supervisor); the next job's JobSupervisor
+    job supervisor's runtime env (railyard.execution.standby_supervisor); the next job's JobSupervisor
     actor starts in that worker instead of a new Python process."""
     from ray.util.state import list_actors
 
-    from railyard.standby_supervisor import NICENESS, standby_pids
+    from railyard.execution.standby_supervisor import NICENESS, standby_pids
     from tests.servers import wait_for
 
     spec = sample_spec(platform.fraud_uri, source="s3")

@@ -15,10 +15,10 @@ import pytest
 from ray.job_submission import JobStatus as RayJobStatus
 from ray.job_submission import JobSubmissionClient
 
-from railyard import store
-from railyard.demo_data import sample_spec
+from railyard.jobstore import jobs
+from railyard.data.demo import sample_spec
 from railyard.errors import RailyardError
-from railyard.leader import ReconcilerLease
+from railyard.control.leader import ReconcilerLease
 from tests.integration.test_lifecycle import runner_processes
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -212,7 +212,7 @@ def test_serve_app_killed_mid_run(platform, client):
         proc.kill()
     kill_driver(dying["id"])
     # Serve's controller restarts the replica; meanwhile the first job ends on its own.
-    poll(lambda: store.get_job(platform.engine, job_id=finishing["id"]).status in TERMINAL,
+    poll(lambda: jobs.get_job(platform.engine, job_id=finishing["id"]).status in TERMINAL,
          120, "the first job to finish")
     back = poll(lambda: httpx.get(f"{platform.api_url}/healthz", timeout=5).status_code == 200
                 and time.monotonic(), 180, "the API to come back")
@@ -258,7 +258,7 @@ def _try_lease(engine) -> bool:
 
 
 def test_one_reconciler_leader_at_a_time(platform, postgres):
-    from railyard.db import get_engine
+    from railyard.jobstore.engine import get_engine
     from tests.integration.test_db_outage import fresh_database
 
     # The platform's API replica holds the lock of its database...
@@ -284,8 +284,8 @@ def test_logs_stream_while_running_and_outlive_the_cluster(platform, client, tmp
     import subprocess
     import sys
 
-    from railyard.backend import RayJobsBackend
-    from railyard.service import JobService
+    from railyard.control.backend import RayJobsBackend
+    from railyard.control.service import JobService
 
     job = client.submit(noop_spec(platform, "streamed-log", train_s=8))
     poll(lambda: in_phase(client, job["id"], "train"), 120, "the train phase")

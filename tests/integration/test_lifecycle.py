@@ -13,8 +13,8 @@ import pytest
 from ray.job_submission import JobStatus as RayJobStatus
 from ray.job_submission import JobSubmissionClient
 
-from railyard import local_cluster
-from railyard.demo_data import sample_spec
+from railyard.cluster import local_cluster
+from railyard.data.demo import sample_spec
 from tests.integration.test_end_to_end import expected_counts
 from tests.servers import wait_for
 
@@ -27,14 +27,14 @@ def long_spec(platform) -> dict:
 
 
 def runner_processes(job_id: str) -> list[psutil.Process]:
-    """The job's driver processes: the Ray entrypoint (railyard.launch, or railyard.runner)
+    """The job's driver processes: the Ray entrypoint (railyard.execution.entrypoint, or railyard.execution.driver)
     and, when it runs warm, the driver a warm runner forked for it."""
-    from railyard.warm import process_name
+    from railyard.execution.warm_runner import process_name
 
     found = []
     for proc in psutil.process_iter(["cmdline", "name"]):
         cmd = proc.info["cmdline"] or []
-        if ("railyard.runner" in cmd or "railyard.launch" in cmd) and job_id in cmd:
+        if ("railyard.execution.driver" in cmd or "railyard.execution.entrypoint" in cmd) and job_id in cmd:
             found.append(proc)
         elif proc.info["name"] == process_name(job_id):
             found.append(proc)
@@ -82,7 +82,7 @@ def test_ray_job_submit_registers_and_tracks_the_job(platform, client, tmp_path)
         [local_cluster.ray_executable(), "job", "submit", "--address", platform.ray_address,
          "--submission-id", submission_id, "--runtime-env-json",
          json.dumps({"env_vars": env_vars}), "--",
-         "python", "-m", "railyard.runner", "--spec", str(spec_file)],
+         "python", "-m", "railyard.execution.driver", "--spec", str(spec_file)],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -105,7 +105,7 @@ def test_ray_job_submit_with_a_bad_spec_exits_nonzero(platform, tmp_path):
     result = subprocess.run(
         [local_cluster.ray_executable(), "job", "submit", "--address", platform.ray_address,
          "--runtime-env-json", json.dumps({"env_vars": platform.settings.runtime_env_vars()}),
-         "--", "python", "-m", "railyard.runner", "--spec", str(spec_file)],
+         "--", "python", "-m", "railyard.execution.driver", "--spec", str(spec_file)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "data.filters.0.predicate" in result.stdout + result.stderr

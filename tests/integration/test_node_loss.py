@@ -13,8 +13,8 @@ import time
 
 import psutil
 
-from railyard import local_cluster
-from railyard.pools import POOL_LABEL
+from railyard.cluster import local_cluster
+from railyard.cluster.pools import POOL_LABEL
 from tests.integration.test_faults import noop_spec, poll
 
 

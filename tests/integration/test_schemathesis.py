@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 
-from railyard.demo_data import sample_spec
+from railyard.data.demo import sample_spec
 from tests.api_fuzz_target import cancel_jobs, fuzz_api, local_api
 from tests.integration.test_db_outage import fresh_database
 

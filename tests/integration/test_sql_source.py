@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 from ray.data._internal.datasource.sql_datasource import SQLDatasource
 
-from railyard import sql_sources
+from railyard.data import sql_sources
 from railyard.config import Settings
-from railyard.data import describe, plan_read, read_table_arrow, split_holdout
+from railyard.data.fetch import describe, plan_read, read_table_arrow, split_holdout
 from railyard.errors import BackendUnavailableError, DataSourceError, SpecError
 from railyard.spec import parse_spec
-from railyard.validation import validate_spec
+from railyard.training.submit_checks import validate_spec
 from tests.servers import free_port
 from tests.unit.test_sources import (FILTER_CASES, N, ROWS, TABLE, case_id, expected_rows,
                                      make_spec)

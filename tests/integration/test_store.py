@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from railyard import store
-from railyard.db import get_engine, migrate
-from railyard.demo_data import sample_spec
-from railyard.models import JobStatus
+from railyard.jobstore import jobs
+from railyard.jobstore.engine import get_engine, migrate
+from railyard.data.demo import sample_spec
+from railyard.jobstore.tables import JobStatus
 from railyard.spec import parse_spec
 
 
@@ -24,23 +24,23 @@ def engine(request, tmp_path):
 
 def test_guarded_transitions_never_leave_a_terminal_state(engine):
     spec = parse_spec(sample_spec("s3://b/p", source="s3"))
-    job = store.create_job(engine, spec=spec)
-    assert store.transition(engine, job_id=job.id, status=JobStatus.PENDING)
-    assert store.transition(engine, job_id=job.id, status=JobStatus.CANCELLED)
+    job = jobs.create_job(engine, spec=spec)
+    assert jobs.transition(engine, job_id=job.id, status=JobStatus.PENDING)
+    assert jobs.transition(engine, job_id=job.id, status=JobStatus.CANCELLED)
     # A late write from the runner must not resurrect the job.
-    assert not store.transition(engine, job_id=job.id, status=JobStatus.SUCCEEDED)
-    got = store.get_job(engine, job_id=job.id)
+    assert not jobs.transition(engine, job_id=job.id, status=JobStatus.SUCCEEDED)
+    got = jobs.get_job(engine, job_id=job.id)
     assert got.status == "CANCELLED" and got.finished_at is not None
-    kinds = [e.message for e in store.list_events(engine, job_id=job.id)]
+    kinds = [e.message for e in jobs.list_events(engine, job_id=job.id)]
     assert kinds == ["QUEUED", "PENDING", "CANCELLED"]
 
 
 def test_json_fields_and_pagination_round_trip(engine):
     spec = parse_spec(sample_spec("s3://b/p", source="s3"))
-    ids = [store.create_job(engine, spec=spec).id for _ in range(3)]
-    store.update_job(engine, job_id=ids[0], metrics={"holdout": {"auc": 0.7}})
-    assert store.get_job(engine, job_id=ids[0]).metrics == {"holdout": {"auc": 0.7}}
-    first, cursor = store.list_jobs(engine, owner=spec.owner, limit=2)
-    rest, end = store.list_jobs(engine, owner=spec.owner, limit=2, cursor=cursor)
+    ids = [jobs.create_job(engine, spec=spec).id for _ in range(3)]
+    jobs.update_job(engine, job_id=ids[0], metrics={"holdout": {"auc": 0.7}})
+    assert jobs.get_job(engine, job_id=ids[0]).metrics == {"holdout": {"auc": 0.7}}
+    first, cursor = jobs.list_jobs(engine, owner=spec.owner, limit=2)
+    rest, end = jobs.list_jobs(engine, owner=spec.owner, limit=2, cursor=cursor)
     mine = [j.id for j in first + rest if j.id in ids]
     assert mine == list(reversed(ids))

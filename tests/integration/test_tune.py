@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from railyard.demo_data import sample_spec
+from railyard.data.demo import sample_spec
 
 
 def sweep_spec(platform, tune: dict, params: dict | None = None) -> dict:
@@ -63,7 +63,7 @@ def test_grid_sweep(platform, client):
                                  "search_alg": "grid"})
     job = client.wait(client.submit(spec)["id"], timeout=600)
     trials = check_sweep(client, job, 4)
-    # A small grid with the FIFO scheduler runs in the job's driver (railyard.driver_sweep).
+    # A small grid with the FIFO scheduler runs in the job's driver (railyard.training.sweeps.in_driver).
     assert job["metrics"]["tune"]["engine"] == "driver"
     assert any(e["kind"] == "sweep_engine" and e["message"].startswith("driver:")
                for e in client.events(job["id"])), "the engine choice is on the timeline"
@@ -86,7 +86,7 @@ def test_bad_search_space_is_422(platform, client):
 def test_fan_out_over_20_partitions(platform, client):
     import pyarrow as pa
 
-    from railyard.demo_data import fraud_table
+    from railyard.data.demo import fraud_table
     from tests.integration.conftest import DATA_BUCKET, upload_table
 
     table = fraud_table(40_000, seed=11)
@@ -109,7 +109,7 @@ def test_fan_out_over_20_partitions(platform, client):
     fanout = job["metrics"]["fanout"]
     assert fanout["partitions"] == 20 and fanout["succeeded"] == 20 and "mean_auc" in fanout
     # Predictions route each row to its partition's model.
-    from railyard.published import load_published
+    from railyard.serving.published import load_published
 
     sample = table.append_column("segment", segment).slice(0, 400)
     routed = client.load_model(job["id"]).predict(sample)

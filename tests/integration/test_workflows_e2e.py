@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 
-from railyard.demo_data import sample_spec
-from railyard.tabular import encode
+from railyard.data.demo import sample_spec
+from railyard.training.encoding import encode
 from tests.integration.conftest import DATA_BUCKET, upload_table
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
@@ -179,7 +179,7 @@ def test_serve_model_answers_predict_like_the_native_model(platform, client):
 
     import httpx
 
-    from railyard.model_serving import undeploy_model
+    from railyard.serving.model_server import undeploy_model
 
     spec = fraud_spec(platform, "xgboost", {"n_estimators": 15, "max_depth": 3})
     job = client.wait(client.submit(spec)["id"], timeout=300)

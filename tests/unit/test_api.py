@@ -10,14 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
-from railyard import store, tokens
-from railyard.backend import BackendStatus
+from railyard.jobstore import jobs
+
+from railyard.jobstore import tokens
+from railyard.control.backend import BackendStatus
 from railyard.config import Settings
-from railyard.db import get_engine, migrate
-from railyard.demo_data import sample_spec, write_fraud_dataset
+from railyard.jobstore.engine import get_engine, migrate
+from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.errors import BackendUnavailableError
-from railyard.models import Job, JobStatus
-from railyard.service import JobService
+from railyard.jobstore.tables import Job, JobStatus
+from railyard.control.service import JobService
 from serve_app.app import create_app
 
 
@@ -35,7 +37,7 @@ class InMemoryBackend:
     def submit(self, job_id, *, env_vars, placement=None, attempt=1):
         if not self.available:
             raise BackendUnavailableError("cluster down")
-        sid = store.submission_id_for(job_id, attempt)
+        sid = jobs.submission_id_for(job_id, attempt)
         if sid not in self.submitted:
             self.submitted.append(sid)
             self.placements.append(placement or {})
@@ -176,8 +178,8 @@ def test_cancel_and_conflict(env):
 def test_dead_driver_is_reconciled_to_failed(env):
     client, service, backend, spec = env
     job = client.post("/v1/jobs", json=spec).json()
-    store.transition(service.engine, job_id=job["id"], status=JobStatus.RUNNING)
-    store.update_job(service.engine, job_id=job["id"], phase="train")
+    jobs.transition(service.engine, job_id=job["id"], status=JobStatus.RUNNING)
+    jobs.update_job(service.engine, job_id=job["id"], phase="train")
     backend.statuses[job["ray_submission_id"]] = BackendStatus("FAILED", "node died")
     got = client.get(f"/v1/jobs/{job['id']}").json()
     assert got["status"] == "FAILED" and got["error_phase"] == "train"

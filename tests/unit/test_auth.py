@@ -14,14 +14,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
-from railyard import credentials, store, tokens
-from railyard.cli import _ensure_admin_token
-from railyard.cli import app as cli_app
-from railyard.client import RailyardClient
+from railyard.client import credentials
+
+from railyard.jobstore import jobs
+
+from railyard.jobstore import tokens
+from railyard.cli.main import _ensure_admin_token
+from railyard.cli.main import app as cli_app
+from railyard.client.sdk import RailyardClient
 from railyard.config import Settings, get_settings
-from railyard.db import get_engine, migrate
-from railyard.demo_data import sample_spec, write_fraud_dataset
-from railyard.service import JobService
+from railyard.jobstore.engine import get_engine, migrate
+from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.control.service import JobService
 from serve_app.app import create_app
 from tests.unit.test_api import InMemoryBackend
 
@@ -77,7 +81,7 @@ def test_no_token_or_a_bad_one_is_401_with_www_authenticate(plat):
     assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
     r = plat.http.post("/v1/jobs", json=plat.spec(TEAM_A))
     assert r.status_code == 401
-    assert store.list_jobs(plat.service.engine)[0] == []
+    assert jobs.list_jobs(plat.service.engine)[0] == []
     # Open without a token: health and the API description.
     assert plat.http.get("/healthz").status_code == 200
     assert plat.http.get("/openapi.json").status_code == 200
@@ -105,7 +109,7 @@ def test_a_team_cannot_touch_another_teams_job(plat):
         error = r.json()["error"]
         assert error["type"] == "ForbiddenError" and TEAM_B in error["message"]
         assert TEAM_A not in error["message"]           # nothing about the other team leaks
-    assert store.get_job(plat.service.engine, job_id=job_id).status == "PENDING"
+    assert jobs.get_job(plat.service.engine, job_id=job_id).status == "PENDING"
     assert plat.backend.stopped == []
     # The owner team can do all of it.
     for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/events"),
@@ -139,7 +143,7 @@ def test_owner_spoofing_is_403_naming_the_team_and_stores_nothing(plat):
     error = r.json()["error"]
     assert error["type"] == "ForbiddenError" and error["details"][0]["field"] == "owner"
     assert f"team {TEAM_B!r}" in error["message"] and "set \"owner\"" in error["message"]
-    assert store.list_jobs(plat.service.engine)[0] == [] and plat.backend.submitted == []
+    assert jobs.list_jobs(plat.service.engine)[0] == [] and plat.backend.submitted == []
 
 
 def test_admin_sees_every_job_and_submits_for_any_team(plat):

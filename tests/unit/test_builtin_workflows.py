@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from railyard.data import plan_read, split_holdout
+from railyard.data.fetch import plan_read, split_holdout
 from railyard.errors import SpecError
-from railyard.metrics import forecast_errors, holdout_metrics, write_model_reports
+from railyard.training.metrics import forecast_errors, holdout_metrics, write_model_reports
 from railyard.spec import DataSpec, TrainingSpec, TrainSpec
-from railyard.workflows import TrainContext, TrainingData, Workflow, get_workflow
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, get_workflow
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FEATURES = ["x1", "c", "x2", "flag"]

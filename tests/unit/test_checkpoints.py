@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from railyard.checkpoints import CheckpointStore, training_fingerprint
+from railyard.artifacts.checkpoints import CheckpointStore, training_fingerprint
 from railyard.spec import TrainSpec
-from railyard.storage import ArtifactStore
-from railyard.workflows import TrainContext, TrainingData, Workflow, get_workflow
+from railyard.artifacts.artifact_store import ArtifactStore
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, get_workflow
 
 FEATURES = ["x1", "c", "x2", "flag"]
 
@@ -115,7 +115,7 @@ def test_a_half_written_checkpoint_is_ignored_and_cleaned_up(tmp_path):
 def test_a_checkpoint_of_another_training_or_an_unreadable_pointer_is_ignored(tmp_path, caplog):
     store = job_store(tmp_path)
     store.save(10, {"m": b"ten"}, fingerprint="params-a")
-    with caplog.at_level(logging.INFO, logger="railyard.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="railyard.artifacts.checkpoints"):
         assert job_store(tmp_path).latest("params-b") is None
     assert "different training" in caplog.text
     other = job_store(tmp_path)
@@ -131,7 +131,7 @@ def test_a_failed_save_is_logged_and_training_goes_on(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's directory should be")
     store = CheckpointStore(ArtifactStore(str(blocker)), "job-1", "checkpoints")
-    with caplog.at_level(logging.ERROR, logger="railyard.checkpoints"):
+    with caplog.at_level(logging.ERROR, logger="railyard.artifacts.checkpoints"):
         assert store.save(1, {"m": b"x"}) is None
     assert "could not save the checkpoint at step 1" in caplog.text
 

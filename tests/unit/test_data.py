@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from railyard.data import filters_to_expr, plan_read, read_table_arrow, split_holdout
+from railyard.data.fetch import filters_to_expr, plan_read, read_table_arrow, split_holdout
 from railyard.errors import DataSourceError, SpecError
 from railyard.spec import DataSpec, Filter, parse_spec
 

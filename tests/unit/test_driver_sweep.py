@@ -1,4 +1,4 @@
-"""The driver sweep engine (railyard.driver_sweep) on real xgboost fits, without Ray running:
+"""The driver sweep engine (railyard.training.sweeps.in_driver) on real xgboost fits, without Ray running:
 the configurations Ray Tune would draw, every trial recorded, the best model, resume."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from railyard.demo_data import fraud_table
-from railyard.driver_sweep import run_in_driver, sweep_seed, trial_configs, trial_threads
-from railyard.placement import sweep_engine
+from railyard.data.demo import fraud_table
+from railyard.training.sweeps.in_driver import run_in_driver, sweep_seed, trial_configs, trial_threads
+from railyard.cluster.placement import sweep_engine
 from railyard.spec import TrainSpec, parse_spec
-from railyard.workflows import TrainingData, get_workflow
+from railyard.training.workflow import TrainingData, get_workflow
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
 LABEL = "has_fraud_dispute"

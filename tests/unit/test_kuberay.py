@@ -9,13 +9,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from railyard.cli_kuberay import kuberay_app
-from railyard.kuberay import (MANIFEST_FILES, SECRET_NAME, SERVE_IMPORT_PATH,
+from railyard.cli.kuberay import kuberay_app
+from railyard.cluster.kuberay import (MANIFEST_FILES, SECRET_NAME, SERVE_IMPORT_PATH,
                               default_manifest_dir, dump_manifest, render_manifests,
                               rendered_texts)
-from railyard.manifest_validation import (CRDS_ENV, crd_dir, load_schema, validate_file,
+from railyard.cluster.kuberay_validation import (CRDS_ENV, crd_dir, load_schema, validate_file,
                                           validate_manifest)
-from railyard.pools import POOL_LABEL, POOLS_FILE_ENV, load_pools
+from railyard.cluster.pools import POOL_LABEL, POOLS_FILE_ENV, load_pools
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +85,7 @@ def test_rayservice_and_rayjob_shape(rendered):
     job = rendered["rayjob.yaml"]
     assert job["spec"]["clusterSelector"] == {
         "ray.io/cluster": rendered["raycluster.yaml"]["metadata"]["name"]}
-    assert "railyard.runner" in job["spec"]["entrypoint"]
+    assert "railyard.execution.driver" in job["spec"]["entrypoint"]
 
 
 def test_render_from_a_pools_file_is_valid(tmp_path):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from railyard import store
-from railyard.backend import BackendStatus
-from railyard.log_shipping import LogShipper, log_to_stdout, log_uri, read_from
-from railyard.models import JobStatus
-from railyard.storage import ArtifactStore
+from railyard.jobstore import jobs
+from railyard.control.backend import BackendStatus
+from railyard.artifacts.job_logs import LogShipper, log_to_stdout, log_uri, read_from
+from railyard.jobstore.tables import JobStatus
+from railyard.artifacts.artifact_store import ArtifactStore
 from tests.servers import free_port
 from tests.unit.test_api import build_env
 
@@ -85,17 +85,17 @@ def test_log_records_go_through_stdout_into_the_file_once(tmp_path, capsys):
     handler = log_to_stdout()
     try:
         assert log_to_stdout() is handler                       # idempotent
-        logging.getLogger("railyard.runner").info("before the shipper")
+        logging.getLogger("railyard.execution.driver").info("before the shipper")
         with LogShipper(artifacts, "job-2", 1, tmp_path / "job.log", interval_s=60) as shipper:
-            logging.getLogger("railyard.runner").info("phase fetch started")
+            logging.getLogger("railyard.execution.driver").info("phase fetch started")
             print("a print")
             assert shipper.flush() == log_uri(artifacts, "job-2", 1)
-        logging.getLogger("railyard.runner").info("after the shipper")
+        logging.getLogger("railyard.execution.driver").info("after the shipper")
     finally:
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(level)
     text = artifacts.get_bytes(shipper.uri).decode()
-    assert text.count("phase fetch started") == 1 and "INFO railyard.runner:" in text
+    assert text.count("phase fetch started") == 1 and "INFO railyard.execution.driver:" in text
     assert text.endswith("a print\n") and "before" not in text and "after" not in text
     out = capsys.readouterr().out
     assert all(f"{w}" in out for w in ("before the", "phase fetch started", "after the"))
@@ -105,7 +105,7 @@ def test_upload_failure_is_logged_never_raised(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the artifact root should be")
     artifacts = ArtifactStore(str(blocker / "artifacts"))
-    with caplog.at_level(logging.WARNING, logger="railyard.log_shipping"):
+    with caplog.at_level(logging.WARNING, logger="railyard.artifacts.job_logs"):
         with LogShipper(artifacts, "job-3", 1, tmp_path / "job.log", interval_s=0.1) as shipper:
             print("still running")
             time.sleep(0.35)
@@ -137,7 +137,7 @@ def test_a_long_log_uploads_its_tail_and_keeps_offsets(tmp_path):
 def api(tmp_path):
     client, service, backend, spec = build_env(tmp_path)
     job = client.post("/v1/jobs", json=spec).json()
-    store.transition(service.engine, job_id=job["id"], status=JobStatus.RUNNING)
+    jobs.transition(service.engine, job_id=job["id"], status=JobStatus.RUNNING)
     backend.statuses[job["ray_submission_id"]] = BackendStatus("RUNNING")
     artifacts = ArtifactStore(service.settings.resolved_artifact_root)
     return client, service, job, artifacts
@@ -166,7 +166,7 @@ def test_api_reads_any_attempt_and_falls_back_to_ray_for_the_latest(api):
     assert r.text == live[5:] and r.headers["X-Log-Source"] == "ray"
     assert r.headers["X-Log-Size"] == str(len(live))
     artifacts.put_bytes(b"first attempt\n", job["id"], "logs", "attempt-1.log")
-    store.update_job(service.engine, job_id=job["id"], attempt=2)
+    jobs.update_job(service.engine, job_id=job["id"], attempt=2)
     r = client.get(f"/v1/jobs/{job['id']}/logs", params={"attempt": 1})
     assert r.text == "first attempt\n"
     assert client.get(f"/v1/jobs/{job['id']}/logs").text == live  # attempt 2: none durable yet
@@ -177,7 +177,7 @@ def test_api_reads_any_attempt_and_falls_back_to_ray_for_the_latest(api):
 def test_api_reads_the_published_log_when_there_is_no_streamed_one(api):
     client, service, job, artifacts = api
     uri = artifacts.put_bytes(b"published\n", job["id"], "logs", "job.log")
-    store.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED,
+    jobs.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED,
                      artifacts={"logs": uri})
     r = client.get(f"/v1/jobs/{job['id']}/logs")
     assert r.text == "published\n" and r.headers["X-Job-Status"] == "SUCCEEDED"
@@ -209,7 +209,7 @@ def live_api(api):
 
 
 def test_sdk_follow_moves_from_ray_live_log_to_the_streamed_copy(live_api):
-    from railyard.client import RailyardClient
+    from railyard.client.sdk import RailyardClient
 
     url, token, service, job, artifacts = live_api
     chunks: list[str] = []
@@ -221,7 +221,7 @@ def test_sdk_follow_moves_from_ray_live_log_to_the_streamed_copy(live_api):
         artifacts.put_bytes(b"a\n", job["id"], "logs", "attempt-1.log")
         wait_for(lambda: "a\n" in chunks)
         artifacts.put_bytes(b"a\nb\n", job["id"], "logs", "attempt-1.log")
-        store.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED)
+        jobs.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED)
         follower.join(timeout=30)
     assert not follower.is_alive()
     assert "".join(chunks) == f"live log of {job['ray_submission_id']}a\nb\n"
@@ -234,13 +234,13 @@ def test_cli_follows_a_running_job_until_it_succeeds(live_api, tmp_path):
     with LogShipper(artifacts, job["id"], 1, tmp_path / "job.log", interval_s=0.1) as shipper:
         print("fetch: 2000 rows")
         wait_for(lambda: shipper.uploaded_uri)
-        cli = subprocess.Popen([sys.executable, "-m", "railyard.cli", "logs", "-f", job["id"],
+        cli = subprocess.Popen([sys.executable, "-m", "railyard.cli.main", "logs", "-f", job["id"],
                                 "--poll-s", "0.1"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         assert cli.stdout.readline() == "fetch: 2000 rows\n"     # it follows the running job
         print("train: done")
         shipper.flush()
-        store.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED)
+        jobs.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED)
     out, err = cli.communicate(timeout=60)
     assert cli.returncode == 0, err
     assert out == "train: done\n"

@@ -1,4 +1,4 @@
-"""railyard.metrics' binary metrics equal scikit-learn's, ties and edge cases included."""
+"""railyard.training.metrics' binary metrics equal scikit-learn's, ties and edge cases included."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from railyard.metrics import _EPS, THRESHOLD, binary_metrics, holdout_metrics
+from railyard.training.metrics import _EPS, THRESHOLD, binary_metrics, holdout_metrics
 
 
 def sklearn_binary(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from railyard.errors import RailyardError, SpecError
-from railyard.pools import (POOL_LABEL, POOLS_FILE_ENV, GIB, choose_pool, get_pool,
+from railyard.cluster.pools import (POOL_LABEL, POOLS_FILE_ENV, GIB, choose_pool, get_pool,
                             job_placement, load_pools, local_node_args, worker_placement)
 from railyard.spec import ResourcesSpec
 

@@ -1,6 +1,6 @@
 """Published models: each built-in and example is trained in-process and published into a
 directory shaped like the artifact store's ``<job>/model`` (model files + the runner's
-manifest.json); loading it through railyard.published predicts exactly what the trained model
+manifest.json); loading it through railyard.serving.published predicts exactly what the trained model
 object predicts and what the framework's own loader predicts. Also the SDK's load_model, the
 ``railyard predict`` command, S3 model directories and the serving helpers (without Serve)."""
 
@@ -22,16 +22,16 @@ import typer
 import xgboost as xgb
 from typer.testing import CliRunner
 
-from railyard import model_serving
-from railyard.builtin.torch_mlp import TabularMLP
-from railyard.client import RailyardClient
-from railyard.cli_models import predict as predict_command
-from railyard.cli_models import serve_model as serve_model_command
+from railyard.serving import model_server
+from railyard.training.builtin.torch_mlp import TabularMLP
+from railyard.client.sdk import RailyardClient
+from railyard.cli.models import predict as predict_command
+from railyard.cli.models import serve_model as serve_model_command
 from railyard.errors import DataSourceError, NotFoundError
-from railyard.published import load_published, prediction_columns
-from railyard.storage import ArtifactStore
-from railyard.tabular import encode, to_matrix
-from railyard.workflows import TrainContext, TrainingData, Workflow
+from railyard.serving.published import load_published, prediction_columns
+from railyard.artifacts.artifact_store import ArtifactStore
+from railyard.training.encoding import encode, to_matrix
+from railyard.training.workflow import TrainContext, TrainingData, Workflow
 from tests.unit.test_builtin_workflows import (FAST, FEATURES, FORECAST, corpus, forecast_data,
                                                make, sales_table, split, tabular_table)
 
@@ -234,7 +234,7 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, jobs: dict[str, dict[str, Any]]) -
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__("http://api.test", transport=httpx.MockTransport(handler))
 
-    monkeypatch.setattr("railyard.client.RailyardClient", Client)
+    monkeypatch.setattr("railyard.client.sdk.RailyardClient", Client)
 
 
 def test_client_load_model_and_predict_command(monkeypatch, tmp_path):
@@ -244,7 +244,7 @@ def test_client_load_model_and_predict_command(monkeypatch, tmp_path):
         "job-1": {"id": "job-1", "status": "SUCCEEDED",
                   "artifacts": {"model_dir": str(directory)}},
         "job-2": {"id": "job-2", "status": "FAILED", "artifacts": {}}})
-    from railyard import client as client_module
+    from railyard.client import sdk as client_module
 
     with client_module.RailyardClient() as client:
         loaded = client.load_model("job-1")
@@ -295,7 +295,7 @@ def test_serve_config_keeps_running_apps_and_http_options(monkeypatch):
                         lambda url, timeout: httpx.Response(200, json={}))
     from railyard.config import Settings
 
-    url = model_serving.deploy_model(Settings(), job_id="job-1", model_dir="s3://m/job-1/model",
+    url = model_server.deploy_model(Settings(), job_id="job-1", model_dir="s3://m/job-1/model",
                                      address="http://ray:8265", port=9999, num_replicas=2)
     assert url == "http://127.0.0.1:8123/models/job-1"
     config = deployed[0]
@@ -303,17 +303,17 @@ def test_serve_config_keeps_running_apps_and_http_options(monkeypatch):
     assert [a["name"] for a in config["applications"]] == ["railyard", "model-job-1"]
     assert config["applications"][0] == api_app
     model_app = config["applications"][1]
-    assert model_app["import_path"] == "railyard.model_serving:build_app"
+    assert model_app["import_path"] == "railyard.serving.model_server:build_app"
     assert model_app["args"] == {"model_dir": "s3://m/job-1/model"}
     assert model_app["deployments"] == [{"name": "RailyardModel", "num_replicas": 2}]
     # With Serve not running yet, the asked-for port is used.
-    fresh = model_serving.serve_config_with({}, model_app, drop="", host="127.0.0.1", port=9999)
+    fresh = model_server.serve_config_with({}, model_app, drop="", host="127.0.0.1", port=9999)
     assert fresh["http_options"] == {"host": "127.0.0.1", "port": 9999}
 
 
 def test_serving_helpers():
-    assert model_serving.json_ready({"a": [1.0, float("nan")], "b": float("inf"), "c": "x"}) \
+    assert model_server.json_ready({"a": [1.0, float("nan")], "b": float("inf"), "c": "x"}) \
         == {"a": [1.0, None], "b": None, "c": "x"}
-    assert type(model_serving.build_app({"model_dir": "/m"})).__name__ == "Application"
+    assert type(model_server.build_app({"model_dir": "/m"})).__name__ == "Application"
     with pytest.raises(ValueError):
-        model_serving.PredictRequest(rows=[])
+        model_server.PredictRequest(rows=[])

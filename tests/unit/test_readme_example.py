@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from railyard.checkpoints import CheckpointStore
-from railyard.demo_data import fraud_table
+from railyard.artifacts.checkpoints import CheckpointStore
+from railyard.data.demo import fraud_table
 from railyard.spec import TrainSpec
-from railyard.storage import ArtifactStore
-from railyard.workflows import TrainContext, TrainingData
+from railyard.artifacts.artifact_store import ArtifactStore
+from railyard.training.workflow import TrainContext, TrainingData
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

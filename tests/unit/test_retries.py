@@ -12,11 +12,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from railyard import store
-from railyard.backend import BackendStatus
-from railyard.db import call_with_db_retry
-from railyard.failures import classify, end_failed_attempt
-from railyard.models import FailureKind, JobStatus, utcnow
+from railyard.jobstore import jobs
+from railyard.control.backend import BackendStatus
+from railyard.jobstore.retrying_store import call_with_db_retry
+from railyard.jobstore.retries import classify, end_failed_attempt
+from railyard.jobstore.tables import FailureKind, JobStatus, utcnow
 from tests.unit.test_api import build_env
 
 
@@ -26,12 +26,12 @@ def env(tmp_path):
 
 
 def _running(service, job_id: str, phase: str = "train") -> None:
-    job = store.get_job(service.engine, job_id=job_id)
-    store.transition(service.engine, job_id=job_id, status=JobStatus.RUNNING,
+    job = jobs.get_job(service.engine, job_id=job_id)
+    jobs.transition(service.engine, job_id=job_id, status=JobStatus.RUNNING,
                      heartbeat_at=utcnow())
-    store.start_attempt(service.engine, job_id=job_id, attempt=job.attempt,
+    jobs.start_attempt(service.engine, job_id=job_id, attempt=job.attempt,
                         ray_submission_id=job.ray_submission_id)
-    store.update_job(service.engine, job_id=job_id, phase=phase)
+    jobs.update_job(service.engine, job_id=job_id, phase=phase)
 
 
 def _with_lifecycle(spec: dict, model_name: str | None = None, **lifecycle) -> dict:
@@ -83,17 +83,17 @@ def test_user_code_failures_have_their_own_budget(env):
     client, service, backend, spec = env
     infra_only = client.post("/v1/jobs", json=_with_lifecycle(spec, max_retries=3)).json()
     _running(service, infra_only["id"])
-    job = store.get_job(service.engine, job_id=infra_only["id"])
+    job = jobs.get_job(service.engine, job_id=infra_only["id"])
     retried = end_failed_attempt(service.engine, job=job, kind=FailureKind.USER_CODE,
                                  error="ValueError: bad column", phase="train",
                                  server_max_retries=5)
     assert not retried
-    assert store.get_job(service.engine, job_id=job.id).status == "FAILED"
+    assert jobs.get_job(service.engine, job_id=job.id).status == "FAILED"
 
     asked = client.post("/v1/jobs", json=_with_lifecycle(
         spec, model_name="retry-user-errors", max_user_code_retries=1)).json()
     _running(service, asked["id"])
-    job = store.get_job(service.engine, job_id=asked["id"])
+    job = jobs.get_job(service.engine, job_id=asked["id"])
     assert end_failed_attempt(service.engine, job=job, kind=FailureKind.USER_CODE,
                               error="ValueError: flaky", phase="train", server_max_retries=5)
     again = client.get(f"/v1/jobs/{asked['id']}").json()      # the reconciler submits it
@@ -114,7 +114,7 @@ def test_cancel_and_timeouts_close_the_attempt_and_are_not_retried(env):
     timed = client.post("/v1/jobs", json=_with_lifecycle(
         spec, model_name="short", max_retries=2, run_timeout_s=1)).json()
     _running(service, timed["id"])
-    store.update_job(service.engine, job_id=timed["id"],
+    jobs.update_job(service.engine, job_id=timed["id"],
                      started_at=utcnow() - timedelta(seconds=5))
     backend.statuses[timed["ray_submission_id"]] = BackendStatus("RUNNING")
     got = client.get(f"/v1/jobs/{timed['id']}").json()
@@ -129,7 +129,7 @@ def test_a_silent_driver_is_stopped_and_retried(env):
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "RUNNING"  # fresh beat
 
     late = utcnow() - timedelta(seconds=service.settings.heartbeat_timeout_s + 5)
-    store.update_job(service.engine, job_id=job["id"], heartbeat_at=late)
+    jobs.update_job(service.engine, job_id=job["id"], heartbeat_at=late)
     got = client.get(f"/v1/jobs/{job['id']}").json()
     assert backend.stopped == [job["ray_submission_id"]]
     assert got["status"] == "PENDING" and got["attempt"] == 2

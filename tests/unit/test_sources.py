@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from railyard.config import Settings
-from railyard.data import describe, plan_read, read_table_arrow, split_holdout
-from railyard.data_access import is_allowed
+from railyard.data.fetch import describe, plan_read, read_table_arrow, split_holdout
+from railyard.data.allowed_paths import is_allowed
 from railyard.errors import DataSourceError, ForbiddenError, SpecError
-from railyard.holdout import INT64_MIN, keep_side, kth_largest, latest_threshold
+from railyard.data.holdout import INT64_MIN, keep_side, kth_largest, latest_threshold
 from railyard.spec import DataSpec, parse_spec
-from railyard.sql_guard import check_select_only
-from railyard.validation import validate_spec
+from railyard.spec.sql_guard import check_select_only
+from railyard.training.submit_checks import validate_spec
 
 N = 240
 _rng = np.random.default_rng(11)
@@ -572,7 +572,7 @@ def test_describe_reports_what_the_read_touched(hive_dir):
 
 
 def test_ray_reads_get_the_partition_types_pyarrow_found(hive_dir):
-    from railyard.parquet_sources import open_dataset, partition_types
+    from railyard.data.parquet_sources import open_dataset, partition_types
 
     source = parse_spec(make_spec([local(hive_dir)])).data.features[0]
     assert partition_types(open_dataset(source)) == {"region": str, "year": int}

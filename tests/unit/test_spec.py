@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from railyard.demo_data import sample_spec
+from railyard.data.demo import sample_spec
 from railyard.errors import SpecError
 from railyard.spec import Predicate, TrainingSpec, parse_spec
 

@@ -1,4 +1,4 @@
-"""railyard.standby_supervisor without Ray: the supervisor's runtime env as Ray's JobManager
+"""railyard.execution.standby_supervisor without Ray: the supervisor's runtime env as Ray's JobManager
 builds it, and finding this node's raylet and idle workers in a /proc-shaped directory."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from railyard.standby_supervisor import (JOB_CONFIG_ENV, NICENESS, NOSET, enabled, find_raylet,
+from railyard.execution.standby_supervisor import (JOB_CONFIG_ENV, NICENESS, NOSET, enabled, find_raylet,
                                          standby_pids, supervisor_runtime_env)
 
 RAYLET = "/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet"
@@ -57,7 +57,7 @@ def raylet_argv(node_id: str) -> list[str]:
 def test_the_raylet_of_this_warm_runners_node_is_found(tmp_path: Path) -> None:
     fake_process(tmp_path, 10, raylet_argv("aa11"), {"RAILYARD_WARM_SOCKET": "/tmp/a.sock"})
     fake_process(tmp_path, 11, raylet_argv("bb22"), {"RAILYARD_WARM_SOCKET": "/tmp/b.sock"})
-    fake_process(tmp_path, 12, ["python", "-m", "railyard.warm"], {})
+    fake_process(tmp_path, 12, ["python", "-m", "railyard.execution.warm_runner"], {})
     assert find_raylet("/tmp/b.sock", tmp_path) == ("10.0.0.1:6379", "bb22")
     # Several raylets and none of them ours: no guess.
     assert find_raylet("/tmp/c.sock", tmp_path) is None

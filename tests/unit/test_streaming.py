@@ -8,10 +8,10 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from railyard.demo_data import fraud_table
-from railyard.streaming import StreamedData, Summary, _summarise_block
-from railyard.tabular import fit_encoding
-from railyard.workflows import infer_task
+from railyard.data.demo import fraud_table
+from railyard.training.streamed import StreamedData, Summary, _summarise_block
+from railyard.training.encoding import fit_encoding
+from railyard.training.workflow import infer_task
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
 
@@ -57,8 +57,8 @@ def test_a_continuous_label_is_regression_from_its_sampled_values():
 
 
 def test_a_large_source_is_right_sized_to_streamed_workers():
-    from railyard.demo_data import sample_spec
-    from railyard.placement import training_workers
+    from railyard.data.demo import sample_spec
+    from railyard.cluster.placement import training_workers
     from railyard.spec import parse_spec
 
     spec = parse_spec(sample_spec("/data/fraud"))

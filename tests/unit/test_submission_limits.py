@@ -8,9 +8,11 @@ import copy
 
 import pytest
 
-from railyard import store, tokens
-from railyard.access import Caller
-from railyard.models import JobStatus
+from railyard.jobstore import jobs
+
+from railyard.jobstore import tokens
+from railyard.control.access import Caller
+from railyard.jobstore.tables import JobStatus
 from tests.unit.test_auth import TEAM_A, TEAM_B, Platform
 
 
@@ -32,7 +34,7 @@ def test_same_key_and_body_returns_the_first_job(plat):
     again = post(plat, TEAM_A, reordered, key="nightly-2026-11-27")
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
-    assert len(store.list_jobs(plat.service.engine)[0]) == 1
+    assert len(jobs.list_jobs(plat.service.engine)[0]) == 1
     assert plat.backend.submitted == [f"railyard-{first.json()['id']}"]
 
 
@@ -46,7 +48,7 @@ def test_same_key_with_another_body_is_409(plat):
     error = r.json()["error"]
     assert error["type"] == "ConflictError" and first["id"] in error["message"]
     assert "new key" in error["message"]
-    assert len(store.list_jobs(plat.service.engine)[0]) == 1
+    assert len(jobs.list_jobs(plat.service.engine)[0]) == 1
 
 
 def test_keys_are_per_team_and_without_a_key_every_post_is_a_new_job(plat):
@@ -79,7 +81,7 @@ def test_concurrent_requests_with_one_key_make_one_job(plat):
                                 range(8)))
     assert len({r.job.id for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
-    assert len(store.list_jobs(plat.service.engine)[0]) == 1
+    assert len(jobs.list_jobs(plat.service.engine)[0]) == 1
 
 
 def test_jobs_over_the_team_limit_wait_queued_then_start_in_order(plat):
@@ -97,22 +99,22 @@ def test_jobs_over_the_team_limit_wait_queued_then_start_in_order(plat):
     assert [e["kind"] for e in events.json()].count("queued") == 1
 
     plat.service.reconcile_all()                               # nothing finished: still waiting
-    assert store.get_job(plat.service.engine, job_id=waiting["id"]).status == "QUEUED"
+    assert jobs.get_job(plat.service.engine, job_id=waiting["id"]).status == "QUEUED"
 
-    store.transition(plat.service.engine, job_id=ids[0]["id"], status=JobStatus.SUCCEEDED)
+    jobs.transition(plat.service.engine, job_id=ids[0]["id"], status=JobStatus.SUCCEEDED)
     # Reading the later job first must not let it jump the queue.
     later = plat.http.get(f"/v1/jobs/{ids[3]['id']}", headers=plat.headers(TEAM_A)).json()
     assert later["status"] == "QUEUED"
     plat.service.reconcile_all()
-    started = store.get_job(plat.service.engine, job_id=waiting["id"])
+    started = jobs.get_job(plat.service.engine, job_id=waiting["id"])
     assert started.status == "PENDING" and started.status_reason is None
     assert plat.backend.submitted[-1] == f"railyard-{waiting['id']}"
-    assert store.get_job(plat.service.engine, job_id=ids[3]["id"]).status == "QUEUED"
+    assert jobs.get_job(plat.service.engine, job_id=ids[3]["id"]).status == "QUEUED"
 
     # A cancelled job frees its place as well.
     plat.http.post(f"/v1/jobs/{ids[1]['id']}/cancel", headers=plat.headers(TEAM_A))
     plat.service.reconcile_all()
-    assert store.get_job(plat.service.engine, job_id=ids[3]["id"]).status == "PENDING"
+    assert jobs.get_job(plat.service.engine, job_id=ids[3]["id"]).status == "PENDING"
 
 
 def test_admin_submissions_count_against_the_owner_team(plat):

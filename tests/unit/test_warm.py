@@ -14,13 +14,13 @@ import time
 import psutil
 import pytest
 
-from railyard import store
+from railyard.jobstore import jobs
 from railyard.config import Settings
-from railyard.db import get_engine, migrate
-from railyard.demo_data import sample_spec, write_fraud_dataset
-from railyard.models import JobStatus
+from railyard.jobstore.engine import get_engine, migrate
+from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.jobstore.tables import JobStatus
 from railyard.spec import parse_spec
-from railyard.warm import process_name
+from railyard.execution.warm_runner import process_name
 from tests.servers import wait_for
 
 
@@ -37,7 +37,7 @@ def warm_server(tmp_path, home):
     settings, _ = home
     socket_path = f"/tmp/railyard-warm-test-{os.getpid()}.sock"
     env = {**os.environ, "RAILYARD_HOME": str(settings.home)}
-    server = subprocess.Popen([sys.executable, "-m", "railyard.warm", "serve", "--socket",
+    server = subprocess.Popen([sys.executable, "-m", "railyard.execution.warm_runner", "serve", "--socket",
                                socket_path], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -55,7 +55,7 @@ def warm_server(tmp_path, home):
 def noop_job(settings: Settings, data, **waits) -> str:
     body = copy.deepcopy(sample_spec(str(data)))
     body["train"].update(workflow_name="NoOp", label="has_fraud_dispute", custom_params=waits)
-    job = store.create_job(get_engine(settings.resolved_database_url), spec=parse_spec(body),
+    job = jobs.create_job(get_engine(settings.resolved_database_url), spec=parse_spec(body),
                            status=JobStatus.PENDING)
     return job.id
 
@@ -65,7 +65,7 @@ def launch(settings: Settings, job_id: str, socket_path: str | None) -> subproce
     env.pop("RAILYARD_WARM_SOCKET", None)
     if socket_path:
         env["RAILYARD_WARM_SOCKET"] = socket_path
-    return subprocess.Popen([sys.executable, "-m", "railyard.launch", job_id], env=env,
+    return subprocess.Popen([sys.executable, "-m", "railyard.execution.entrypoint", job_id], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -85,7 +85,7 @@ def test_a_job_runs_to_the_end_warm_or_cold(home, request, warm):
     output, _ = run.communicate(timeout=180)
     assert run.returncode == 0, output
     assert "phase publish finished" in output            # the driver wrote to our stdout
-    job = store.get_job(get_engine(settings.resolved_database_url), job_id=job_id)
+    job = jobs.get_job(get_engine(settings.resolved_database_url), job_id=job_id)
     assert job.status == "SUCCEEDED" and job.metrics["holdout"]["holdout_rows"] > 0
 
 
@@ -96,7 +96,7 @@ def launched_into_train(home, socket_path: str) -> tuple[subprocess.Popen, psuti
     run = launch(settings, job_id, socket_path)
     driver = wait_for(lambda: forked_driver(job_id), 60, "the forked driver")
     engine = get_engine(settings.resolved_database_url)
-    wait_for(lambda: store.get_job(engine, job_id=job_id).phase == "train", 60, "train")
+    wait_for(lambda: jobs.get_job(engine, job_id=job_id).phase == "train", 60, "train")
     return run, driver
 
 

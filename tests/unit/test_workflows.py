@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from railyard.builtin.xgboost import XGBoostWorkflow
-from railyard.demo_data import fraud_table
+from railyard.training.builtin.xgboost import XGBoostWorkflow
+from railyard.data.demo import fraud_table
 from railyard.errors import SpecError, UnknownWorkflowError
 from railyard.spec import TrainSpec
-from railyard.workflows import TrainContext, TrainingData, available_workflows, get_workflow
+from railyard.training.workflow import TrainContext, TrainingData, available_workflows, get_workflow
 
 
 def test_registry_has_builtins_and_examples():

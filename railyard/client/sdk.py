@@ -1,0 +1,197 @@
+"""Python SDK over the REST API (httpx). Errors come back as the same RailyardError classes
+the server raised::
+
+    from railyard.client import RailyardClient
+    client = RailyardClient()                     # RAILYARD_API_URL or http://127.0.0.1:8000
+    job = client.submit(spec_dict)
+    job = client.wait(job["id"])
+    print(job["metrics"]["holdout"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from railyard.config import get_settings
+from railyard.errors import ERROR_CLASSES, BackendUnavailableError, NotFoundError, RailyardError
+
+if TYPE_CHECKING:
+    from railyard.serving.published import PublishedModel
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+class BearerToken(httpx.Auth):
+    """Sends ``Authorization: Bearer <token>``: the given token, else the one
+    :func:`railyard.client.credentials.find_token` finds when a request is made (so a client made
+    before ``railyard up`` wrote the token file still picks it up)."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request):
+        if self._token is None:
+            from railyard.client.credentials import find_token
+
+            self._token = find_token()
+        if self._token:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+
+class RailyardClient:
+    """A client of one Railyard API; ``token`` defaults to ``RAILYARD_TOKEN`` or the file
+    ``$RAILYARD_HOME/token``."""
+
+    def __init__(self, base_url: str | None = None, *, token: str | None = None,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = (base_url or get_settings().api_url).rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  auth=BearerToken(token))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> RailyardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise BackendUnavailableError(
+                f"cannot reach the Railyard API at {self.base_url}: {exc}; is `railyard up` "
+                "running?") from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None
+               ) -> dict[str, Any]:
+        """POST a training spec; returns the new job. With ``idempotency_key``, a retry of
+        the same spec returns the job the first call created instead of a second one."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/jobs", json=spec, headers=headers).json()
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One job."""
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def list(self, **filters: Any) -> dict[str, Any]:
+        """A page of jobs: ``owner``, ``project``, ``status``, ``limit``, ``cursor``."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._request("GET", "/v1/jobs", params=params).json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job."""
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def logs(self, job_id: str, *, attempt: int | None = None, offset: int = 0) -> str:
+        """A job's log text (``attempt``: default the latest) from byte ``offset`` on."""
+        return self._logs(job_id, attempt, offset).text
+
+    def _logs(self, job_id: str, attempt: int | None, offset: int) -> httpx.Response:
+        params = {"offset": offset, **({"attempt": attempt} if attempt else {})}
+        return self._request("GET", f"/v1/jobs/{job_id}/logs", params=params)
+
+    def follow_logs(self, job_id: str, *, attempt: int | None = None,
+                    poll_s: float = 2.0) -> Iterator[str]:
+        """Yield a job's log as it grows, chunk by chunk, until the job is terminal (then one
+        last read). The server says the log's size (``X-Log-Size``), the next offset."""
+        offset, source, last = 0, None, False
+        while True:
+            response = self._logs(job_id, attempt, offset)
+            got = response.headers.get("X-Log-Source")
+            if got == "durable" and source not in (None, "durable") and offset:
+                # Until the runner's first upload the API serves Ray's live driver log, whose
+                # offsets are not the durable copy's: start over (a few lines may repeat).
+                offset, source = 0, got
+                continue
+            if source != "durable" or got == "durable":  # never step back from the durable copy
+                source = got
+                size = int(response.headers.get("X-Log-Size", offset + len(response.content)))
+                if size > offset and response.text:
+                    yield response.text
+                offset = max(offset, size)
+            if last:
+                return
+            # The status is read before the log, so this read already has what the job wrote
+            # before it ended; one more read picks up what its driver uploaded on the way out.
+            last = response.headers.get("X-Job-Status") in TERMINAL
+            if not last:
+                time.sleep(poll_s)
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's timeline."""
+        return self._request("GET", f"/v1/jobs/{job_id}/events").json()
+
+    def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's attempts (1, then one per retry): outcome, failure kind, error."""
+        return self._request("GET", f"/v1/jobs/{job_id}/attempts").json()
+
+    def trials(self, job_id: str) -> list[dict[str, Any]]:
+        """A sweep's trial records."""
+        return self._request("GET", f"/v1/jobs/{job_id}/trials").json()
+
+    def models(self, job_id: str) -> list[dict[str, Any]]:
+        """A fan-out job's per-partition models."""
+        return self._request("GET", f"/v1/jobs/{job_id}/models").json()
+
+    def workflows(self) -> list[dict[str, Any]]:
+        """Registered workflows."""
+        return self._request("GET", "/v1/workflows").json()
+
+    def load_model(self, job_id: str, *, into: Path | None = None) -> PublishedModel:
+        """The job's published model, loaded from its artifacts (``artifacts.model_dir``);
+        ``.predict(table_or_dataframe)`` scores rows. S3 artifacts are copied to ``into`` (or a
+        temporary directory) first."""
+        from railyard.serving.published import load_published
+
+        job = self.get(job_id)
+        model_dir = (job.get("artifacts") or {}).get("model_dir")
+        if not model_dir:
+            raise NotFoundError(f"job {job_id} has no published model (status "
+                                f"{job.get('status')}); only SUCCEEDED jobs publish one")
+        return load_published(model_dir, into=into)
+
+    def healthy(self) -> bool:
+        """True when /healthz answers 200."""
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 0.5,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job is terminal; ``on_update`` sees every poll's job."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s; "
+                                   f"timeline: {self.events(job_id)}")
+            time.sleep(poll)
+
+
+def _error_from(response: httpx.Response) -> RailyardError:
+    try:
+        body = response.json()["error"]
+        cls = ERROR_CLASSES.get(body.get("type"), RailyardError)
+        error = cls(body.get("message", response.text), body.get("details"))
+    except (ValueError, KeyError, TypeError):
+        error = RailyardError(f"HTTP {response.status_code}: {response.text[:500]}")
+    error.status_code = response.status_code
+    return error

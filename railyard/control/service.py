@@ -1,0 +1,375 @@
+"""The job service: what the API does with a spec, a job id or a cancel request.
+
+It ties the store (database) to the execution backend (Ray Jobs) and keeps them truthful:
+a job whose Ray driver is gone is never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any, NamedTuple
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from railyard.control import team_limits
+
+from railyard.cluster import placement
+
+from railyard.jobstore import jobs
+from railyard.control.access import SYSTEM, Caller, check_submit, owner_filter
+from railyard.control.backend import JobBackend
+from railyard.config import Settings
+from railyard.errors import (BackendUnavailableError, ConflictError, NotFoundError,
+                             SpecError)
+from railyard.jobstore.retries import end_failed_attempt
+from railyard.jobstore.tables import FailureKind, Job, JobAttempt, JobStatus, utcnow
+from railyard.cluster.pools import choose_pool
+from railyard.spec import TrainingSpec, parse_spec
+from railyard.training.submit_checks import validate_spec
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+PAUSED_REASON = "queued: submission is paused by the operator (RAILYARD_SUBMISSION_PAUSED)"
+
+
+class Created(NamedTuple):
+    """What a submit produced: the job, and whether it is an earlier job returned again for a
+    repeated Idempotency-Key (``replayed``)."""
+
+    job: Job
+    replayed: bool
+
+
+def request_hash(payload: Any) -> str:
+    """SHA-256 of the request body as canonical JSON (key order and spacing do not count)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_idempotency_key(key: str) -> None:
+    """422 unless ``key`` is 1-255 printable ASCII characters."""
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or \
+            not all(" " <= ch <= "~" for ch in key):
+        raise SpecError(
+            f"Idempotency-Key header: give 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
+            "characters (a UUID is a good key)",
+            details=[{"field": "Idempotency-Key", "message": "empty, too long or not ASCII"}])
+
+
+class JobService:
+    """Submit, reconcile and cancel jobs."""
+
+    def __init__(self, *, engine: Engine, backend: JobBackend, settings: Settings) -> None:
+        self.engine, self.backend, self.settings = engine, backend, settings
+
+    def create(self, payload: Any, *, caller: Caller = SYSTEM,
+               idempotency_key: str | None = None) -> Created:
+        """Validate a spec, store the job, submit it (or queue it while the owner's team is at
+        its concurrency limit). Nothing is stored for an invalid or forbidden spec.
+
+        With ``idempotency_key``, the caller's team gets one job per key: the same body again
+        returns that job (``replayed``), another body is a 409.
+        """
+        body_hash = None
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            body_hash = request_hash(payload)
+            existing = jobs.find_by_idempotency_key(self.engine, submitted_by=caller.team,
+                                                     key=idempotency_key)
+            if existing is not None:
+                return Created(self._replay(existing, idempotency_key, body_hash), True)
+        spec = parse_spec(payload)
+        check_submit(caller, spec)
+        self._check_lifecycle(spec)
+        validate_spec(spec, settings=self.settings)
+        choose_pool(spec.train.resources, 0)  # an unknown pool or GPUs on a CPU pool → 422
+        try:
+            job = jobs.create_job(self.engine, spec=spec, submitted_by=caller.team,
+                                   idempotency_key=idempotency_key, request_hash=body_hash)
+        except IntegrityError:
+            # A concurrent request with the same key stored its job first.
+            existing = idempotency_key and jobs.find_by_idempotency_key(
+                self.engine, submitted_by=caller.team, key=idempotency_key)
+            if not existing:
+                raise
+            return Created(self._replay(existing, idempotency_key, body_hash), True)
+        return Created(self._submit(job, spec), False)
+
+    @staticmethod
+    def _replay(job: Job, key: str, body_hash: str | None) -> Job:
+        if job.request_hash != body_hash:
+            raise ConflictError(
+                f"Idempotency-Key {key!r} was already used for job {job.id} with a different "
+                f"request body; send a new key for a new job, or the original body to get "
+                f"{job.id} back", details=[{"field": "Idempotency-Key", "job_id": job.id,
+                                            "message": "key reused with another body"}])
+        return job
+
+    def list_jobs(self, *, caller: Caller = SYSTEM, owner: str | None = None,
+                  project: str | None = None, status: JobStatus | None = None,
+                  limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """A page of the jobs ``caller`` may see (its team's; every team's for an admin),
+        newest first, each reconciled with Ray."""
+        page, next_cursor = jobs.list_jobs(self.engine, owner=owner_filter(caller, owner),
+                                            project=project, status=status, limit=limit,
+                                            cursor=cursor)
+        return [self.reconcile(j) for j in page], next_cursor
+
+    def _check_lifecycle(self, spec: TrainingSpec) -> None:
+        limits = {"pending_timeout_s": self.settings.max_pending_timeout_s,
+                  "run_timeout_s": self.settings.max_run_timeout_s}
+        for name, maximum in limits.items():
+            value = getattr(spec.lifecycle, name)
+            if value is not None and value > maximum:
+                raise SpecError(f"lifecycle.{name}: {value}s is over this server's maximum of "
+                                f"{maximum}s; ask for at most {maximum}",
+                                details=[{"field": f"lifecycle.{name}", "message": "too long"}])
+        for name in ("max_retries", "max_user_code_retries"):
+            value = getattr(spec.lifecycle, name)
+            if value > self.settings.max_retries:
+                raise SpecError(
+                    f"lifecycle.{name}: {value} is over this server's maximum of "
+                    f"{self.settings.max_retries} retries (RAILYARD_MAX_RETRIES); ask for at "
+                    f"most {self.settings.max_retries}",
+                    details=[{"field": f"lifecycle.{name}", "message": "too many retries"}])
+
+    def timeouts(self, spec: TrainingSpec) -> tuple[int, int]:
+        """(pending, run) timeouts in seconds: the spec's, else the server's defaults."""
+        return (spec.lifecycle.pending_timeout_s or self.settings.pending_timeout_s,
+                spec.lifecycle.run_timeout_s or self.settings.run_timeout_s)
+
+    def _placement(self, spec: TrainingSpec) -> placement.Placement:
+        from railyard.data.fetch import source_bytes
+
+        try:
+            cluster_pools = self.backend.node_pools()
+        except BackendUnavailableError:
+            cluster_pools = {}
+        try:
+            data_bytes = source_bytes(spec.data.features[0])
+        except Exception:  # noqa: BLE001 - size only steers an automatic pool choice
+            data_bytes = 0
+        return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
+
+    def _submit(self, job: Job, spec: TrainingSpec) -> Job:
+        """Submit a QUEUED job to Ray if its team is under the concurrency limit; otherwise
+        leave it QUEUED with the reason."""
+        with team_limits.team_lock(job.owner):
+            job = jobs.get_job(self.engine, job_id=job.id)
+            if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
+                return job                                # submitted or cancelled meanwhile
+            waiting = PAUSED_REASON if self.settings.submission_paused else \
+                team_limits.wait_reason(self.engine, job,
+                                      self.settings.max_concurrent_jobs_per_team)
+            if waiting is None:
+                return self._submit_now(job, spec)
+            if waiting != job.status_reason:
+                if not (job.status_reason or "").startswith("queued:"):
+                    jobs.add_event(self.engine, job_id=job.id, kind="queued", message=waiting)
+                jobs.update_job(self.engine, job_id=job.id, status_reason=waiting)
+            return jobs.get_job(self.engine, job_id=job.id)
+
+    def _submit_now(self, job: Job, spec: TrainingSpec) -> Job:
+        where = self._placement(spec)
+        try:
+            submission_id = self.backend.submit(job.id, attempt=job.attempt or 1,
+                                                env_vars=self.settings.runtime_env_vars(),
+                                                placement=where.submit_kwargs)
+        except BackendUnavailableError as exc:
+            # The job stays QUEUED; reconcile() submits it once the cluster answers.
+            log.warning("job %s queued, Ray unavailable: %s", job.id, exc.message)
+            jobs.add_event(self.engine, job_id=job.id, kind="submit_deferred",
+                            message=exc.message)
+            return jobs.get_job(self.engine, job_id=job.id)
+        jobs.transition(self.engine, job_id=job.id, status=JobStatus.PENDING,
+                         allowed_from=frozenset({JobStatus.QUEUED}),
+                         message=f"submitted to Ray as {submission_id} (pool: "
+                                 f"{where.pool or 'any'}; {where.reason})"
+                                 + (f", attempt {job.attempt}" if (job.attempt or 1) > 1
+                                    else ""),
+                         ray_submission_id=submission_id, submitted_at=utcnow(),
+                         pool=where.pool, pool_enforced=where.enforced,
+                         placement_reason=where.reason, status_reason=None)
+        return jobs.get_job(self.engine, job_id=job.id)
+
+    def reconcile(self, job: Job) -> Job:
+        """Bring a non-terminal job in line with what Ray knows about it."""
+        if JobStatus(job.status).is_terminal():
+            return job
+        if job.status == JobStatus.QUEUED.value and job.ray_submission_id is None:
+            return self._submit(job, TrainingSpec.model_validate(job.spec))
+        if job.ray_submission_id is None:
+            return job
+        try:
+            ray_status = self.backend.status(job.ray_submission_id)
+        except BackendUnavailableError:
+            return job
+        if not ray_status.is_terminal:
+            return self._check_waiting_and_timeouts(job, ray_status.status)
+        fresh = jobs.get_job(self.engine, job_id=job.id)   # the runner may have just finished
+        if JobStatus(fresh.status).is_terminal():
+            return fresh
+        if (fresh.attempt, fresh.ray_submission_id) != (job.attempt, job.ray_submission_id):
+            return fresh                  # the runner queued a retry itself as its driver ended
+        if ray_status.status == "STOPPED":
+            return self._end_job(job, JobStatus.CANCELLED, "Ray job was stopped")
+        reason = (f"the Ray driver ended ({ray_status.status}) without recording a result"
+                  + (f": {ray_status.message}" if ray_status.message else ""))
+        return self._infrastructure_failure(fresh, reason)
+
+    def _infrastructure_failure(self, job: Job, reason: str) -> Job:
+        """The job's driver is gone (killed, its node lost, unknown to Ray): fail the attempt
+        and retry the job if its budget allows."""
+        log.warning("job %s attempt %s: %s", job.id, job.attempt, reason)
+        if end_failed_attempt(self.engine, job=job, kind=FailureKind.INFRASTRUCTURE,
+                              error=reason, phase=job.phase or "startup",
+                              server_max_retries=self.settings.max_retries):
+            retry = jobs.get_job(self.engine, job_id=job.id)
+            return self._submit(retry, TrainingSpec.model_validate(retry.spec))
+        return jobs.get_job(self.engine, job_id=job.id)
+
+    def _check_waiting_and_timeouts(self, job: Job, ray_status: str) -> Job:
+        """Explain a job that waits for its pool; fail one past its pending or run timeout."""
+        spec = TrainingSpec.model_validate(job.spec)
+        pending_limit, run_limit = self.timeouts(spec)
+        now = utcnow()
+        if ray_status == "PENDING" and job.status in (JobStatus.QUEUED.value,
+                                                      JobStatus.PENDING.value):
+            reason = job.status_reason
+            if job.pool and job.pool_enforced:
+                try:
+                    reason = placement.pending_reason(job.pool, self.backend.node_pools())
+                except BackendUnavailableError:
+                    pass
+            since = jobs.as_utc(job.submitted_at or job.created_at)
+            if (now - since).total_seconds() > pending_limit:
+                message = (f"{reason or 'waiting for Ray to start the job'}; gave up after the "
+                           f"pending timeout of {pending_limit}s")
+                self._stop_quietly(job)
+                self._end_job(job, JobStatus.FAILED, message, phase="pending",
+                              status_reason=reason)
+            elif reason and reason != job.status_reason:
+                jobs.update_job(self.engine, job_id=job.id, status_reason=reason)
+            return jobs.get_job(self.engine, job_id=job.id)
+        if job.status == JobStatus.RUNNING.value:
+            started = jobs.as_utc(job.started_at)
+            if started is not None and (now - started).total_seconds() > run_limit:
+                message = f"run timeout of {run_limit}s exceeded in phase {job.phase}"
+                self._stop_quietly(job)
+                return self._end_job(job, JobStatus.FAILED, message,
+                                     phase=job.phase or "startup")
+            return self._check_heartbeat(job)
+        return job
+
+    def _end_job(self, job: Job, status: JobStatus, message: str, *, phase: str | None = None,
+                 **fields: Any) -> Job:
+        """Close the job's current attempt and the job itself with ``status``, not retried
+        (a timeout, a Ray job stopped outside Railyard); a FAILED job gets the error and
+        phase."""
+        jobs.finish_attempt(self.engine, job_id=job.id, attempt=job.attempt or 1,
+                             status=status, error=message, error_phase=phase,
+                             ray_submission_id=job.ray_submission_id)
+        if status is JobStatus.FAILED:
+            fields.update(error=message, error_phase=phase)
+        jobs.transition(self.engine, job_id=job.id, status=status, message=message, **fields)
+        return jobs.get_job(self.engine, job_id=job.id)
+
+    def _check_heartbeat(self, job: Job) -> Job:
+        """A driver Ray still calls RUNNING that has not written its heartbeat for
+        RAILYARD_HEARTBEAT_TIMEOUT_S is hung or cut off: stop it and fail (or retry) it."""
+        beat = jobs.as_utc(job.heartbeat_at)
+        if beat is None:
+            return job
+        silent = (utcnow() - beat).total_seconds()
+        if silent <= self.settings.heartbeat_timeout_s:
+            return job
+        self._stop_quietly(job)
+        return self._infrastructure_failure(
+            job, f"no heartbeat from the job's driver for {silent:.0f}s "
+                 f"(limit {self.settings.heartbeat_timeout_s:.0f}s); it was stopped")
+
+    def attempts(self, job_id: str) -> list[JobAttempt]:
+        """Every attempt of a job, first to last."""
+        jobs.get_job(self.engine, job_id=job_id)          # 404 for an unknown job
+        return jobs.list_attempts(self.engine, job_id=job_id)
+
+    def _stop_quietly(self, job: Job) -> None:
+        if job.ray_submission_id:
+            try:
+                self.backend.stop(job.ray_submission_id)
+            except BackendUnavailableError:
+                log.warning("could not stop Ray job %s", job.ray_submission_id)
+
+    def reconcile_all(self) -> int:
+        """Reconcile every non-terminal job (the background reconciler calls this)."""
+        count = 0
+        for job in jobs.list_active_jobs(self.engine):
+            try:
+                self.reconcile(job)
+                count += 1
+            except Exception:  # noqa: BLE001 - one bad job must not stop the loop
+                log.exception("reconciling job %s failed", job.id)
+        return count
+
+    def get(self, job_id: str) -> Job:
+        """A job, reconciled with Ray first."""
+        return self.reconcile(jobs.get_job(self.engine, job_id=job_id))
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job in any non-terminal state and stop its Ray job."""
+        job = jobs.get_job(self.engine, job_id=job_id)
+        if JobStatus(job.status).is_terminal():
+            raise ConflictError(
+                f"job {job_id} is already {job.status}; only QUEUED, PENDING or RUNNING jobs "
+                "can be cancelled")
+        if not jobs.transition(self.engine, job_id=job_id, status=JobStatus.CANCELLED,
+                                message="cancelled by request"):
+            job = jobs.get_job(self.engine, job_id=job_id)
+            raise ConflictError(f"job {job_id} finished ({job.status}) before it was cancelled")
+        if job.ray_submission_id:
+            jobs.finish_attempt(self.engine, job_id=job_id, attempt=job.attempt or 1,
+                                 status=JobStatus.CANCELLED, error="cancelled by request",
+                                 ray_submission_id=job.ray_submission_id)
+        if job.ray_submission_id:
+            try:
+                self.backend.stop(job.ray_submission_id)
+            except BackendUnavailableError as exc:
+                jobs.add_event(self.engine, job_id=job_id, kind="cancel",
+                                message=f"could not stop the Ray job yet: {exc.message}")
+        return jobs.get_job(self.engine, job_id=job_id)
+
+    def logs(self, job_id: str, *, attempt: int | None = None, offset: int = 0) -> str:
+        """An attempt's log (default: the latest) from byte ``offset`` on, as a
+        :class:`~railyard.artifacts.job_logs.LogText` (``.size``: the whole log's bytes). The durable
+        copy the runner streams to the artifact store comes first, even while the job runs;
+        for the latest attempt, else the job's published ``logs`` artifact, else Ray's live
+        driver log."""
+        from railyard.artifacts.job_logs import LogText, log_uri, read_from
+        from railyard.artifacts.artifact_store import ArtifactStore
+
+        job = jobs.get_job(self.engine, job_id=job_id)
+        latest = job.attempt or 1
+        attempt = attempt or latest
+        if attempt > latest:
+            raise NotFoundError(f"job {job_id} has no attempt {attempt}; its attempts are 1 to "
+                                f"{latest}")
+        artifacts = ArtifactStore(self.settings.resolved_artifact_root)
+        uris = [(log_uri(artifacts, job.id, attempt), "durable")]
+        if attempt == latest and (job.artifacts or {}).get("logs"):
+            uris.append((job.artifacts["logs"], "artifact"))
+        for uri, source in uris:
+            try:
+                return read_from(artifacts.get_bytes(uri), offset, source)
+            except OSError:
+                pass
+        if attempt == latest and job.ray_submission_id:
+            try:
+                live = self.backend.logs(job.ray_submission_id).encode()
+                return LogText(live[offset:].decode(errors="replace"), len(live), "ray")
+            except BackendUnavailableError:
+                pass
+        return LogText("", 0, "none")

@@ -1,0 +1,295 @@
+"""Warm runners: a per-node server that has already imported what a job's driver needs (Ray
+Data, xgboost and scikit-learn, matplotlib, the workflows) and forks a driver for each job.
+
+A job's driver otherwise spends ~1.5 s of its life importing before it reads a byte. With a
+warm server on the node, the Ray job's entrypoint (``python -m railyard.execution.entrypoint JOB``, which
+imports nothing but the standard library) hands the server its job id, environment, working
+directory and stdio; the server forks, and the child runs ``railyard.execution.driver`` in that
+environment, writing to the entrypoint's stdout and stderr (so Ray's driver log has it). The
+entrypoint forwards SIGTERM/SIGINT to the child and exits with its exit code; the child exits
+as soon as the entrypoint is gone (killed, or its node lost), so cancel and a killed driver
+behave exactly as without the server. Without a server the entrypoint runs the job itself.
+
+    python -m railyard.execution.warm_runner serve --socket /path/to/warm.sock
+
+The server never initialises Ray; each child connects as the job's own driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+SOCKET_ENV = "RAILYARD_WARM_SOCKET"
+FORKED_ENV = "RAILYARD_WARM_FORKED_FROM"     # set in a forked driver: the server's pid
+MAX_MESSAGE = 1 << 20
+# What every driver imports; importing it once here is the point of the server.
+PRELOAD = ("railyard.execution.driver", "railyard.data.fetch", "railyard.training.streamed", "railyard.training.metrics",
+           "railyard.artifacts.checkpoints", "railyard.training.sweeps.ray_tune", "railyard.training.builtin.xgboost",
+           "railyard.training.builtin.lightgbm", "railyard.training.builtin.sklearn", "sklearn.metrics",
+           "matplotlib.pyplot")
+
+
+def send_message(sock: socket.socket, payload: dict, fds: list[int] | None = None) -> None:
+    """One JSON message, newline-terminated; ``fds`` ride along (SCM_RIGHTS)."""
+    data = json.dumps(payload).encode() + b"\n"
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
+
+
+def recv_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict | None, list[int]]:
+    """One message (None at end of stream) and any descriptors that came with it."""
+    buffer, fds = b"", []
+    while not buffer.endswith(b"\n"):
+        if max_fds and not fds:
+            chunk, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, max_fds)
+        else:
+            chunk = sock.recv(MAX_MESSAGE)
+        if not chunk:
+            return None, fds
+        buffer += chunk
+    return json.loads(buffer), fds
+
+
+# ------------------------------------------------------------------------------------ server
+def preload() -> None:
+    """Import the drivers' modules (and pick matplotlib's headless backend)."""
+    import importlib
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Ray reads this when it is imported, so here, before the drivers' imports (see
+    # Settings.runtime_env_vars).
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing extra only costs its import later
+            print(f"railyard warm: could not preload {name}: {exc}", file=sys.stderr)
+    from railyard.training.workflow import available_workflows
+
+    available_workflows()
+
+
+def serve(socket_path: str) -> None:
+    """Preload, then fork a driver for every request until killed."""
+    preload()
+    path = Path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(64)
+    inode = path.stat().st_ino
+    print(f"railyard warm: serving on {path} (pid {os.getpid()})", flush=True)
+    server.settimeout(5.0)
+    open_connections: set[socket.socket] = set()
+    standby = _Standby(socket_path)
+    while True:
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            # Gone (its cluster was stopped and cleaned up) or taken over by a newer server.
+            if not path.exists() or path.stat().st_ino != inode:
+                return
+            continue
+        conn.settimeout(None)
+        try:
+            request, fds = recv_message(conn, max_fds=3)
+            if request is None or len(fds) != 3:
+                raise ValueError("expected a request with stdin, stdout and stderr")
+        except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
+            print(f"railyard warm: bad request: {exc}", file=sys.stderr, flush=True)
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:
+            server.close()
+            for other in list(open_connections):  # other jobs' launchers are not ours
+                other.close()
+            _run_child(conn, request, fds)       # never returns
+        for fd in fds:
+            os.close(fd)
+        open_connections.add(conn)
+        standby.saw_job(request["env"])
+        threading.Thread(target=_report_exit, args=(conn, pid, open_connections, standby),
+                         daemon=True).start()
+
+
+class _Standby:
+    """Keeps a standby worker for the next job's Ray supervisor on this node
+    (railyard.execution.standby_supervisor), asked for after a job ends and the node has no other."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.runtime_env: dict | None = None
+        self._lock = threading.Lock()
+
+    def saw_job(self, env: dict[str, str]) -> None:
+        from railyard.execution.standby_supervisor import supervisor_runtime_env
+
+        self.runtime_env = supervisor_runtime_env(env) or self.runtime_env
+
+    def replenish(self) -> None:
+        from railyard.execution.standby_supervisor import replenish
+
+        if self._lock.acquire(blocking=False):
+            try:
+                replenish(self.runtime_env, self.socket_path)
+            finally:
+                self._lock.release()
+
+
+def _report_exit(conn: socket.socket, pid: int, open_connections: set,
+                 standby: _Standby | None = None) -> None:
+    try:
+        send_message(conn, {"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        send_message(conn, {"exit": os.waitstatus_to_exitcode(status)})
+    except OSError:
+        pass
+    finally:
+        open_connections.discard(conn)
+        conn.close()
+    if standby is not None and not open_connections:
+        standby.replenish()
+
+
+def process_name(job_id: str) -> str:
+    """The name (``comm``, 15 bytes at most) a forked driver takes, so ``ps`` and tests can
+    tell which job it runs: its command line is still the server's."""
+    return f"ry-{job_id[-12:]}"
+
+
+def _set_process_name(name: str) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)      # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """In the forked child: become the job's driver process."""
+    code = 1
+    try:
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        conn.close()
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ[FORKED_ENV] = str(os.getppid())
+        os.chdir(request["cwd"])
+        sys.argv = ["railyard.execution.driver", *request["argv"]]
+        if request["argv"] and not request["argv"][0].startswith("-"):
+            _set_process_name(process_name(request["argv"][0]))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        _exit_with(int(request["launcher_pid"]))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from railyard.execution.driver import main
+
+        code = main(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - report and exit non-zero like a crashed driver
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _exit_with(launcher_pid: int, interval_s: float = 0.2) -> None:
+    """Exit this driver as soon as its launcher (the process Ray knows) is gone."""
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if not _alive(launcher_pid):
+                os._exit(137)
+
+    threading.Thread(target=watch, name="railyard-launcher-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """False once ``pid`` has exited, including as a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+# ------------------------------------------------------------------------------------ client
+def run_warm(argv: list[str], socket_path: str, *, connect_timeout_s: float = 2.0) -> int | None:
+    """Hand ``railyard.execution.driver``'s arguments to the warm server; its exit code, or None when
+    no server answers (the caller then runs the job itself)."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(connect_timeout_s)
+    try:
+        client.connect(socket_path)
+    except OSError:
+        client.close()
+        return None
+    client.settimeout(None)
+    request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(),
+               "launcher_pid": os.getpid()}
+    send_message(client, request, [0, 1, 2])
+    started, _ = recv_message(client)
+    if started is None:
+        return None                            # the server died before forking
+    child = int(started["pid"])
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    ended, _ = recv_message(client)
+    client.close()
+    if ended is None:
+        return 1                               # the server died while the job ran
+    return int(ended["exit"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m railyard.execution.warm_runner serve --socket PATH``."""
+    parser = argparse.ArgumentParser(prog="python -m railyard.execution.warm_runner")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = sub.add_parser("serve", help="preload and fork drivers on request")
+    serve_cmd.add_argument("--socket", default=os.environ.get(SOCKET_ENV))
+    args = parser.parse_args(argv)
+    if not args.socket:
+        parser.error(f"give --socket or set {SOCKET_ENV}")
+    serve(args.socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

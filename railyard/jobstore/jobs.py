@@ -1,0 +1,334 @@
+"""Keyword-only CRUD over jobs and their timeline. Status changes are guarded: a terminal job
+never changes again, so a late runner write cannot turn a CANCELLED job into SUCCEEDED."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from railyard.jobstore.engine import session_scope
+from railyard.errors import NotFoundError, SpecError
+from railyard.jobstore.tables import (ACTIVE_STATUSES, PHASES, AttemptPublic, DatasetPublic, EventPublic,
+                             FailureKind, Job, JobAttempt, JobEvent, JobPublic, JobStatus,
+                             PhasePublic, utcnow)
+from railyard.spec import TrainingSpec
+
+
+def new_job_id() -> str:
+    """A fresh job id: ``job-`` and 20 hex digits."""
+    return "job-" + uuid.uuid4().hex[:20]
+
+
+def submission_id_for(job_id: str, attempt: int = 1) -> str:
+    """The Ray submission id of a job's attempt (deterministic, so Ray refuses a second
+    submit of the same attempt)."""
+    return f"railyard-{job_id}" if attempt <= 1 else f"railyard-{job_id}-attempt-{attempt}"
+
+
+def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
+               origin: str = "api", status: JobStatus = JobStatus.QUEUED,
+               ray_submission_id: str | None = None, submitted_by: str | None = None,
+               idempotency_key: str | None = None, request_hash: str | None = None) -> Job:
+    """Insert a job and its first timeline event in one transaction. A second job with the
+    same (``submitted_by``, ``idempotency_key``) raises IntegrityError."""
+    job = Job(
+        id=job_id or new_job_id(), status=status.value, owner=spec.owner, project=spec.project,
+        trainer=spec.trainer, model_name=spec.model_name,
+        model_description=spec.model_description, workflow_name=spec.train.workflow_name,
+        spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), origin=origin,
+        ray_submission_id=ray_submission_id, submitted_by=submitted_by,
+        idempotency_key=idempotency_key, request_hash=request_hash,
+    )
+    with session_scope(engine) as session:
+        session.add(job)
+        session.flush()
+        session.add(JobEvent(job_id=job.id, kind="status", message=status.value))
+    return job
+
+
+def get_job(engine: Engine, *, job_id: str) -> Job:
+    """The job, or NotFoundError."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id!r}")
+        return job
+
+
+def find_by_idempotency_key(engine: Engine, *, submitted_by: str, key: str) -> Job | None:
+    """The job ``submitted_by`` created with Idempotency-Key ``key``, if any."""
+    with session_scope(engine) as session:
+        query = select(Job).where(Job.submitted_by == submitted_by,
+                                  Job.idempotency_key == key)
+        return session.exec(query).first()
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{as_utc(job.created_at).isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except Exception:
+        raise SpecError("cursor is not valid: pass back the next_cursor of a previous page",
+                        details=[{"field": "cursor", "message": "invalid cursor"}]) from None
+
+
+def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None = None,
+              status: JobStatus | None = None, limit: int = 50,
+              cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of jobs, newest first, and the cursor of the next page (None on the last)."""
+    query = select(Job)
+    if owner:
+        query = query.where(Job.owner == owner)
+    if project:
+        query = query.where(Job.project == project)
+    if status:
+        query = query.where(Job.status == status.value)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created,
+                                and_(Job.created_at == created, Job.id < job_id)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with session_scope(engine) as session:
+        jobs = list(session.exec(query).all())
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def list_active_jobs(engine: Engine) -> list[Job]:
+    """Every job that is not yet terminal, oldest first (queued jobs start in that order)."""
+    with session_scope(engine) as session:
+        query = select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))\
+            .order_by(Job.created_at, Job.id)
+        return list(session.exec(query).all())
+
+
+def transition(engine: Engine, *, job_id: str, status: JobStatus,
+               allowed_from: frozenset[JobStatus] = ACTIVE_STATUSES,
+               message: str | None = None, **fields: Any) -> bool:
+    """Move a job to ``status`` if it is currently in ``allowed_from``; record the event.
+
+    Returns False (changing nothing) when the job has already moved elsewhere.
+    """
+    values: dict[str, Any] = {"status": status.value, **fields}
+    if status.is_terminal() and "finished_at" not in values:
+        values["finished_at"] = utcnow()
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([s.value for s in allowed_from]))
+            .values(**values))
+        if result.rowcount == 0:
+            return False
+        session.add(JobEvent(job_id=job_id, kind="status", message=message or status.value))
+    return True
+
+
+def update_job(engine: Engine, *, job_id: str, **fields: Any) -> None:
+    """Set fields on a job regardless of its status (results, phase, artifacts)."""
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**fields))
+
+
+def add_event(engine: Engine, *, job_id: str, kind: str, phase: str | None = None,
+              message: str | None = None) -> None:
+    """Append an entry to a job's timeline."""
+    with session_scope(engine) as session:
+        session.add(JobEvent(job_id=job_id, kind=kind, phase=phase, message=message))
+
+
+def list_events(engine: Engine, *, job_id: str) -> list[JobEvent]:
+    """A job's timeline, oldest first."""
+    with session_scope(engine) as session:
+        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        return list(session.exec(query).all())
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def phases_from_events(events: list[JobEvent]) -> list[PhasePublic]:
+    """Fold phase start/finish events into one entry per phase, in run order."""
+    phases: dict[str, PhasePublic] = {}
+    for ev in events:
+        if ev.kind == "attempt_started":
+            phases.clear()           # the timeline's phases are those of the latest attempt
+            continue
+        if ev.phase is None or ev.kind not in ("phase_started", "phase_finished"):
+            continue
+        entry = phases.setdefault(ev.phase, PhasePublic(name=ev.phase))
+        if ev.kind == "phase_started":
+            entry.started_at = as_utc(ev.at)
+        else:
+            entry.finished_at = as_utc(ev.at)
+    for entry in phases.values():
+        if entry.started_at and entry.finished_at:
+            entry.duration_s = round((entry.finished_at - entry.started_at).total_seconds(), 3)
+    order = {name: i for i, name in enumerate(PHASES)}
+    return sorted(phases.values(), key=lambda p: order.get(p.name, len(order)))
+
+
+def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
+    """The API view of a job."""
+    return JobPublic(
+        id=job.id, status=JobStatus(job.status), phase=job.phase, owner=job.owner,
+        project=job.project, trainer=job.trainer, model_name=job.model_name,
+        model_description=job.model_description, workflow_name=job.workflow_name,
+        origin=job.origin, created_at=as_utc(job.created_at),
+        started_at=as_utc(job.started_at), finished_at=as_utc(job.finished_at),
+        error=job.error, error_phase=job.error_phase,
+        dataset=DatasetPublic(train_rows=job.train_rows, holdout_rows=job.holdout_rows,
+                              stats=job.dataset_stats or {}),
+        metrics=job.metrics or {}, artifacts=job.artifacts or {},
+        phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
+        pool=job.pool, placement_reason=job.placement_reason, status_reason=job.status_reason,
+        submitted_by=job.submitted_by, attempt=job.attempt or 1, spec=job.spec,
+    )
+
+
+def to_event_public(ev: JobEvent) -> EventPublic:
+    """The API view of a timeline entry."""
+    return EventPublic(at=as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)
+
+
+def record_trial(engine: Engine, *, job_id: str, trial: dict[str, Any]) -> None:
+    """Store a sweep trial's record (params, metrics, status, duration, error) on the job's
+    timeline; the newest record of a trial id wins."""
+    record_trials(engine, job_id=job_id, trials=[trial])
+
+
+def record_trials(engine: Engine, *, job_id: str, trials: list[dict[str, Any]]) -> None:
+    """Store several trial records in one transaction (see ``record_trial``)."""
+    import json
+
+    with session_scope(engine) as session:
+        for trial in trials:
+            session.add(JobEvent(job_id=job_id, kind="trial", phase="train",
+                                 message=json.dumps(trial, sort_keys=True, default=str)))
+
+
+def list_trials(engine: Engine, *, job_id: str) -> list[dict[str, Any]]:
+    """The job's trials, one record per trial id (the newest), in the order they ended."""
+    import json
+
+    latest: dict[str, dict[str, Any]] = {}
+    for event in list_events(engine, job_id=job_id):
+        if event.kind == "trial" and event.message:
+            record = json.loads(event.message)
+            latest.pop(record["trial_id"], None)
+            latest[record["trial_id"]] = record
+    return list(latest.values())
+
+
+def record_partition_model(engine: Engine, *, job_id: str, model: dict[str, Any]) -> None:
+    """Store one fan-out partition's model record (metrics, artifact, status, error)."""
+    import json
+
+    add_event(engine, job_id=job_id, kind="partition_model", phase="train",
+              message=json.dumps(model, sort_keys=True, default=str))
+
+
+def list_partition_models(engine: Engine, *, job_id: str) -> list[dict[str, Any]]:
+    """A fan-out job's per-partition models, sorted by partition value."""
+    import json
+
+    records = {}
+    for event in list_events(engine, job_id=job_id):
+        if event.kind == "partition_model" and event.message:
+            record = json.loads(event.message)
+            records[record["partition"]] = record
+    return [records[k] for k in sorted(records)]
+
+
+# ---------------------------------------------------------------------- attempts (retries)
+def start_attempt(engine: Engine, *, job_id: str, attempt: int,
+                  ray_submission_id: str | None) -> None:
+    """Record that ``attempt`` of a job started running (idempotent per attempt number)."""
+    with session_scope(engine) as session:
+        exists = session.exec(select(JobAttempt).where(JobAttempt.job_id == job_id,
+                                                       JobAttempt.attempt == attempt)).first()
+        if exists is None:
+            session.add(JobAttempt(job_id=job_id, attempt=attempt,
+                                   ray_submission_id=ray_submission_id))
+            session.add(JobEvent(job_id=job_id, kind="attempt_started",
+                                 message=f"attempt {attempt} started"
+                                         + (f" as {ray_submission_id}" if ray_submission_id
+                                            else "")))
+
+
+def finish_attempt(engine: Engine, *, job_id: str, attempt: int, status: JobStatus,
+                   failure_kind: FailureKind | None = None, error: str | None = None,
+                   error_phase: str | None = None,
+                   ray_submission_id: str | None = None) -> None:
+    """Close an attempt with its outcome. An attempt whose driver never started has no row
+    yet; one is written for it, so every attempt that was submitted is kept."""
+    values: dict[str, Any] = {"status": status.value, "finished_at": utcnow(),
+                              "failure_kind": failure_kind.value if failure_kind else None,
+                              "error": error[:8000] if error else None,
+                              "error_phase": error_phase}
+    with session_scope(engine) as session:
+        result = session.execute(update(JobAttempt)
+                                 .where(JobAttempt.job_id == job_id,
+                                        JobAttempt.attempt == attempt,
+                                        JobAttempt.finished_at.is_(None))
+                                 .values(**values))
+        if result.rowcount == 0 and session.exec(
+                select(JobAttempt).where(JobAttempt.job_id == job_id,
+                                         JobAttempt.attempt == attempt)).first() is None:
+            session.add(JobAttempt(job_id=job_id, attempt=attempt,
+                                   ray_submission_id=ray_submission_id, **values))
+
+
+def list_attempts(engine: Engine, *, job_id: str) -> list[JobAttempt]:
+    """A job's attempts, first to last."""
+    with session_scope(engine) as session:
+        query = select(JobAttempt).where(JobAttempt.job_id == job_id)\
+            .order_by(JobAttempt.attempt)
+        return list(session.exec(query).all())
+
+
+def failures_of_kind(engine: Engine, *, job_id: str, kind: FailureKind) -> int:
+    """How many of a job's attempts failed for ``kind`` reasons (each kind has its budget)."""
+    return sum(1 for a in list_attempts(engine, job_id=job_id)
+               if a.status == JobStatus.FAILED.value and a.failure_kind == kind.value)
+
+
+def requeue_for_retry(engine: Engine, *, job_id: str, from_attempt: int,
+                      message: str) -> bool:
+    """Put a failed attempt's job back in the queue as attempt ``from_attempt + 1``, with no
+    Ray submission, so the service submits it again. False if the job moved on meanwhile
+    (cancelled, or already requeued)."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.attempt == from_attempt,
+                   Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+            .values(status=JobStatus.QUEUED.value, attempt=from_attempt + 1,
+                    ray_submission_id=None, submitted_at=None, phase=None,
+                    heartbeat_at=None, status_reason=f"retrying: {message}"[:2000]))
+        if result.rowcount == 0:
+            return False
+        session.add(JobEvent(job_id=job_id, kind="retry", message=message))
+    return True
+
+
+def to_attempt_public(attempt: JobAttempt) -> AttemptPublic:
+    """The API view of an attempt."""
+    return AttemptPublic(attempt=attempt.attempt, ray_submission_id=attempt.ray_submission_id,
+                         status=attempt.status, failure_kind=attempt.failure_kind,
+                         error=attempt.error, error_phase=attempt.error_phase,
+                         started_at=as_utc(attempt.started_at),
+                         finished_at=as_utc(attempt.finished_at))

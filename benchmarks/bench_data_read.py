@@ -151,7 +151,7 @@ def worker(variant: str, uri: str) -> None:
     derived: dict[str, list[str]] = {}
     if variant != "pyarrow":
         import railyard.data.fetch  # noqa: F401
-        from railyard.training.workflow import get_workflow
+        from railyard.training.registry import get_workflow
 
         # Finding the workflow (it says which columns it derives) is the runner's job, not the
         # data step's: done before the clock, like the imports.

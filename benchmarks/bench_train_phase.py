@@ -25,7 +25,8 @@ import bench_end_to_end as e2e  # noqa: E402
 from railyard.data import fetch as data_plane  # noqa: E402
 from railyard.data.demo import sample_spec, write_fraud_dataset  # noqa: E402
 from railyard.spec import parse_spec  # noqa: E402
-from railyard.training.workflow import TrainContext, TrainingData, get_workflow  # noqa: E402
+from railyard.training.workflow import TrainContext, TrainingData  # noqa: E402
+from railyard.training.registry import get_workflow
 
 
 def railyard_in_process(path: Path, rounds: int) -> dict[str, float]:

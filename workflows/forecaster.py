@@ -37,8 +37,8 @@ from railyard.training.builtin.lightgbm import LightGBMWorkflow
 from railyard.training.builtin.xgboost import XGBoostWorkflow
 from railyard.errors import DataSourceError
 from railyard.spec import TrainSpec
-from railyard.training.workflow import (Task, TrainContext, TrainingData, Workflow, WorkflowParams,
-                                register_workflow)
+from railyard.training.workflow import Task, TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.registry import register_workflow
 
 MAX_LAG = 400
 # Derived names a spec may list in classifier_features (``lags`` reaches up to MAX_LAG).

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from railyard.training.builtin.xgboost import XGBoostWorkflow
-from railyard.training.workflow import register_workflow
+from railyard.training.registry import register_workflow
 
 
 @register_workflow

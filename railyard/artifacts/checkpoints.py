@@ -15,7 +15,7 @@ is written beside and renamed over the old one. Only the newest ``keep`` checkpo
 Finding the newest checkpoint costs one read of ``latest.json`` (no listing). Saving is best
 effort: a failed save is logged and training goes on. A workflow uses it through TrainContext::
 
-    fingerprint = training_fingerprint(self, data)
+    fingerprint = training_fingerprint(self, data)            # railyard.training.resume
     checkpoint = context.resume_checkpoint(fingerprint)      # None: start from scratch
     ...
     if context.should_checkpoint(step):                      # throttled by time
@@ -27,25 +27,19 @@ is ignored, and the next save replaces it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from railyard.artifacts.artifact_store import ArtifactStore, join, resolve
 
-if TYPE_CHECKING:
-    from railyard.training.workflow import TrainingData
-
 log = logging.getLogger(__name__)
-Model = TypeVar("Model")
 
 POINTER = "latest.json"
 FORMAT = 1
@@ -222,51 +216,8 @@ class CheckpointStore:
         self._pointer, self._pointer_read = {}, True
 
 
-def training_fingerprint(workflow: Any, data: TrainingData, **extra: Any) -> str:
-    """A hash of what makes one training continue another's checkpoint: the workflow and its
-    parameters, features, label, the shape and schema of the data and the label's sum (a cheap
-    check that the rows are the same), plus ``extra``. Thread counts and devices are left out:
-    an attempt on another node may resume."""
-    import pyarrow.compute as pc
-
-    try:
-        label_sum = pc.sum(data.train[data.label].cast("float64")).as_py()
-    except Exception:  # noqa: BLE001 - a label that does not sum: rows and schema must do
-        label_sum = None
-    facts = {"format": FORMAT, "workflow": getattr(workflow, "name", type(workflow).__name__),
-             "params": workflow.params.model_dump(mode="json"),
-             "features": list(data.features), "label": data.label,
-             "train_rows": data.train.num_rows, "holdout_rows": data.holdout.num_rows,
-             "schema": [f"{f.name}:{f.type}" for f in data.train.schema],
-             "label_sum": None if label_sum is None else round(float(label_sum), 6),
-             "extra": extra}
-    canonical = json.dumps(facts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
 def _read_directory(directory: Path) -> dict[str, bytes]:
     if not directory.is_dir():
         raise NotADirectoryError(f"checkpoint source {directory} is not a directory")
     return {p.relative_to(directory).as_posix(): p.read_bytes()
             for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def resume_rounds(checkpoint: Checkpoint | None, context: Any, rounds: int, *, file: str,
-                  load: Callable[[bytes], Model], done: Callable[[Model], int]) -> Model | None:
-    """The model saved in ``checkpoint``'s ``file`` when it has trained some but not all of
-    ``rounds`` (reported on the job's timeline), else None: train from scratch."""
-    if checkpoint is None:
-        return None
-    try:
-        model = load(checkpoint.read(file))
-    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
-        log.warning("could not load the checkpoint at round %d; training from scratch",
-                    checkpoint.step, exc_info=True)
-        return None
-    finished = done(model)
-    if not 0 < finished < rounds:
-        return None
-    message = f"resumed from checkpoint at round {finished} of {rounds}"
-    log.info(message)
-    context.report(message, force=True)
-    return model

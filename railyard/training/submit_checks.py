@@ -22,7 +22,8 @@ from railyard.errors import BackendUnavailableError
 from railyard.data.read_plan import ReadPlan, plan_read, source_schema
 from railyard.spec import FeatureSource, SqlSource, TrainingSpec
 from railyard.data.sql_sources import connection_url
-from railyard.training.workflow import Workflow, get_workflow
+from railyard.training.workflow import Workflow
+from railyard.training.registry import get_workflow
 
 SCHEMA_TIMEOUT_S = 10.0
 SCHEMA_TTL_S = 60.0

@@ -10,7 +10,8 @@ from railyard.data.demo import fraud_table
 from railyard.training.sweeps.in_driver import run_in_driver, sweep_seed, trial_configs, trial_threads
 from railyard.cluster.placement import sweep_engine
 from railyard.spec import TrainSpec, parse_spec
-from railyard.training.workflow import TrainingData, get_workflow
+from railyard.training.workflow import TrainingData
+from railyard.training.registry import get_workflow
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
 LABEL = "has_fraud_dispute"

@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import AliasChoices, Field
 
-from railyard.artifacts.checkpoints import Checkpoint, resume_rounds, training_fingerprint
+from railyard.artifacts.checkpoints import Checkpoint
+from railyard.training.resume import resume_rounds, training_fingerprint
 from railyard.training.metrics import holdout_metrics
 from railyard.training.encoding import encode, fit_encoding
-from railyard.training.workflow import (TrainContext, TrainingData, Workflow, WorkflowParams,
-                                register_workflow)
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.registry import register_workflow
 
 log = logging.getLogger(__name__)
 # The booster's file in a checkpoint (LightGBM's text model format).

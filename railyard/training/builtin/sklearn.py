@@ -32,8 +32,8 @@ from threadpoolctl import threadpool_limits
 from railyard.errors import SpecError
 from railyard.training.metrics import permutation_importance
 from railyard.training.encoding import encode, fit_encoding, to_matrix
-from railyard.training.workflow import (TrainContext, TrainingData, Workflow, WorkflowParams,
-                                register_workflow)
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.registry import register_workflow
 
 EstimatorName = Literal[
     "auto", "LogisticRegression", "RandomForestClassifier", "RandomForestRegressor",

@@ -19,11 +19,12 @@ import torch
 from pydantic import AliasChoices, Field
 from torch import nn
 
-from railyard.artifacts.checkpoints import Checkpoint, training_fingerprint
+from railyard.artifacts.checkpoints import Checkpoint
+from railyard.training.resume import training_fingerprint
 from railyard.training.metrics import permutation_importance
 from railyard.training.encoding import encode, fit_encoding
-from railyard.training.workflow import (TrainContext, TrainingData, Workflow, WorkflowParams,
-                                register_workflow)
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.registry import register_workflow
 
 log = logging.getLogger(__name__)
 

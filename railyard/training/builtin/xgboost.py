@@ -12,11 +12,12 @@ import pyarrow as pa
 import xgboost as xgb
 from pydantic import AliasChoices, Field
 
-from railyard.artifacts.checkpoints import Checkpoint, resume_rounds, training_fingerprint
+from railyard.artifacts.checkpoints import Checkpoint
+from railyard.training.resume import resume_rounds, training_fingerprint
 from railyard.training.metrics import holdout_metrics
 from railyard.training.encoding import encode
-from railyard.training.workflow import (Split, TrainContext, TrainingData, Workflow, WorkflowParams,
-                                register_workflow)
+from railyard.training.workflow import Split, TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.registry import register_workflow
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from typing import Any
 from ray.tune import Callback
 
 from railyard.spec import SearchDomain, TrainSpec, TuneSpec
-from railyard.training.workflow import TrainContext, TrainingData, Workflow, get_workflow
+from railyard.training.workflow import TrainContext, TrainingData, Workflow
+from railyard.training.registry import get_workflow
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,10 @@
+"""The API's routes, one router per resource, gathered into :data:`api_router`."""
+
+from fastapi import APIRouter
+
+from serve_app.routes import health, jobs, workflows
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(jobs.router)
+api_router.include_router(workflows.router)

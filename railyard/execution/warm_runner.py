@@ -74,7 +74,7 @@ def preload() -> None:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a missing extra only costs its import later
             print(f"railyard warm: could not preload {name}: {exc}", file=sys.stderr)
-    from railyard.training.workflow import available_workflows
+    from railyard.training.registry import available_workflows
 
     available_workflows()
 

@@ -29,12 +29,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from railyard.artifacts.artifact_store import resolve
 from railyard.errors import DataSourceError, NotFoundError
 from railyard.spec import TrainSpec
-from railyard.artifacts.artifact_store import resolve
-from railyard.training.workflow import Workflow, get_workflow
+from railyard.training.manifest import (
+    MANIFEST_FILE,
+    ModelManifest,
+    PartitionedManifest,
+    read_manifest,
+)
+from railyard.training.registry import get_workflow
+from railyard.training.workflow import Workflow
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 
@@ -184,15 +191,17 @@ def fetch_model_dir(uri: str | Path, into: Path | None = None) -> Path:
     return target
 
 
-def workflow_for(manifest: Mapping[str, Any]) -> Workflow:
+def workflow_for(manifest: ModelManifest | Mapping[str, Any]) -> Workflow:
     """An instance of the manifest's workflow, set up as it was trained when the manifest
     carries ``custom_params`` (otherwise with default parameters: a workflow's ``load`` must
     not need its training parameters)."""
-    cls = get_workflow(str(manifest["workflow"]))
+    if not isinstance(manifest, ModelManifest):
+        manifest = ModelManifest.model_validate(dict(manifest))
+    cls = get_workflow(manifest.workflow)
     train = TrainSpec(workflow_name=cls.name,
-                      classifier_features=list(manifest.get("features") or ["_"]),
-                      label=str(manifest.get("label") or "_"),
-                      custom_params=dict(manifest.get("custom_params") or {}))
+                      classifier_features=list(manifest.features or ["_"]),
+                      label=str(manifest.label or "_"),
+                      custom_params=dict(manifest.custom_params or {}))
     return cls(train)
 
 
@@ -241,13 +250,13 @@ def load_published(model_dir: str | Path, *,
     """Load the model published at ``model_dir`` (local path, ``file://`` or ``s3://``); a
     fan-out job's manifest loads every partition's model."""
     directory = fetch_model_dir(model_dir, into)
-    manifest = json.loads((directory / MANIFEST).read_text())
-    if "partitioned_by" in manifest:
-        models = {value: load_published(entry["model_dir"])
-                  for value, entry in sorted(manifest["partitions"].items())
-                  if entry.get("status") == "SUCCEEDED" and entry.get("model_dir")}
-        return PartitionedModel(manifest=manifest, column=manifest["partitioned_by"],
-                                models=models)
+    raw = json.loads((directory / MANIFEST).read_text())
+    manifest = read_manifest(raw)
+    if isinstance(manifest, PartitionedManifest):
+        models = {value: load_published(entry.model_dir)
+                  for value, entry in sorted(manifest.partitions.items())
+                  if entry.status == "SUCCEEDED" and entry.model_dir}
+        return PartitionedModel(manifest=raw, column=manifest.partitioned_by, models=models)
     workflow = workflow_for(manifest)
-    return PublishedModel(manifest=manifest, workflow=workflow,
+    return PublishedModel(manifest=raw, workflow=workflow,
                           model=workflow.load(directory), directory=directory)

@@ -8,7 +8,6 @@ partition is recorded with its error and fails the job only when every partition
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -22,9 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from railyard.spec import TrainSpec
 from railyard.artifacts.artifact_store import ArtifactStore
-from railyard.training.workflow import TrainContext, TrainingData, get_workflow
+from railyard.spec import TrainSpec
+from railyard.training.manifest import MANIFEST_FILE, ModelManifest
+from railyard.training.registry import get_workflow
+from railyard.training.workflow import TrainContext, TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,13 @@ def _fit_partition(value: str, train: pa.Table, holdout: pa.Table, train_spec: d
         with tempfile.TemporaryDirectory() as directory:
             folder = Path(directory)
             main_file = workflow.save(model, folder)
-            (folder / "manifest.json").write_text(json.dumps({
-                "job_id": job_id, "workflow": workflow.name, "framework": workflow.framework,
-                "model_file": main_file, "features": features,
-                "feature_types": {f: str(train.schema.field(f).type) for f in features},
-                "label": label, "task": workflow.task(data), "partition": value,
-                "metrics": {"holdout": metrics}}, indent=2))
+            manifest = ModelManifest(
+                job_id=job_id, workflow=workflow.name, framework=workflow.framework,
+                model_file=main_file, features=features,
+                feature_types={f: str(train.schema.field(f).type) for f in features},
+                label=label, task=workflow.task(data), partition=value,
+                metrics={"holdout": metrics}, custom_params=dict(spec.custom_params))
+            (folder / MANIFEST_FILE).write_text(manifest.to_json())
             for path in sorted(folder.iterdir()):
                 store.put_file(path, job_id, "models", partition_key(value), path.name)
         record = PartitionModel(value, "SUCCEEDED", train.num_rows, holdout.num_rows, metrics,

@@ -43,11 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from railyard.cluster import local_cluster  # noqa: E402
-
-from railyard.jobstore import tokens  # noqa: E402
 from railyard.config import Settings  # noqa: E402
-from railyard.jobstore.engine import get_engine, migrate  # noqa: E402
 from railyard.data.demo import sample_spec, write_fraud_dataset  # noqa: E402
+from railyard.jobstore import tokens  # noqa: E402
+from railyard.jobstore.engine import get_engine, migrate  # noqa: E402
 from tests.servers import Postgres, free_port, postgres_server  # noqa: E402
 
 TEAM = "load"

@@ -145,7 +145,7 @@ def worker(variant: str, uri: str) -> None:
     Modules are imported before the clock starts (a Railyard job's driver has them loaded
     already), and the RSS after the imports is reported beside the peak.
     """
-    import pyarrow.compute  # noqa: F401
+    import pyarrow.compute
     import pyarrow.dataset  # noqa: F401
 
     derived: dict[str, list[str]] = {}

@@ -28,15 +28,13 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from railyard.cluster import local_cluster  # noqa: E402
-
-from railyard.jobstore import tokens  # noqa: E402
 from railyard.client.sdk import RailyardClient  # noqa: E402
+from railyard.cluster import local_cluster  # noqa: E402
 from railyard.config import Settings  # noqa: E402
-from railyard.jobstore.engine import get_engine, migrate  # noqa: E402
 from railyard.data.demo import sample_spec, write_fraud_dataset  # noqa: E402
+from railyard.jobstore import tokens  # noqa: E402
+from railyard.jobstore.engine import get_engine, migrate  # noqa: E402
 from tests.servers import free_port  # noqa: E402
-
 
 ROUNDS = 500  # the blog's n_estimators; --rounds overrides it for both sides
 

@@ -27,11 +27,11 @@ import xgboost as xgb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from railyard.cluster import local_cluster  # noqa: E402
 from railyard.client.sdk import RailyardClient  # noqa: E402
+from railyard.cluster import local_cluster  # noqa: E402
 from railyard.config import Settings  # noqa: E402
-from railyard.jobstore.engine import migrate  # noqa: E402
 from railyard.data.demo import fraud_table  # noqa: E402
+from railyard.jobstore.engine import migrate  # noqa: E402
 from railyard.training.encoding import encode, fit_encoding  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 

@@ -22,11 +22,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_end_to_end as e2e  # noqa: E402
+
 from railyard.data import fetch as data_plane  # noqa: E402
 from railyard.data.demo import sample_spec, write_fraud_dataset  # noqa: E402
 from railyard.spec import parse_spec  # noqa: E402
+from railyard.training.registry import get_workflow  # noqa: E402
 from railyard.training.workflow import TrainContext, TrainingData  # noqa: E402
-from railyard.training.registry import get_workflow
 
 
 def railyard_in_process(path: Path, rounds: int) -> dict[str, float]:
@@ -59,7 +60,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--forked", action="store_true",
                         help="run Railyard's steps in a child forked from this process after "
-                             "it preloaded like a warm runner (railyard.execution.warm_runner), as jobs do")
+                             "it preloaded like a warm runner (railyard.execution.warm_runner), "
+                             "as jobs do")
     parser.add_argument("--background-load", type=float, default=0.0,
                         help="keep one core this busy (0-1) in another process meanwhile, "
                              "as Ray's own processes are during a job")

@@ -3,7 +3,7 @@
 | variable                     | default                                  |
 | ---------------------------- | ---------------------------------------- |
 | RAILYARD_HOME                | ~/.railyard                              |
-| RAILYARD_DATABASE_URL        | sqlite:///$RAILYARD_HOME/railyard.jobstore.engine     |
+| RAILYARD_DATABASE_URL        | sqlite:///$RAILYARD_HOME/railyard.db         |
 | RAILYARD_ARTIFACT_ROOT       | $RAILYARD_HOME/artifacts (or s3://...)   |
 | RAILYARD_RAY_ADDRESS         | http://127.0.0.1:8265 (Ray Jobs API)     |
 | RAILYARD_API_URL             | http://127.0.0.1:8000 (CLI and SDK)      |
@@ -16,7 +16,8 @@
 | RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path (else comma-separated prefixes; 403 outside) |
 | RAILYARD_BROADCAST_JOIN_MAX_BYTES | 268435456 (Ray: broadcast a smaller joined source) |
 | RAILYARD_TOKEN               | API token of the CLI and SDK (else $RAILYARD_HOME/token) |
-| RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM | 10 (jobs of one owner on Ray at once; more wait QUEUED; 0: no limit) |
+| RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM | 10 (an owner's jobs on Ray at once; more wait    |
+|                              | QUEUED; 0: no limit)                     |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -28,7 +29,6 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     # retries) a RUNNING job whose heartbeat is older than the timeout.
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_timeout_s: float = Field(default=180.0, gt=0)
-    # Start a warm runner (railyard.execution.warm_runner: drivers forked already imported) beside every node
-    # of a local cluster (`railyard up`).
+    # Start a warm runner (railyard.execution.warm_runner: drivers forked already imported)
+    # beside every node of a local cluster (`railyard up`).
     warm_runners: bool = True
     # A job left at num_workers=1 whose source is larger than this trains on
     # auto_num_workers Ray Train workers, streamed from Ray Data (when its workflow can).
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under ``home``."""
-        return self.database_url or f"sqlite:///{self.home / 'railyard.jobstore.engine'}"
+        return self.database_url or f"sqlite:///{self.home / 'railyard.db'}"
 
     @property
     def resolved_artifact_root(self) -> str:
@@ -141,5 +141,6 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env)."""
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing
+    env)."""
     return Settings()

@@ -131,8 +131,10 @@ def _run_cases(op: Any, strategy: Any, examples: int, report: FuzzReport, *,
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
     from schemathesis.core.failures import FailureGroup
-    from schemathesis.specs.openapi.checks import (response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     checks = [not_a_server_error, status_code_conformance, response_schema_conformance]
     failures: list[str] = []
@@ -174,9 +176,9 @@ def cancel_jobs(base_url: str, token: str, job_ids: list[str]) -> list[str]:
                       headers={"Authorization": f"Bearer {token}"}) as http:
         for job_id in job_ids:
             job = http.get(f"/v1/jobs/{job_id}")
-            if job.status_code == 200 and job.json()["status"] not in TERMINAL:
-                if http.post(f"/v1/jobs/{job_id}/cancel").status_code == 200:
-                    cancelled.append(job_id)
+            if job.status_code == 200 and job.json()["status"] not in TERMINAL \
+                    and http.post(f"/v1/jobs/{job_id}/cancel").status_code == 200:
+                cancelled.append(job_id)
     return cancelled
 
 
@@ -208,11 +210,11 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
 def local_api(database_url: str | None = None) -> Iterator[tuple[str, str, dict]]:
     """The API under uvicorn on SQLite (or ``database_url``) with the unit tests' in-memory
     backend; yields (base URL, admin token, a valid spec)."""
-    from railyard.jobstore import tokens
     from railyard.config import Settings
-    from railyard.jobstore.engine import get_engine, migrate
-    from railyard.data.demo import sample_spec, write_fraud_dataset
     from railyard.control.service import JobService
+    from railyard.data.demo import sample_spec, write_fraud_dataset
+    from railyard.jobstore import tokens
+    from railyard.jobstore.engine import get_engine, migrate
     from serve_app.app import create_app
     from tests.unit.test_api import InMemoryBackend
 

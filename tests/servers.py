@@ -122,10 +122,10 @@ def s3_server() -> Iterator[S3Server]:
         try:
             httpx.get(f"{endpoint}/moto-api/", timeout=2)
             break
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise RuntimeError("moto_server did not start")
+                raise RuntimeError("moto_server did not start") from exc
             time.sleep(0.2)
     try:
         yield S3Server(endpoint=endpoint, process=process)

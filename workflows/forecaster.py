@@ -33,12 +33,12 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from railyard.training.builtin.lightgbm import LightGBMWorkflow
-from railyard.training.builtin.xgboost import XGBoostWorkflow
 from railyard.errors import DataSourceError
 from railyard.spec import TrainSpec
-from railyard.training.workflow import Task, TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.builtin.lightgbm import LightGBMWorkflow
+from railyard.training.builtin.xgboost import XGBoostWorkflow
 from railyard.training.registry import register_workflow
+from railyard.training.workflow import Task, TrainContext, TrainingData, Workflow, WorkflowParams
 
 MAX_LAG = 400
 # Derived names a spec may list in classifier_features (``lags`` reaches up to MAX_LAG).

@@ -21,9 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
-
 from railyard.training.registry import register_workflow
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
 
 Seconds = Field(default=0.0, ge=0, le=3600)
 MODEL_FILE = "noop.json"

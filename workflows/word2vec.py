@@ -29,8 +29,8 @@ from pydantic import AliasChoices, Field
 from torch import nn
 
 from railyard.training.builtin.torch_mlp import resolve_device
-from railyard.training.workflow import Task, TrainContext, TrainingData, Workflow, WorkflowParams
 from railyard.training.registry import register_workflow
+from railyard.training.workflow import Task, TrainContext, TrainingData, Workflow, WorkflowParams
 
 WORD = re.compile(r"\w+", re.UNICODE)
 EMBEDDINGS_FILE = "embeddings.parquet"

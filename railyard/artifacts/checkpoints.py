@@ -149,7 +149,7 @@ class CheckpointStore:
         started = time.perf_counter()
         try:
             checkpoint = self._save(step, files, meta or {}, fingerprint)
-        except Exception:  # noqa: BLE001 - a lost checkpoint must not fail the training
+        except Exception:
             log.exception("could not save the checkpoint at step %d to %s", step, self.uri)
             return None
         log.info("checkpoint at step %d saved to %s in %.3fs", step, checkpoint.uri,
@@ -203,7 +203,7 @@ class CheckpointStore:
                 if info.type == pafs.FileType.Directory and info.base_name.startswith("step-") \
                         and info.base_name not in keep:
                     self.fs.delete_dir(info.path)
-        except Exception:  # noqa: BLE001 - left-over files cost space, not correctness
+        except Exception:
             log.warning("could not delete old checkpoints under %s", self.uri, exc_info=True)
 
     def clear(self) -> None:
@@ -211,7 +211,7 @@ class CheckpointStore:
         try:
             if self.fs.get_file_info(self._base).type != pafs.FileType.NotFound:
                 self.fs.delete_dir(self._base)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("could not delete checkpoints under %s", self.uri, exc_info=True)
         self._pointer, self._pointer_read = {}, True
 

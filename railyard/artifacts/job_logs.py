@@ -106,7 +106,7 @@ class _StdoutHandler(logging.StreamHandler):
     shipper)."""
 
     @property
-    def stream(self) -> IO[str]:  # type: ignore[override]
+    def stream(self) -> IO[str]:
         return sys.stdout
 
     @stream.setter
@@ -155,10 +155,10 @@ class LogShipper:
 
     def __enter__(self) -> LogShipper:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._file = open(self.path, "a", encoding="utf-8", errors="replace")
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(sys.stdout, self._file, self._lock)  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr, self._file, self._lock)  # type: ignore[assignment]
+        sys.stdout = _Tee(sys.stdout, self._file, self._lock)
+        sys.stderr = _Tee(sys.stderr, self._file, self._lock)
         self._thread = threading.Thread(target=self._loop, name=f"log-shipper-{self.job_id}",
                                         daemon=True)
         self._thread.start()

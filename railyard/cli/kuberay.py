@@ -6,13 +6,17 @@ Mounted in the main CLI with ``app.add_typer(kuberay_app, name="kuberay")``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from railyard.cluster.kuberay import (
+    DEFAULT_CLUSTER_NAME,
+    DEFAULT_IMAGE,
+    DEFAULT_NAMESPACE,
+    stale_manifests,
+    write_manifests,
+)
 from railyard.errors import RailyardError
-from railyard.cluster.kuberay import (DEFAULT_CLUSTER_NAME, DEFAULT_IMAGE, DEFAULT_NAMESPACE,
-                              stale_manifests, write_manifests)
 
 kuberay_app = typer.Typer(help="KubeRay manifests (RayCluster, RayService, RayJob) from the "
                                "pool definitions.", no_args_is_help=True)
@@ -24,7 +28,7 @@ def render(
     image: str = typer.Option(DEFAULT_IMAGE, help="container image of every Ray pod"),
     namespace: str = typer.Option(DEFAULT_NAMESPACE, help="Kubernetes namespace"),
     cluster_name: str = typer.Option(DEFAULT_CLUSTER_NAME, help="RayCluster name"),
-    pools_file: Optional[Path] = typer.Option(
+    pools_file: Path | None = typer.Option(
         None, "--pools-file", help="pools YAML (default: $RAILYARD_POOLS_FILE or built-ins)"),
     check: bool = typer.Option(False, "--check",
                                help="write nothing; exit 1 if the files differ from a render"),
@@ -51,7 +55,7 @@ def render(
 @kuberay_app.command("validate")
 def validate(
     directory: Path = typer.Argument(Path("kuberay"), help="directory of manifests"),
-    crds: Optional[Path] = typer.Option(
+    crds: Path | None = typer.Option(
         None, "--crds", help="KubeRay CRD directory (default: $RAILYARD_KUBERAY_CRDS or "
                              "the CRDs shipped with railyard)"),
 ) -> None:

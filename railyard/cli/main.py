@@ -7,15 +7,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from railyard.config import get_settings
+from railyard.config import Settings, get_settings
 from railyard.errors import RailyardError
+
+if TYPE_CHECKING:
+    from railyard.client.sdk import RailyardClient
 
 app = typer.Typer(help="Railyard on Ray: train models from a spec, tracked by job id.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -23,7 +26,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _client():
+def _client() -> RailyardClient:
     from railyard.client.sdk import RailyardClient
 
     return RailyardClient()
@@ -37,10 +40,10 @@ def _fail(exc: RailyardError) -> None:
 @app.command()
 def up(port: int = typer.Option(8000, help="HTTP port of the API"),
        host: str = typer.Option("127.0.0.1", help="interface the API listens on"),
-       address: Optional[str] = typer.Option(
+       address: str | None = typer.Option(
            None, help="Ray dashboard address of an existing cluster (http://HOST:8265); "
                       "default: start a local one"),
-       num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray head")) -> None:
+       num_cpus: int | None = typer.Option(None, help="CPUs of the local Ray head")) -> None:
     """Start a local Ray cluster (unless --address) and the API; return once /healthz answers."""
     from railyard.cluster import local_cluster
     from railyard.jobstore.engine import migrate
@@ -66,7 +69,7 @@ def up(port: int = typer.Option(8000, help="HTTP port of the API"),
     console.print(f"artifacts: {settings.resolved_artifact_root}")
 
 
-def _ensure_admin_token(settings) -> None:
+def _ensure_admin_token(settings: Settings) -> None:
     """On first start (no admin token in the database) issue one and write it to
     $RAILYARD_HOME/token (0600), where this machine's CLI and SDK find it."""
     from railyard.client import credentials
@@ -80,7 +83,7 @@ def _ensure_admin_token(settings) -> None:
         credentials.save_token(path, token)
         console.print(f"admin API token {row.prefix}… written to {path} (mode 0600)")
     elif credentials.find_token(settings) is None:
-        err_console.print(f"[yellow]no API token for this CLI[/yellow]: set RAILYARD_TOKEN, or "
+        err_console.print("[yellow]no API token for this CLI[/yellow]: set RAILYARD_TOKEN, or "
                           "issue one with `railyard token create --team TEAM --save`")
 
 
@@ -132,7 +135,7 @@ def _print_result(job: dict[str, Any]) -> None:
 @app.command()
 def submit(spec_file: Path = typer.Argument(..., exists=True, readable=True),
            wait: bool = typer.Option(False, "--wait", help="follow the phases until it ends"),
-           idempotency_key: Optional[str] = typer.Option(
+           idempotency_key: str | None = typer.Option(
                None, "--idempotency-key",
                help="resubmitting with the same key returns the first job instead of a new one")
            ) -> None:
@@ -153,8 +156,8 @@ def submit(spec_file: Path = typer.Argument(..., exists=True, readable=True),
 
 
 @app.command()
-def jobs(owner: Optional[str] = None, project: Optional[str] = None,
-         status: Optional[str] = None, limit: int = 20) -> None:
+def jobs(owner: str | None = None, project: str | None = None,
+         status: str | None = None, limit: int = 20) -> None:
     """List jobs, newest first."""
     try:
         page = _client().list(owner=owner, project=project, status=status, limit=limit)
@@ -183,7 +186,7 @@ def status(job_id: str) -> None:
 def logs(job_id: str,
          follow: bool = typer.Option(False, "--follow", "-f",
                                      help="keep printing as the log grows until the job ends"),
-         attempt: Optional[int] = typer.Option(None, "--attempt", min=1,
+         attempt: int | None = typer.Option(None, "--attempt", min=1,
                                                help="which attempt (default: the latest)"),
          poll_s: float = typer.Option(2.0, "--poll-s", min=0.05, help="seconds between reads "
                                                                         "with --follow")

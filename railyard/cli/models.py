@@ -7,7 +7,6 @@ Mounted in the main CLI with ``app.command("predict")(predict)`` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -49,11 +48,11 @@ def predict(
 
 def serve_model(
     job_id: str = typer.Argument(..., help="id of a SUCCEEDED job"),
-    port: Optional[int] = typer.Option(
+    port: int | None = typer.Option(
         None, help="HTTP port of Ray Serve (default: the API's; Serve keeps the port it "
                    "already runs on)"),
     host: str = typer.Option("127.0.0.1", help="interface Serve listens on when it starts"),
-    address: Optional[str] = typer.Option(
+    address: str | None = typer.Option(
         None, help="Ray dashboard address (default: RAILYARD_RAY_ADDRESS)"),
     num_replicas: int = typer.Option(1, min=1, help="replicas of the model deployment"),
 ) -> None:

@@ -6,7 +6,7 @@ Mounted in the main CLI with ``app.add_typer(token_app, name="token")``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,13 +15,16 @@ from rich.table import Table
 from railyard.config import get_settings
 from railyard.errors import RailyardError
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 token_app = typer.Typer(help="API tokens: one per team (or admin), stored hashed.",
                         no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
 
-def _engine():
+def _engine() -> Engine:
     from railyard.jobstore.engine import get_engine, migrate
 
     url = get_settings().resolved_database_url
@@ -32,7 +35,7 @@ def _engine():
 @token_app.command("create")
 def create(team: str = typer.Option(..., "--team", help="the team (job owner) it acts for"),
            admin: bool = typer.Option(False, "--admin", help="may see and submit for every team"),
-           data_prefix: Optional[list[str]] = typer.Option(
+           data_prefix: list[str] | None = typer.Option(
                None, "--data-prefix",
                help="a path prefix the team's specs may read (repeat for several); default: "
                     "whatever RAILYARD_ALLOWED_DATA_PREFIXES allows"),

@@ -10,8 +10,9 @@ the server raised::
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from railyard.config import get_settings
 from railyard.errors import ERROR_CLASSES, BackendUnavailableError, NotFoundError, RailyardError
 
 if TYPE_CHECKING:
-    from railyard.serving.published import PublishedModel
+    from railyard.serving.published import PartitionedModel, PublishedModel
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
@@ -34,7 +35,7 @@ class BearerToken(httpx.Auth):
     def __init__(self, token: str | None = None) -> None:
         self._token = token
 
-    def auth_flow(self, request: httpx.Request):
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if self._token is None:
             from railyard.client.credentials import find_token
 
@@ -130,27 +131,28 @@ class RailyardClient:
             if not last:
                 time.sleep(poll_s)
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
+    def events(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """A job's timeline."""
         return self._request("GET", f"/v1/jobs/{job_id}/events").json()
 
-    def attempts(self, job_id: str) -> list[dict[str, Any]]:
+    def attempts(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """A job's attempts (1, then one per retry): outcome, failure kind, error."""
         return self._request("GET", f"/v1/jobs/{job_id}/attempts").json()
 
-    def trials(self, job_id: str) -> list[dict[str, Any]]:
+    def trials(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """A sweep's trial records."""
         return self._request("GET", f"/v1/jobs/{job_id}/trials").json()
 
-    def models(self, job_id: str) -> list[dict[str, Any]]:
+    def models(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """A fan-out job's per-partition models."""
         return self._request("GET", f"/v1/jobs/{job_id}/models").json()
 
-    def workflows(self) -> list[dict[str, Any]]:
+    def workflows(self) -> builtins.list[dict[str, Any]]:
         """Registered workflows."""
         return self._request("GET", "/v1/workflows").json()
 
-    def load_model(self, job_id: str, *, into: Path | None = None) -> PublishedModel:
+    def load_model(self, job_id: str, *,
+                   into: Path | None = None) -> PublishedModel | PartitionedModel:
         """The job's published model, loaded from its artifacts (``artifacts.model_dir``);
         ``.predict(table_or_dataframe)`` scores rows. S3 artifacts are copied to ``into`` (or a
         temporary directory) first."""

@@ -37,8 +37,9 @@ def cluster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
 
 
 def start_warm_runner(settings: Settings, node: str) -> dict[str, str]:
-    """Start a warm runner (railyard.execution.warm_runner) for one local node; returns the environment that
-    node's ``ray start`` needs for job drivers to find it. Nothing when disabled."""
+    """Start a warm runner (railyard.execution.warm_runner) for one local node; returns the
+    environment that node's ``ray start`` needs for job drivers to find it. Nothing when
+    disabled."""
     if not settings.warm_runners:
         return {}
     import hashlib
@@ -50,7 +51,8 @@ def start_warm_runner(settings: Settings, node: str) -> dict[str, str]:
     socket_path = Path(tempfile.gettempdir()) / f"railyard-warm-{tag}-{node}.sock"
     with open(directory / f"{node}.log", "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "railyard.execution.warm_runner", "serve", "--socket", str(socket_path)],
+            [sys.executable, "-m", "railyard.execution.warm_runner", "serve",
+             "--socket", str(socket_path)],
             env=cluster_env(settings), stdout=log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
     (directory / f"{node}.pid").write_text(f"{process.pid} {socket_path}")

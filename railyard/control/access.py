@@ -8,7 +8,7 @@
   server-wide RAILYARD_ALLOWED_DATA_PREFIXES (both must allow a path).
 
 The API applies :func:`check_job` to every route with a ``{job_id}`` in one app-wide guard
-(``serve_app.app.authorize``), so a new job route is protected without further code;
+(``serve_app.deps.authorize``), so a new job route is protected without further code;
 :class:`railyard.control.service.JobService` applies :func:`check_submit` and :func:`owner_filter`.
 """
 

@@ -6,10 +6,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from railyard.errors import BackendUnavailableError
 from railyard.jobstore.jobs import submission_id_for
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class RayJobsBackend:
 
     def __init__(self, address: str, *, status_max_age_s: float = 1.0) -> None:
         self.address = address
-        self._client = None
+        self._client: JobSubmissionClient | None = None
         self._pools_cache: tuple[float, dict[str, int]] | None = None
         self._pools_lock = threading.Lock()
         # Every read of a live job asks Ray for its status (GET /v1/jobs/{id} reconciles); a
@@ -58,7 +61,7 @@ class RayJobsBackend:
         self._status_cache: dict[str, tuple[float, BackendStatus]] = {}
 
     @property
-    def client(self):
+    def client(self) -> JobSubmissionClient:
         """A JobSubmissionClient, created on first use (its constructor contacts the cluster)."""
         if self._client is None:
             from ray.job_submission import JobSubmissionClient
@@ -76,8 +79,9 @@ class RayJobsBackend:
         submission_id = submission_id_for(job_id, attempt)
         try:
             self.client.submit_job(
-                # railyard.execution.entrypoint runs the job in a warm runner's forked driver when the node
-                # has one (railyard.execution.warm_runner), else in this process as railyard.execution.driver.
+                # railyard.execution.entrypoint runs the job in a warm runner's forked driver when
+                # the node has one (railyard.execution.warm_runner), else in this process as
+                # railyard.execution.driver.
                 entrypoint=f"python -m railyard.execution.entrypoint {job_id}",
                 submission_id=submission_id,
                 runtime_env={"env_vars": env_vars},
@@ -168,8 +172,10 @@ def _kill_unscheduled_supervisor(submission_id: str) -> None:
     for a node (its label selector matches none) has no running supervisor to ask, so Ray
     would keep it PENDING until RAY_JOB_START_TIMEOUT_SECONDS. Killing the actor ends it."""
     import ray
-    from ray.dashboard.modules.job.common import (JOB_ACTOR_NAME_TEMPLATE,
-                                                  SUPERVISOR_ACTOR_RAY_NAMESPACE)
+    from ray.dashboard.modules.job.common import (
+        JOB_ACTOR_NAME_TEMPLATE,
+        SUPERVISOR_ACTOR_RAY_NAMESPACE,
+    )
 
     if not ray.is_initialized():
         return

@@ -14,20 +14,17 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from railyard.control import team_limits
-
 from railyard.cluster import placement
-
-from railyard.jobstore import jobs
+from railyard.cluster.pools import choose_pool
+from railyard.config import Settings
+from railyard.control import team_limits
 from railyard.control.access import SYSTEM, Caller, check_submit, owner_filter
 from railyard.control.backend import JobBackend
-from railyard.config import Settings
-from railyard.errors import (BackendUnavailableError, ConflictError, NotFoundError,
-                             SpecError)
+from railyard.errors import BackendUnavailableError, ConflictError, NotFoundError, SpecError
+from railyard.jobstore import jobs
 from railyard.jobstore.retries import end_failed_attempt
 from railyard.jobstore.tables import FailureKind, Job, JobAttempt, JobStatus, utcnow
-from railyard.cluster.pools import choose_pool
-from railyard.spec import TrainingSpec, parse_spec
+from railyard.spec import ParquetSource, TrainingSpec, parse_spec
 from railyard.training.submit_checks import validate_spec
 
 log = logging.getLogger(__name__)
@@ -92,9 +89,11 @@ class JobService:
                                    idempotency_key=idempotency_key, request_hash=body_hash)
         except IntegrityError:
             # A concurrent request with the same key stored its job first.
-            existing = idempotency_key and jobs.find_by_idempotency_key(
+            if not idempotency_key:
+                raise
+            existing = jobs.find_by_idempotency_key(
                 self.engine, submitted_by=caller.team, key=idempotency_key)
-            if not existing:
+            if existing is None:
                 raise
             return Created(self._replay(existing, idempotency_key, body_hash), True)
         return Created(self._submit(job, spec), False)
@@ -150,7 +149,8 @@ class JobService:
         except BackendUnavailableError:
             cluster_pools = {}
         try:
-            data_bytes = source_bytes(spec.data.features[0])
+            first = spec.data.features[0]
+            data_bytes = source_bytes(first) if isinstance(first, ParquetSource) else 0
         except Exception:  # noqa: BLE001 - size only steers an automatic pool choice
             data_bytes = 0
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
@@ -311,7 +311,7 @@ class JobService:
             try:
                 self.reconcile(job)
                 count += 1
-            except Exception:  # noqa: BLE001 - one bad job must not stop the loop
+            except Exception:
                 log.exception("reconciling job %s failed", job.id)
         return count
 
@@ -344,12 +344,12 @@ class JobService:
 
     def logs(self, job_id: str, *, attempt: int | None = None, offset: int = 0) -> str:
         """An attempt's log (default: the latest) from byte ``offset`` on, as a
-        :class:`~railyard.artifacts.job_logs.LogText` (``.size``: the whole log's bytes). The durable
-        copy the runner streams to the artifact store comes first, even while the job runs;
+        :class:`~railyard.artifacts.job_logs.LogText` (``.size``: the whole log's bytes). The
+        durable copy the runner streams to the artifact store comes first, even while the job runs;
         for the latest attempt, else the job's published ``logs`` artifact, else Ray's live
         driver log."""
-        from railyard.artifacts.job_logs import LogText, log_uri, read_from
         from railyard.artifacts.artifact_store import ArtifactStore
+        from railyard.artifacts.job_logs import LogText, log_uri, read_from
 
         job = jobs.get_job(self.engine, job_id=job_id)
         latest = job.attempt or 1

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import and_, func, or_
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from railyard.jobstore.engine import session_scope
 from railyard.jobstore.tables import ACTIVE_STATUSES, Job, JobStatus
@@ -38,8 +38,8 @@ def on_ray_count(engine: Engine, team: str) -> int:
     """How many of the team's jobs are submitted to Ray and not finished."""
     with session_scope(engine) as session:
         query = select(func.count()).select_from(Job).where(
-            Job.owner == team, Job.ray_submission_id.is_not(None),
-            Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+            Job.owner == team, col(Job.ray_submission_id).is_not(None),
+            col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))
         return session.exec(query).one()
 
 
@@ -48,9 +48,9 @@ def queued_ahead(engine: Engine, job: Job) -> int:
     with session_scope(engine) as session:
         query = select(func.count()).select_from(Job).where(
             Job.owner == job.owner, Job.status == JobStatus.QUEUED.value,
-            Job.ray_submission_id.is_(None), Job.id != job.id,
-            or_(Job.created_at < job.created_at,
-                and_(Job.created_at == job.created_at, Job.id < job.id)))
+            col(Job.ray_submission_id).is_(None), Job.id != job.id,
+            or_(col(Job.created_at) < job.created_at,
+                and_(col(Job.created_at) == job.created_at, col(Job.id) < job.id)))
         return session.exec(query).one()
 
 

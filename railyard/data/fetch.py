@@ -7,33 +7,33 @@
     train_ds, holdout_ds = read_split_ray(plan)                   # streamed (distributed trainers)
 
 Behind it, one job per module: railyard.data.read_plan (what each source reads and filters),
-railyard.data.filters (spec filters as Ray Data / pyarrow expressions), railyard.data.parquet_sources
-(files, directories, globs, Hive partition pruning), railyard.data.sql_sources (named SQL
-connections, read-only SELECTs), railyard.data.joins (joining features entries on data.join_key),
-railyard.data.holdout (the split, in one process or streamed) and railyard.data.allowed_paths (allowed path
-prefixes).
+railyard.data.filters (spec filters as Ray Data / pyarrow expressions),
+railyard.data.parquet_sources (files, directories, globs, Hive partition pruning),
+railyard.data.sql_sources (named SQL connections, read-only SELECTs), railyard.data.joins
+(joining features entries on data.join_key), railyard.data.holdout (the split, in one process
+or streamed) and railyard.data.allowed_paths (allowed path prefixes).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from railyard.data import parquet_sources
-
-from railyard.data import sql_sources
 from railyard.config import get_settings
+from railyard.data import parquet_sources, sql_sources
 from railyard.data.filters import coerce_scalar, filter_to_expr, filters_to_expr  # noqa: F401
 from railyard.data.holdout import holdout_mask, split_dataset, split_holdout  # noqa: F401
 from railyard.data.joins import join_datasets, join_tables
-from railyard.data.parquet_sources import open_dataset  # noqa: F401
-from railyard.data.read_plan import (ReadPlan, SourcePlan, plan_read,  # noqa: F401
-                                plan_summary, source_schema)
+from railyard.data.parquet_sources import open_dataset
+from railyard.data.read_plan import ReadPlan, SourcePlan, plan_read, plan_summary, source_schema  # noqa: F401
 from railyard.spec import ParquetSource
+
+if TYPE_CHECKING:
+    import ray.data
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def source_bytes(source: ParquetSource) -> int:
 def read_source_arrow(sp: SourcePlan) -> pa.Table:
     """One source's column-pruned, filtered table, read in this process."""
     if sp.kind == "sql":
-        return sql_sources.read_arrow(sp.statement, sp.connection_url, sp.read_schema,
-                                      sp.source, sp.index)
+        return sql_sources.read_arrow(sp.statement, sp.sql_url, sp.read_schema,
+                                      sp.sql_source, sp.index)
     return parquet_sources.read_arrow(sp.dataset, sp.columns, sp.pyarrow_filter)
 
 
@@ -78,7 +78,7 @@ def ensure_ray() -> None:
 
 
 def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
-             broadcast_max_bytes: int | None = None):
+             broadcast_max_bytes: int | None = None) -> ray.data.Dataset:
     """The filtered, column-pruned, joined Ray Dataset (lazy; filters are pushed into each
     source's read).
 
@@ -89,12 +89,13 @@ def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
     for sp in plan.sources:
         if sp.kind == "sql":
             datasets.append(sql_sources.read_ray(
-                sp.statement, sp.connection_url, sp.read_schema,
+                sp.statement, sp.sql_url, sp.read_schema,
                 shard_key=plan.join_key if plan.join_key in sp.columns else None,
                 ray_remote_args=remote))
         else:
-            datasets.append(parquet_sources.read_ray(sp.source, sp.columns, sp.filter_expr,
-                                                     sp.index, ray_remote_args=remote))
+            datasets.append(parquet_sources.read_ray(sp.parquet_source, sp.columns,
+                                                     sp.filter_expr, sp.index,
+                                                     ray_remote_args=remote))
     ds = datasets[0]
     if len(datasets) > 1:
         limit = (get_settings().broadcast_join_max_bytes if broadcast_max_bytes is None
@@ -110,7 +111,8 @@ def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
     return ds
 
 
-def read_split_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None):
+def read_split_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None
+                   ) -> tuple[ray.data.Dataset, ray.data.Dataset]:
     """(train, holdout) as lazy Ray Datasets, for a trainer that consumes them where they are
     (e.g. Ray Train's ``datasets=``); the driver never holds the rows."""
     ensure_ray()
@@ -173,7 +175,7 @@ class DatasetStats:
 def source_stats(plan: ReadPlan) -> list[dict[str, Any]]:
     """Per source: rows before filters, and for Parquet the files and bytes read."""
     out = []
-    for sp, summary in zip(plan.sources, plan_summary(plan)):
+    for sp, summary in zip(plan.sources, plan_summary(plan), strict=True):
         entry = {**summary, "rows_read": sp.rows_before_filters()}
         if sp.scan is not None:
             entry.update(files_total=sp.scan.files_total, files_read=sp.scan.files_read,

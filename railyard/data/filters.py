@@ -10,7 +10,7 @@ IsNull; NotIn keeps no nulls).
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 from functools import reduce
 from typing import Any
 
@@ -36,7 +36,8 @@ def type_word(dtype: pa.DataType) -> str:
 
 
 def coerce_scalar(value: Any, dtype: pa.DataType, where: str) -> pa.Scalar:
-    """Convert a spec value to a scalar of the column's type, or raise SpecError naming ``where``."""
+    """Convert a spec value to a scalar of the column's type, or raise SpecError naming
+    ``where``."""
     kind = type_word(dtype)
     if pa.types.is_dictionary(dtype):
         dtype = dtype.value_type
@@ -56,9 +57,9 @@ def coerce_scalar(value: Any, dtype: pa.DataType, where: str) -> pa.Scalar:
             if pa.types.is_date(dtype):
                 return pa.scalar(moment.date(), type=dtype)
             if dtype.tz is not None and moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             elif dtype.tz is None and moment.tzinfo is not None:
-                moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+                moment = moment.astimezone(UTC).replace(tzinfo=None)
             return pa.scalar(moment, type=dtype)
         raise wrong("a string_val date such as '2018-01-01'")
     if kind == "numeric":
@@ -130,7 +131,7 @@ def filters_to_expr(filters: list[Filter], schema: pa.Schema,
     """
     indexes = list(range(len(filters))) if indexes is None else indexes
     exprs = []
-    for i, flt in zip(indexes, filters):
+    for i, flt in zip(indexes, filters, strict=True):
         where = filter_where(i, flt)
         if flt.feature_name not in schema.names:
             raise DataSourceError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ import pyarrow.compute as pc
 
 from railyard.data.filters import coerce_scalar
 from railyard.spec import DataSpec, SamplingFunction
+
+if TYPE_CHECKING:
+    import ray.data
 
 INT64_MIN = int(np.iinfo(np.int64).min)
 NULL_STRING = "\x00railyard-null\x00"
@@ -108,8 +112,10 @@ def date_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def latest_threshold(table: pa.Table, data: DataSpec) -> int | None:
     """The k-th largest date (None when k rounds to 0: nothing is held out)."""
+    latest = data.holdout_sampling.latest_sampling
+    assert latest is not None, "LATEST sampling has its latest_sampling block"
     n = table.num_rows
-    k = int(round(n * data.holdout_sampling.latest_sampling.fraction))
+    k = int(round(n * latest.fraction))
     if k == 0:
         return None
     values = date_values(table[data.holdout_date_column])
@@ -178,8 +184,10 @@ def holdout_mask(table: pa.Table, data: DataSpec, *,
     fn = h.sampling_function
     if fn is SamplingFunction.NONE or n == 0:
         return np.zeros(n, dtype=bool)
+    # HoldoutSampling's validator sets the block of ``fn``: the asserts below only narrow types.
     if fn is SamplingFunction.DATE_RANGE:
         r = h.date_range_sampling
+        assert r is not None
         column = table[data.holdout_date_column]
         lo = coerce_scalar(r.start_date, column.type, "data.holdout_sampling")
         hi = coerce_scalar(r.end_date, column.type, "data.holdout_sampling")
@@ -192,11 +200,13 @@ def holdout_mask(table: pa.Table, data: DataSpec, *,
                 return np.zeros(n, dtype=bool)
         return date_values(table[data.holdout_date_column]) >= threshold
     if fn is SamplingFunction.RANDOM:
-        s = h.random_sampling
-        return unit_interval(row_hash(table, random_columns(table, data), s.seed)) < s.fraction
+        rs = h.random_sampling
+        assert rs is not None
+        return unit_interval(row_hash(table, random_columns(table, data), rs.seed)) < rs.fraction
     if fn is SamplingFunction.HASH:
-        s = h.hash_sampling
-        return unit_interval(row_hash(table, [s.column])) < s.fraction
+        hs = h.hash_sampling
+        assert hs is not None
+        return unit_interval(row_hash(table, [hs.column])) < hs.fraction
     raise AssertionError(fn)
 
 
@@ -221,7 +231,7 @@ def _from_int64(value: int, dtype: pa.DataType) -> pa.Scalar:
     return pa.scalar(value, pa.int64()).cast(dtype)
 
 
-def ray_scan(ds) -> Scan:
+def ray_scan(ds: ray.data.Dataset) -> Scan:
     """A ``Scan`` over a Ray Dataset: ``fn`` runs in Ray tasks, only its results come back."""
     def scan(fn: Callable[[pa.Table], np.ndarray]) -> list[np.ndarray]:
         def apply(batch: pa.Table) -> pa.Table:
@@ -232,7 +242,8 @@ def ray_scan(ds) -> Scan:
     return scan
 
 
-def split_dataset(ds, data: DataSpec, schema: pa.Schema):
+def split_dataset(ds: ray.data.Dataset, data: DataSpec,
+                  schema: pa.Schema) -> tuple[ray.data.Dataset, ray.data.Dataset]:
     """(train, holdout) as lazy Ray Datasets; nothing is collected on the driver (LATEST runs a
     few passes over the date column alone to find its threshold)."""
     from ray.data.expressions import col, lit
@@ -242,17 +253,22 @@ def split_dataset(ds, data: DataSpec, schema: pa.Schema):
     if fn is SamplingFunction.NONE:
         return ds, ds.limit(0)
     if fn in (SamplingFunction.DATE_RANGE, SamplingFunction.LATEST):
+        # DataSpec's and HoldoutSampling's validators set these: the asserts only narrow types.
         name = data.holdout_date_column
+        assert name is not None
         dtype = schema.field(name).type
         c = col(name)
         if fn is SamplingFunction.DATE_RANGE:
             r = h.date_range_sampling
+            assert r is not None
             lo = lit(coerce_scalar(r.start_date, dtype, "data.holdout_sampling"))
             hi = lit(coerce_scalar(r.end_date, dtype, "data.holdout_sampling"))
             inside = (c >= lo) & (c <= hi)
             return ds.filter(expr=c.is_null() | (c < lo) | (c > hi)), ds.filter(expr=inside)
+        latest = h.latest_sampling
+        assert latest is not None
         dates = ds.select_columns([name]).materialize()
-        k = int(round(dates.count() * h.latest_sampling.fraction))
+        k = int(round(dates.count() * latest.fraction))
         if k == 0:
             return ds, ds.limit(0)
         threshold = kth_largest(ray_scan(dates), name, k)
@@ -260,6 +276,7 @@ def split_dataset(ds, data: DataSpec, schema: pa.Schema):
             return ds.limit(0), ds
         t = lit(_from_int64(threshold, dtype))
         return ds.filter(expr=c.is_null() | (c < t)), ds.filter(expr=c >= t)
-    side = partial(ds.map_batches, keep_side, batch_format="pyarrow")
+    # Ray's typing of map_batches has fn take only the batch (no fn_args/fn_kwargs)
+    side = partial(ds.map_batches, keep_side, batch_format="pyarrow")  # type: ignore[arg-type]
     return (side(fn_kwargs={"data": data, "holdout": False}),
             side(fn_kwargs={"data": data, "holdout": True}))

@@ -13,9 +13,12 @@ one goes through ``Dataset.join``, a hash shuffle (Ray needs the ``polars`` pack
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import ray.data
 
 JoinType = Literal["inner", "left"]
 _ARROW_JOIN = {"inner": "inner", "left": "left outer"}
@@ -50,24 +53,27 @@ def broadcast_join(batch: pa.Table, right: pa.Table, key: str, how: JoinType) ->
     return join_pair(batch, right, key, how)
 
 
-def join_datasets(datasets: list, key: str | None, how: JoinType, *, key_type: pa.DataType,
-                  right_bytes: list[int], broadcast_max_bytes: int, num_partitions: int = 16):
+def join_datasets(datasets: list[ray.data.Dataset], key: str | None, how: JoinType, *,
+                  key_type: pa.DataType, right_bytes: list[int], broadcast_max_bytes: int,
+                  num_partitions: int = 16) -> ray.data.Dataset:
     """Join Ray Datasets left to right on ``key`` (of ``key_type`` in the first);
     ``right_bytes`` sizes each later source."""
     import ray
 
     result = datasets[0]
-    for right, size in zip(datasets[1:], right_bytes):
+    for right, size in zip(datasets[1:], right_bytes, strict=True):
         assert key is not None
         if size <= broadcast_max_bytes:
             blocks = [b for b in ray.get(right.to_arrow_refs()) if b.num_rows] \
                 or [right.schema().base_schema.empty_table()]
             table = pa.concat_tables(blocks, promote_options="permissive")
-            result = result.map_batches(broadcast_join, batch_format="pyarrow",
-                                        fn_args=(ray.put(table),),
+            # Ray's typing of map_batches has fn take only the batch (no fn_args/fn_kwargs)
+            result = result.map_batches(broadcast_join,  # type: ignore[arg-type]
+                                        batch_format="pyarrow", fn_args=(ray.put(table),),
                                         fn_kwargs={"key": key, "how": how})
         else:
-            right = right.map_batches(align_key, batch_format="pyarrow",
+            right = right.map_batches(align_key,  # type: ignore[arg-type]  # as above
+                                      batch_format="pyarrow",
                                       fn_kwargs={"key": key, "dtype": key_type})
             result = result.join(right, join_type=_RAY_JOIN[how], num_partitions=num_partitions,
                                  on=(key,))

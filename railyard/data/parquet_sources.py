@@ -16,16 +16,21 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from railyard.artifacts.artifact_store import resolve
 from railyard.data.allowed_paths import GLOB_CHARS, glob_base
 from railyard.errors import DataSourceError
 from railyard.spec import ParquetSource
-from railyard.artifacts.artifact_store import resolve
+
+if TYPE_CHECKING:
+    import ray.data
+    from ray.data.expressions import Expr
 
 
 @dataclass(frozen=True)
@@ -190,8 +195,9 @@ def partition_types(dataset: pads.Dataset) -> dict[str, type]:
     return out
 
 
-def read_ray(source: ParquetSource, columns: list[str], filter_expr, index: int = 0, *,
-             ray_remote_args: dict | None = None):
+def read_ray(source: ParquetSource, columns: list[str], filter_expr: Expr | None,
+             index: int = 0, *,
+             ray_remote_args: dict[str, Any] | None = None) -> ray.data.Dataset:
     """The same read as a lazy Ray Dataset over the files that survive partition pruning.
 
     ``filter_expr`` is a Ray Data expression; Ray pushes it into the Parquet read.
@@ -199,7 +205,7 @@ def read_ray(source: ParquetSource, columns: list[str], filter_expr, index: int 
     """
     remote = dict(ray_remote_args or {})
     import ray.data
-    from ray.data.datasource.partitioning import Partitioning
+    from ray.data.datasource.partitioning import Partitioning, PartitionStyle
 
     dataset = open_dataset(source, index)
     where = locate(source, index)
@@ -212,7 +218,7 @@ def read_ray(source: ParquetSource, columns: list[str], filter_expr, index: int 
     if where.base_dir and types:
         # Only with real key=value directories: given a hive Partitioning over plain files,
         # Ray 2.60 looks for every schema column in the path (KeyError).
-        partitioning = Partitioning("hive", base_dir=where.base_dir, field_types=types)
+        partitioning = Partitioning(PartitionStyle.HIVE, base_dir=where.base_dir, field_types=types)
     ds = ray.data.read_parquet(files, filesystem=where.fs, columns=columns,
                                partitioning=partitioning, **remote)
     if filter_expr is not None:

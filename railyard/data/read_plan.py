@@ -19,16 +19,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import sqlalchemy as sa
 from ray.data.expressions import Expr
 
-from railyard.data import parquet_sources
-
-from railyard.data import sql_sources
 from railyard.config import Settings, get_settings
+from railyard.data import parquet_sources, sql_sources
 from railyard.data.allowed_paths import check_allowed_paths
-from railyard.errors import DataSourceError, SpecError
 from railyard.data.filters import filter_where, filters_to_expr, null_rejecting, type_word
-from railyard.spec import DataSpec, FeatureSource, Filter, SqlSource, TrainingSpec
+from railyard.data.joins import JoinType
+from railyard.errors import DataSourceError, SpecError
+from railyard.spec import (
+    DataSpec,
+    FeatureSource,
+    Filter,
+    ParquetSource,
+    SqlSource,
+    TrainingSpec,
+)
 
 
 def source_schema(source: FeatureSource, index: int = 0, connection_url: str | None = None,
@@ -59,6 +66,24 @@ class SourcePlan:
         return "sql" if isinstance(self.source, SqlSource) else "parquet"
 
     @property
+    def parquet_source(self) -> ParquetSource:
+        """The source of a Parquet plan."""
+        assert isinstance(self.source, ParquetSource), "not a Parquet source"
+        return self.source
+
+    @property
+    def sql_source(self) -> SqlSource:
+        """The source of a SQL plan."""
+        assert isinstance(self.source, SqlSource), "not a SQL source"
+        return self.source
+
+    @property
+    def sql_url(self) -> str:
+        """The connection URL of a SQL plan."""
+        assert self.connection_url is not None, "SQL sources need their connection URL"
+        return self.connection_url
+
+    @property
     def pyarrow_filter(self) -> pc.Expression | None:
         """The pushed filter as a pyarrow compute expression."""
         return None if self.filter_expr is None else self.filter_expr.to_pyarrow()
@@ -71,13 +96,13 @@ class SourcePlan:
     @cached_property
     def dataset(self) -> pads.Dataset:
         """The pyarrow dataset of a Parquet source (the one opened for the schema, if any)."""
-        return self.opened or parquet_sources.open_dataset(self.source, self.index)
+        return self.opened or parquet_sources.open_dataset(self.parquet_source, self.index)
 
     @cached_property
-    def statement(self):
+    def statement(self) -> sa.Select:
         """The SELECT of a SQL source (SQLAlchemy)."""
-        dialect = sql_sources.normalize_url(self.connection_url).get_backend_name()
-        return sql_sources.select_statement(self.source, self.schema, self.columns,
+        dialect = sql_sources.normalize_url(self.sql_url).get_backend_name()
+        return sql_sources.select_statement(self.sql_source, self.schema, self.columns,
                                             self.filters, dialect)
 
     @cached_property
@@ -91,7 +116,7 @@ class SourcePlan:
         """On-disk bytes of the Parquet files read, or the database's estimate for SQL."""
         if self.scan is not None:
             return self.scan.bytes_read
-        return sql_sources.estimate_bytes(self.statement, self.connection_url, self.source,
+        return sql_sources.estimate_bytes(self.statement, self.sql_url, self.sql_source,
                                           self.index)
 
     def rows_before_filters(self) -> int:
@@ -99,8 +124,8 @@ class SourcePlan:
         if self.scan is not None:
             return self.scan.rows_read(self.dataset)
         return int(sql_sources.scalar_query(
-            sql_sources.count_statement(self.source, self.schema), self.connection_url,
-            self.source, self.index))
+            sql_sources.count_statement(self.sql_source, self.schema), self.sql_url,
+            self.sql_source, self.index))
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,7 @@ class ReadPlan:
     columns: list[str]                   # the output columns, in order
     data: DataSpec
     join_key: str | None = None
-    join_type: str = "inner"
+    join_type: JoinType = "inner"
     post_filters: list[tuple[int, Filter]] = field(default_factory=list)
     post_filter_expr: Expr | None = None
 

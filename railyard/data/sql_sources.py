@@ -23,17 +23,21 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from railyard.errors import BackendUnavailableError, DataSourceError, SpecError
 from railyard.data.filters import coerce_scalar, filter_where, type_word
+from railyard.errors import BackendUnavailableError, DataSourceError, SpecError
 from railyard.spec import Filter, Predicate, SqlSource
 from railyard.spec.sql_guard import check_select_only
+
+if TYPE_CHECKING:
+    import psycopg
+    import ray.data
 
 PG_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(), "int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
@@ -136,6 +140,7 @@ def database_error(exc: sa.exc.DBAPIError, source: SqlSource, index: int) -> Exc
 def _query_text(source: SqlSource) -> str:
     """The query without a trailing ``;`` or comment, on its own lines, with ``:name`` escaped
     so SQLAlchemy does not take it for a bound parameter."""
+    assert source.query is not None, "a SqlSource without a table has a query (its validator)"
     body = check_select_only(source.query)
     return "\n" + _BIND_COLON.sub(lambda m: "\\:", body) + "\n"
 
@@ -144,8 +149,8 @@ def _from_clause_text(source: SqlSource) -> str:
     return f"({_query_text(source)}) AS q"
 
 
-def _table(source: SqlSource, columns: list[sa.ColumnClause]) -> sa.TableClause:
-    schema, _, name = source.table.rpartition(".")
+def _table(table: str, columns: list[sa.ColumnClause]) -> sa.TableClause:
+    schema, _, name = table.rpartition(".")
     return sa.table(name, *columns, schema=schema or None)
 
 
@@ -161,15 +166,16 @@ def sql_schema(source: SqlSource, url: str, index: int = 0,
                timeout_s: float | None = None) -> pa.Schema:
     """The columns of the table or query, from a ``LIMIT 0`` query (types from Postgres OIDs;
     elsewhere inferred from the first rows)."""
-    relation = (_table(source, []) if source.table
+    relation = (_table(source.table, []) if source.table
                 else sa.text(_from_clause_text(source)))
-    head = sa.select(sa.literal_column("*")).select_from(relation)
+    head: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(relation)
     try:
         with read_only(url, timeout_s=timeout_s) as conn:
             if conn.dialect.name == "postgresql":
                 result = conn.execute(head.limit(0))
-                fields = [(d.name, arrow_type_for_oid(d.type_code))
-                          for d in result.cursor.description]
+                # psycopg's description entries: its Column, whose type_code is a type OID
+                columns = cast("list[psycopg.Column]", result.cursor.description)
+                fields = [(d.name, arrow_type_for_oid(d.type_code)) for d in columns]
             else:
                 result = conn.execute(head.limit(SAMPLE_ROWS))
                 names = list(result.keys())
@@ -226,6 +232,7 @@ def filter_clause(flt: Filter, column: sa.ColumnElement, dtype: pa.DataType, whe
         return column.is_(None)
     if p is Predicate.IsNotNull:
         return column.is_not(None)
+    assert flt.feature_value is not None, "the Filter validator requires a value here"
     raw = flt.feature_value.value
 
     def value(v: Any) -> sa.ColumnElement:
@@ -258,7 +265,7 @@ def relation(source: SqlSource, schema: pa.Schema) -> sa.FromClause:
     """The table, or the query as a subquery ``q``, with typed columns."""
     columns = [sa.column(f.name, sa_type(f.type)) for f in schema]
     if source.table:
-        return _table(source, columns)
+        return _table(source.table, columns)
     return sa.text(_query_text(source)).columns(*columns).subquery("q")
 
 
@@ -345,12 +352,12 @@ def estimate_bytes(statement: sa.Select, url: str, source: SqlSource, index: int
             if conn.dialect.name == "postgresql":
                 compiled = statement.compile(dialect=conn.dialect,
                                              compile_kwargs={"render_postcompile": True})
-                plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled),
-                                            compiled.params).scalar()
+                plan: Any = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled),
+                                                 compiled.params).scalar()
                 top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
                 return int(top["Plan Rows"]) * int(top["Plan Width"])
             rows = conn.execute(sa.select(sa.func.count()).select_from(
-                statement.subquery())).scalar()
+                statement.subquery())).scalar_one()
             return int(rows) * 8 * max(1, len(statement.selected_columns))
     except sa.exc.DBAPIError as exc:
         raise database_error(exc, source, index) from None
@@ -366,6 +373,7 @@ def ray_read_args(statement: sa.Select, url: str, *, shard_key: str | None = Non
                                  compile_kwargs={"render_postcompile": True})
     params: Any = dict(compiled.params)
     if engine.dialect.paramstyle in ("qmark", "format", "numeric"):
+        assert compiled.positiontup is not None, "positional paramstyles set positiontup"
         params = tuple(compiled.params[name] for name in compiled.positiontup)
     args: dict[str, Any] = {"sql": str(compiled), "connection_factory": ConnectionFactory(url),
                             "sql_params": params}
@@ -379,7 +387,7 @@ def ray_read_args(statement: sa.Select, url: str, *, shard_key: str | None = Non
 
 def read_ray(statement: sa.Select, url: str, schema: pa.Schema, *,
              shard_key: str | None = None, parallelism: int = 4,
-             ray_remote_args: dict[str, Any] | None = None):
+             ray_remote_args: dict[str, Any] | None = None) -> ray.data.Dataset:
     """The statement as a lazy Ray Dataset via ``ray.data.read_sql``, cast to ``schema``.
 
     On Postgres with a ``shard_key`` column the read is split into ``parallelism`` tasks;

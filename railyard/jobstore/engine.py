@@ -1,4 +1,5 @@
-"""Database engine, sessions and migrations (Alembic scripts live in ``migrations/`` beside this)."""
+"""Database engine, sessions and migrations (Alembic scripts live in ``migrations/`` beside
+this)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def _create_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
+        # WAL lets the runner write while the API reads
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # WAL lets the runner write while the API reads
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, overload
 
 from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
-from railyard.jobstore.engine import session_scope
 from railyard.errors import NotFoundError, SpecError
-from railyard.jobstore.tables import (ACTIVE_STATUSES, PHASES, AttemptPublic, DatasetPublic, EventPublic,
-                             FailureKind, Job, JobAttempt, JobEvent, JobPublic, JobStatus,
-                             PhasePublic, utcnow)
+from railyard.jobstore.engine import session_scope
+from railyard.jobstore.tables import (
+    ACTIVE_STATUSES,
+    FailureKind,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobStatus,
+    utcnow,
+)
 from railyard.spec import TrainingSpec
 
 
@@ -78,7 +84,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return datetime.fromisoformat(created), job_id
-    except Exception:
+    except ValueError:  # binascii.Error, UnicodeError, unpacking, fromisoformat: all ValueErrors
         raise SpecError("cursor is not valid: pass back the next_cursor of a previous page",
                         details=[{"field": "cursor", "message": "invalid cursor"}]) from None
 
@@ -96,9 +102,9 @@ def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None =
         query = query.where(Job.status == status.value)
     if cursor:
         created, job_id = _decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created,
-                                and_(Job.created_at == created, Job.id < job_id)))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        query = query.where(or_(col(Job.created_at) < created,
+                                and_(col(Job.created_at) == created, col(Job.id) < job_id)))
+    query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
     with session_scope(engine) as session:
         jobs = list(session.exec(query).all())
     next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
@@ -108,8 +114,8 @@ def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None =
 def list_active_jobs(engine: Engine) -> list[Job]:
     """Every job that is not yet terminal, oldest first (queued jobs start in that order)."""
     with session_scope(engine) as session:
-        query = select(Job).where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))\
-            .order_by(Job.created_at, Job.id)
+        query = select(Job).where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))\
+            .order_by(col(Job.created_at), col(Job.id))
         return list(session.exec(query).all())
 
 
@@ -124,9 +130,9 @@ def transition(engine: Engine, *, job_id: str, status: JobStatus,
     if status.is_terminal() and "finished_at" not in values:
         values["finished_at"] = utcnow()
     with session_scope(engine) as session:
-        result = session.execute(
+        result = session.exec(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_([s.value for s in allowed_from]))
+            .where(col(Job.id) == job_id, col(Job.status).in_([s.value for s in allowed_from]))
             .values(**values))
         if result.rowcount == 0:
             return False
@@ -137,7 +143,7 @@ def transition(engine: Engine, *, job_id: str, status: JobStatus,
 def update_job(engine: Engine, *, job_id: str, **fields: Any) -> None:
     """Set fields on a job regardless of its status (results, phase, artifacts)."""
     with session_scope(engine) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**fields))
+        session.exec(update(Job).where(col(Job.id) == job_id).values(**fields))
 
 
 def add_event(engine: Engine, *, job_id: str, kind: str, phase: str | None = None,
@@ -150,58 +156,22 @@ def add_event(engine: Engine, *, job_id: str, kind: str, phase: str | None = Non
 def list_events(engine: Engine, *, job_id: str) -> list[JobEvent]:
     """A job's timeline, oldest first."""
     with session_scope(engine) as session:
-        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))
         return list(session.exec(query).all())
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(moment: datetime | None) -> datetime | None: ...
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def phases_from_events(events: list[JobEvent]) -> list[PhasePublic]:
-    """Fold phase start/finish events into one entry per phase, in run order."""
-    phases: dict[str, PhasePublic] = {}
-    for ev in events:
-        if ev.kind == "attempt_started":
-            phases.clear()           # the timeline's phases are those of the latest attempt
-            continue
-        if ev.phase is None or ev.kind not in ("phase_started", "phase_finished"):
-            continue
-        entry = phases.setdefault(ev.phase, PhasePublic(name=ev.phase))
-        if ev.kind == "phase_started":
-            entry.started_at = as_utc(ev.at)
-        else:
-            entry.finished_at = as_utc(ev.at)
-    for entry in phases.values():
-        if entry.started_at and entry.finished_at:
-            entry.duration_s = round((entry.finished_at - entry.started_at).total_seconds(), 3)
-    order = {name: i for i, name in enumerate(PHASES)}
-    return sorted(phases.values(), key=lambda p: order.get(p.name, len(order)))
-
-
-def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
-    """The API view of a job."""
-    return JobPublic(
-        id=job.id, status=JobStatus(job.status), phase=job.phase, owner=job.owner,
-        project=job.project, trainer=job.trainer, model_name=job.model_name,
-        model_description=job.model_description, workflow_name=job.workflow_name,
-        origin=job.origin, created_at=as_utc(job.created_at),
-        started_at=as_utc(job.started_at), finished_at=as_utc(job.finished_at),
-        error=job.error, error_phase=job.error_phase,
-        dataset=DatasetPublic(train_rows=job.train_rows, holdout_rows=job.holdout_rows,
-                              stats=job.dataset_stats or {}),
-        metrics=job.metrics or {}, artifacts=job.artifacts or {},
-        phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
-        pool=job.pool, placement_reason=job.placement_reason, status_reason=job.status_reason,
-        submitted_by=job.submitted_by, attempt=job.attempt or 1, spec=job.spec,
-    )
-
-
-def to_event_public(ev: JobEvent) -> EventPublic:
-    """The API view of a timeline entry."""
-    return EventPublic(at=as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def record_trial(engine: Engine, *, job_id: str, trial: dict[str, Any]) -> None:
@@ -280,11 +250,11 @@ def finish_attempt(engine: Engine, *, job_id: str, attempt: int, status: JobStat
                               "error": error[:8000] if error else None,
                               "error_phase": error_phase}
     with session_scope(engine) as session:
-        result = session.execute(update(JobAttempt)
-                                 .where(JobAttempt.job_id == job_id,
-                                        JobAttempt.attempt == attempt,
-                                        JobAttempt.finished_at.is_(None))
-                                 .values(**values))
+        result = session.exec(update(JobAttempt)
+                              .where(col(JobAttempt.job_id) == job_id,
+                                     col(JobAttempt.attempt) == attempt,
+                                     col(JobAttempt.finished_at).is_(None))
+                              .values(**values))
         if result.rowcount == 0 and session.exec(
                 select(JobAttempt).where(JobAttempt.job_id == job_id,
                                          JobAttempt.attempt == attempt)).first() is None:
@@ -296,7 +266,7 @@ def list_attempts(engine: Engine, *, job_id: str) -> list[JobAttempt]:
     """A job's attempts, first to last."""
     with session_scope(engine) as session:
         query = select(JobAttempt).where(JobAttempt.job_id == job_id)\
-            .order_by(JobAttempt.attempt)
+            .order_by(col(JobAttempt.attempt))
         return list(session.exec(query).all())
 
 
@@ -312,10 +282,10 @@ def requeue_for_retry(engine: Engine, *, job_id: str, from_attempt: int,
     Ray submission, so the service submits it again. False if the job moved on meanwhile
     (cancelled, or already requeued)."""
     with session_scope(engine) as session:
-        result = session.execute(
+        result = session.exec(
             update(Job)
-            .where(Job.id == job_id, Job.attempt == from_attempt,
-                   Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+            .where(col(Job.id) == job_id, col(Job.attempt) == from_attempt,
+                   col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))
             .values(status=JobStatus.QUEUED.value, attempt=from_attempt + 1,
                     ray_submission_id=None, submitted_at=None, phase=None,
                     heartbeat_at=None, status_reason=f"retrying: {message}"[:2000]))
@@ -324,11 +294,3 @@ def requeue_for_retry(engine: Engine, *, job_id: str, from_attempt: int,
         session.add(JobEvent(job_id=job_id, kind="retry", message=message))
     return True
 
-
-def to_attempt_public(attempt: JobAttempt) -> AttemptPublic:
-    """The API view of an attempt."""
-    return AttemptPublic(attempt=attempt.attempt, ray_submission_id=attempt.ray_submission_id,
-                         status=attempt.status, failure_kind=attempt.failure_kind,
-                         error=attempt.error, error_phase=attempt.error_phase,
-                         started_at=as_utc(attempt.started_at),
-                         finished_at=as_utc(attempt.finished_at))

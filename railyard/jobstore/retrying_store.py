@@ -42,7 +42,7 @@ def call_with_db_retry(fn: Callable[[], T], *, deadline_s: float = 300.0,
     while True:
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - filtered just below
+        except Exception as exc:
             if not is_disconnect(exc) or time.monotonic() + delay > deadline:
                 raise
             log.warning("database unreachable (%s); retrying in %.1fs",

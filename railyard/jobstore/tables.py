@@ -1,8 +1,8 @@
-"""Database tables (SQLModel) and the API's read schemas."""
+"""Database tables (SQLModel)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     """Timezone-aware now, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class JobStatus(str, Enum):
@@ -149,79 +149,3 @@ class JobAttempt(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_job_attempt_number"),)
 
-
-class AttemptPublic(SQLModel):
-    """One attempt as the API returns it."""
-
-    attempt: int
-    ray_submission_id: str | None
-    status: str
-    failure_kind: str | None = None
-    error: str | None = None
-    error_phase: str | None = None
-    started_at: datetime
-    finished_at: datetime | None = None
-
-
-class PhasePublic(SQLModel):
-    """One phase of a job's run."""
-
-    name: str
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_s: float | None = None
-
-
-class EventPublic(SQLModel):
-    """One timeline entry."""
-
-    at: datetime
-    kind: str
-    phase: str | None = None
-    message: str | None = None
-
-
-class DatasetPublic(SQLModel):
-    """Row counts of the prepared data."""
-
-    train_rows: int | None = None
-    holdout_rows: int | None = None
-    stats: dict[str, Any] = {}
-
-
-class JobPublic(SQLModel):
-    """A job as the API returns it."""
-
-    id: str
-    status: JobStatus
-    phase: str | None
-    owner: str
-    project: str
-    trainer: str
-    model_name: str
-    model_description: str
-    workflow_name: str
-    origin: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None
-    error_phase: str | None
-    dataset: DatasetPublic
-    metrics: dict[str, Any]
-    artifacts: dict[str, Any]
-    phases: list[PhasePublic]
-    ray_submission_id: str | None
-    pool: str | None = None
-    placement_reason: str | None = None
-    status_reason: str | None = None
-    submitted_by: str | None = None
-    attempt: int = 1
-    spec: dict[str, Any]
-
-
-class JobList(SQLModel):
-    """A page of jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-
-    jobs: list[JobPublic]
-    next_cursor: str | None = None

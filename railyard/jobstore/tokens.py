@@ -15,10 +15,10 @@ import secrets
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
-from railyard.jobstore.engine import session_scope
 from railyard.errors import ConflictError, NotFoundError, SpecError
+from railyard.jobstore.engine import session_scope
 from railyard.jobstore.tables import ApiToken, utcnow
 
 TOKEN_SCHEME = "ry_"
@@ -83,7 +83,7 @@ def authenticate(engine: Engine, token: str) -> ApiToken | None:
 def list_tokens(engine: Engine) -> list[ApiToken]:
     """Every token row (revoked ones included), oldest first."""
     with session_scope(engine) as session:
-        return list(session.exec(select(ApiToken).order_by(ApiToken.id)).all())
+        return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))).all())
 
 
 def revoke(engine: Engine, *, prefix: str) -> ApiToken:
@@ -103,6 +103,6 @@ def revoke(engine: Engine, *, prefix: str) -> ApiToken:
 def has_admin(engine: Engine) -> bool:
     """True when at least one live admin token exists."""
     with session_scope(engine) as session:
-        query = select(ApiToken.id).where(ApiToken.is_admin.is_(True),
-                                          ApiToken.revoked_at.is_(None)).limit(1)
+        query = select(ApiToken.id).where(col(ApiToken.is_admin).is_(True),
+                                          col(ApiToken.revoked_at).is_(None)).limit(1)
         return session.exec(query).first() is not None

@@ -8,12 +8,28 @@ parser); ``sql_guard`` checks a SQL source's query.
 """
 
 from railyard.spec.common import parse_datetime
-from railyard.spec.data import (DataSpec, DateRangeSampling, FeatureSource, FeatureValue, Filter,
-                                HashSampling, HoldoutSampling, LatestSampling, ParquetSource,
-                                Predicate, RandomSampling, SamplingFunction, SqlSource)
+from railyard.spec.data import (
+                                DataSpec,
+                                DateRangeSampling,
+                                FeatureSource,
+                                FeatureValue,
+                                Filter,
+                                HashSampling,
+                                HoldoutSampling,
+                                LatestSampling,
+                                ParquetSource,
+                                Predicate,
+                                RandomSampling,
+                                SamplingFunction,
+                                SqlSource,
+)
 from railyard.spec.train import ResourcesSpec, SearchDomain, TrainSpec, TuneSpec
-from railyard.spec.training_spec import (LifecycleSpec, TrainingSpec, parse_spec,
-                                         spec_error_from_validation)
+from railyard.spec.training_spec import (
+                                LifecycleSpec,
+                                TrainingSpec,
+                                parse_spec,
+                                spec_error_from_validation,
+)
 
 __all__ = [
     "DataSpec", "DateRangeSampling", "FeatureSource", "FeatureValue", "Filter", "HashSampling",

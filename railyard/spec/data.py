@@ -6,12 +6,28 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import (Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, field_validator, model_validator)
+from pydantic import (
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
+from railyard.spec.common import (
+    MAX_COLUMNS,
+    MAX_FILTERS,
+    MAX_LIST_VALUES,
+    MAX_QUERY_CHARS,
+    MAX_SOURCES,
+    SQL_TABLE_PATTERN,
+    ColumnName,
+    StrictModel,
+    parse_datetime,
+)
 from railyard.spec.sql_guard import check_select_only
-
-from railyard.spec.common import (MAX_COLUMNS, MAX_FILTERS, MAX_LIST_VALUES, MAX_QUERY_CHARS, MAX_SOURCES, SQL_TABLE_PATTERN, ColumnName, StrictModel, parse_datetime)
 
 
 class Predicate(str, Enum):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (Field, RootModel, model_validator)
+from pydantic import Field, RootModel, model_validator
 
-
-from railyard.spec.common import (MAX_COLUMNS, ColumnName, Name, StrictModel)
+from railyard.spec.common import MAX_COLUMNS, ColumnName, Name, StrictModel
 
 
 class ResourcesSpec(StrictModel):

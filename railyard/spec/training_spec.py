@@ -10,11 +10,10 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from pydantic import (Field, ValidationError)
+from pydantic import Field, ValidationError
 
 from railyard.errors import SpecError
-
-from railyard.spec.common import (Name, StrictModel, Text)
+from railyard.spec.common import Name, StrictModel, Text
 from railyard.spec.data import DataSpec
 from railyard.spec.train import TrainSpec
 

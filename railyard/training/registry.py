@@ -11,11 +11,13 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import importlib.machinery
 import logging
 import pkgutil
 import threading
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import cast
 
 from railyard.errors import UnknownWorkflowError
 from railyard.training.workflow import Workflow
@@ -44,7 +46,10 @@ def _package_modules(package_name: str) -> list[tuple[str, Path]]:
         if exc.name == package_name:
             return []
         raise
-    return [(f"{package_name}.{info.name}", Path(info.module_finder.path) / f"{info.name}.py")
+    # A package's directory on disk is searched by a FileFinder, which has the ``path``.
+    return [(f"{package_name}.{info.name}",
+             Path(cast(importlib.machinery.FileFinder, info.module_finder).path)
+             / f"{info.name}.py")
             for info in pkgutil.iter_modules(getattr(package, "__path__", []))
             if not info.ispkg]
 

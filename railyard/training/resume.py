@@ -47,7 +47,7 @@ def resume_rounds(checkpoint: Checkpoint | None, context: Any, rounds: int, *, f
         return None
     try:
         model = load(checkpoint.read(file))
-    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
+    except Exception:
         log.warning("could not load the checkpoint at round %d; training from scratch",
                     checkpoint.step, exc_info=True)
         return None

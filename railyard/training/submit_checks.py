@@ -18,12 +18,12 @@ import pyarrow as pa
 
 from railyard.config import Settings, get_settings
 from railyard.data.allowed_paths import check_allowed_paths
-from railyard.errors import BackendUnavailableError
 from railyard.data.read_plan import ReadPlan, plan_read, source_schema
-from railyard.spec import FeatureSource, SqlSource, TrainingSpec
 from railyard.data.sql_sources import connection_url
-from railyard.training.workflow import Workflow
+from railyard.errors import BackendUnavailableError
+from railyard.spec import FeatureSource, SqlSource, TrainingSpec
 from railyard.training.registry import get_workflow
+from railyard.training.workflow import Workflow
 
 SCHEMA_TIMEOUT_S = 10.0
 SCHEMA_TTL_S = 60.0
@@ -97,6 +97,7 @@ def check_search_space(workflow_cls: type[Workflow], spec: TrainingSpec) -> None
     from railyard.errors import SpecError
 
     tune = spec.train.tune
+    assert tune is not None, "called for specs with train.tune"
     valid = sorted(workflow_cls.param_names())
     for name in tune.search_space:
         if name not in valid:

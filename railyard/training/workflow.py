@@ -79,7 +79,8 @@ class TrainingData:
         return self.table(which)[self.label].to_numpy(zero_copy_only=False).astype("float64")
 
     def encoding(self) -> dict[str, Any]:
-        """How to encode the features, learnt from the training rows (railyard.training.encoding)."""
+        """How to encode the features, learnt from the training rows
+        (railyard.training.encoding)."""
         from railyard.training.encoding import fit_encoding
 
         if "encoding" not in self._memo:
@@ -160,9 +161,9 @@ class TrainContext:
     # iterative workflow calls iteration() each step; about ``iteration_reports`` get through.
     on_iteration: Callable[[dict[str, float]], None] | None = None
     iteration_reports: int = 20
-    # Checkpoints (railyard.artifacts.checkpoints): the runner sets ``checkpoints`` to the job's store,
-    # under the same prefix for every attempt of the job, so that a retried attempt finds the
-    # last attempt's checkpoint and resumes from it. An iterative workflow asks
+    # Checkpoints (railyard.artifacts.checkpoints): the runner sets ``checkpoints`` to the job's
+    # store, under the same prefix for every attempt of the job, so that a retried attempt finds
+    # the last attempt's checkpoint and resumes from it. An iterative workflow asks
     # should_checkpoint() each step; a checkpoint is written at most every
     # ``checkpoint_interval_s`` (0: every step), so a job shorter than that writes none.
     checkpoints: CheckpointStore | None = None
@@ -207,7 +208,7 @@ class TrainContext:
             return None
         try:
             return self.checkpoints.latest(fingerprint)
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint means: train from scratch
+        except Exception:
             log.warning("could not read the checkpoints in %s", self.checkpoints, exc_info=True)
             return None
 
@@ -367,7 +368,7 @@ def infer_task(label: pa.ChunkedArray) -> Task:
     if pa.types.is_boolean(label.type):
         return "binary"
     unique = label.drop_null().unique()
-    if len(unique) <= 2 and set(unique.to_pylist()) <= {0, 1, 0.0, 1.0}:
+    if len(unique) <= 2 and set(unique.to_pylist()) <= {0, 1}:
         return "binary"
     if pa.types.is_integer(label.type) and len(unique) <= 50:
         return "multiclass"

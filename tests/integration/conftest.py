@@ -11,13 +11,12 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from railyard.cluster import local_cluster
-
-from railyard.jobstore import tokens
 from railyard.client.sdk import RailyardClient
+from railyard.cluster import local_cluster
 from railyard.config import Settings
-from railyard.jobstore.engine import get_engine, migrate
 from railyard.data.demo import fraud_table
+from railyard.jobstore import tokens
+from railyard.jobstore.engine import get_engine, migrate
 from tests.servers import free_port
 
 DATA_BUCKET = "railyard-data"

@@ -7,13 +7,11 @@ import concurrent.futures
 
 from fastapi.testclient import TestClient
 
-from railyard.jobstore import jobs
-
-from railyard.jobstore import tokens
 from railyard.config import Settings
-from railyard.jobstore.engine import get_engine, migrate
-from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.control.service import JobService
+from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.jobstore import jobs, tokens
+from railyard.jobstore.engine import get_engine, migrate
 from serve_app.app import create_app
 from tests.integration.test_db_outage import fresh_database
 from tests.unit.test_api import InMemoryBackend

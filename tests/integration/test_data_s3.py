@@ -27,9 +27,23 @@ from railyard.errors import DataSourceError, ForbiddenError
 from railyard.spec import parse_spec
 from railyard.training.submit_checks import validate_spec
 from tests.unit import test_data
-from tests.unit.test_sources import (FILTER_CASES, HOLDOUTS, N, ROWS, TABLE, case_id,
-                                     expected_rows, make_spec, region, year)
-from tests.unit.test_sources import hive_dir, table_dir  # noqa: F401  (fixtures: the local data)
+from tests.unit.test_sources import (
+    FILTER_CASES,
+    HOLDOUTS,
+    ROWS,
+    TABLE,
+    N,
+    case_id,
+    expected_rows,
+    make_spec,
+    region,
+    year,
+)
+
+# The local data's fixtures, made fixtures of this module too (assigned rather than imported:
+# the tests' parameters of the same names would otherwise redefine the imports).
+hive_dir = local_tests.hive_dir
+table_dir = local_tests.table_dir
 
 BUCKET = "railyard-sources"
 HIVE_TOTAL = 6                      # region ∈ {eu, us} × year ∈ {2017, 2018, 2019}
@@ -265,7 +279,8 @@ def test_partition_columns_and_globs_on_s3(hive_uri):
     spec = make_spec([s3(hive_uri, names=("row", "i", "region", "year", "y"))])
     table = read_table_arrow(plan_read(parse_spec(spec)))
     assert sorted(zip(table["row"].to_pylist(), table["region"].to_pylist(),
-                      table["year"].to_pylist())) == [(r, region(r), year(r)) for r in range(N)]
+                      table["year"].to_pylist(), strict=True)) == [
+        (r, region(r), year(r)) for r in range(N)]
     deep = plan_read(parse_spec(make_spec([s3(f"{hive_uri}/**/*.parquet")], filters=[
         {"feature_name": "year", "predicate": "Eq", "feature_value": {"int_val": 2019}}])))
     assert (deep.sources[0].scan.files_total, deep.sources[0].scan.files_read) == (HIVE_TOTAL, 2)

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from railyard.jobstore import tokens
 from railyard.config import Settings
-from railyard.jobstore.engine import get_engine
 from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.jobstore import tokens
+from railyard.jobstore.engine import get_engine
 from serve_app.app import create_app, default_service_factory
 from tests.unit.test_api import InMemoryBackend
 

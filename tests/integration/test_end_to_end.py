@@ -80,8 +80,8 @@ def test_blog_sample_request_trains_and_publishes(platform, client):
 
 
 def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
-    """The cluster's nodes have warm runners (railyard.execution.warm_runner): a job's driver is forked from
-    one, with nothing left to import, and still behaves like any driver."""
+    """The cluster's nodes have warm runners (railyard.execution.warm_runner): a job's driver is
+    forked from one, with nothing left to import, and still behaves like any driver."""
     spec = sample_spec(platform.fraud_uri, source="s3")
     spec["model_name"] = "warm-driver"
     spec["train"]["custom_params"]["n_estimators"] = 10
@@ -97,8 +97,8 @@ def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
 
 def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, client):
     """After a job, the node's warm runner asks its raylet for an idle worker with the Ray
-    job supervisor's runtime env (railyard.execution.standby_supervisor); the next job's JobSupervisor
-    actor starts in that worker instead of a new Python process."""
+    job supervisor's runtime env (railyard.execution.standby_supervisor); the next job's
+    JobSupervisor actor starts in that worker instead of a new Python process."""
     from ray.util.state import list_actors
 
     from railyard.execution.standby_supervisor import NICENESS, standby_pids

@@ -15,10 +15,10 @@ import pytest
 from ray.job_submission import JobStatus as RayJobStatus
 from ray.job_submission import JobSubmissionClient
 
-from railyard.jobstore import jobs
+from railyard.control.leader import ReconcilerLease
 from railyard.data.demo import sample_spec
 from railyard.errors import RailyardError
-from railyard.control.leader import ReconcilerLease
+from railyard.jobstore import jobs
 from tests.integration.test_lifecycle import runner_processes
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")

@@ -27,16 +27,15 @@ def long_spec(platform) -> dict:
 
 
 def runner_processes(job_id: str) -> list[psutil.Process]:
-    """The job's driver processes: the Ray entrypoint (railyard.execution.entrypoint, or railyard.execution.driver)
-    and, when it runs warm, the driver a warm runner forked for it."""
+    """The job's driver processes: the Ray entrypoint (railyard.execution.entrypoint, or
+    railyard.execution.driver) and, when it runs warm, the driver a warm runner forked for it."""
     from railyard.execution.warm_runner import process_name
 
     found = []
     for proc in psutil.process_iter(["cmdline", "name"]):
         cmd = proc.info["cmdline"] or []
-        if ("railyard.execution.driver" in cmd or "railyard.execution.entrypoint" in cmd) and job_id in cmd:
-            found.append(proc)
-        elif proc.info["name"] == process_name(job_id):
+        if (("railyard.execution.driver" in cmd or "railyard.execution.entrypoint" in cmd)
+                and job_id in cmd) or proc.info["name"] == process_name(job_id):
             found.append(proc)
     return found
 

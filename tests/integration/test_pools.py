@@ -9,9 +9,9 @@ from ray.job_submission import JobSubmissionClient
 from ray.util.state import list_nodes, list_tasks
 from sqlmodel import Session
 
+from railyard.cluster.pools import POOL_LABEL
 from railyard.data.demo import sample_spec
 from railyard.jobstore.tables import Job
-from railyard.cluster.pools import POOL_LABEL
 
 
 def node_pools(address: str) -> dict[str, str]:

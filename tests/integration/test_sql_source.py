@@ -15,15 +15,14 @@ import pytest
 import sqlalchemy as sa
 from ray.data._internal.datasource.sql_datasource import SQLDatasource
 
-from railyard.data import sql_sources
 from railyard.config import Settings
+from railyard.data import sql_sources
 from railyard.data.fetch import describe, plan_read, read_table_arrow, split_holdout
 from railyard.errors import BackendUnavailableError, DataSourceError, SpecError
 from railyard.spec import parse_spec
 from railyard.training.submit_checks import validate_spec
 from tests.servers import free_port
-from tests.unit.test_sources import (FILTER_CASES, N, ROWS, TABLE, case_id, expected_rows,
-                                     make_spec)
+from tests.unit.test_sources import FILTER_CASES, ROWS, TABLE, N, case_id, expected_rows, make_spec
 
 DATABASE = "railyard_sources"
 START, END = dt.datetime(2018, 6, 1), dt.datetime(2018, 12, 31)
@@ -90,7 +89,8 @@ def test_types_come_from_the_database(settings):
     spec = parse_spec(make_spec([sql(names=("merchant_id", "mcc", "risk", "since", "small"),
                                      table="merchants")], label="mcc", classifier=("risk",)))
     plan = plan_read(spec, settings=settings)
-    assert dict(zip(plan.sources[0].schema.names, plan.sources[0].schema.types)) == {
+    assert dict(zip(plan.sources[0].schema.names, plan.sources[0].schema.types,
+                    strict=True)) == {
         "merchant_id": pa.int32(), "mcc": pa.string(), "risk": pa.float64(),
         "since": pa.timestamp("us", tz="UTC"), "small": pa.int16()}
     table = read_table_arrow(plan)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from railyard.data.demo import sample_spec
 from railyard.jobstore import jobs
 from railyard.jobstore.engine import get_engine, migrate
-from railyard.data.demo import sample_spec
 from railyard.jobstore.tables import JobStatus
 from railyard.spec import parse_spec
 

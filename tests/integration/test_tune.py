@@ -63,7 +63,8 @@ def test_grid_sweep(platform, client):
                                  "search_alg": "grid"})
     job = client.wait(client.submit(spec)["id"], timeout=600)
     trials = check_sweep(client, job, 4)
-    # A small grid with the FIFO scheduler runs in the job's driver (railyard.training.sweeps.in_driver).
+    # A small grid with the FIFO scheduler runs in the job's driver
+    # (railyard.training.sweeps.in_driver).
     assert job["metrics"]["tune"]["engine"] == "driver"
     assert any(e["kind"] == "sweep_engine" and e["message"].startswith("driver:")
                for e in client.events(job["id"])), "the engine choice is on the timeline"

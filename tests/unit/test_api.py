@@ -10,16 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
-from railyard.jobstore import jobs
-
-from railyard.jobstore import tokens
-from railyard.control.backend import BackendStatus
 from railyard.config import Settings
-from railyard.jobstore.engine import get_engine, migrate
+from railyard.control.backend import BackendStatus
+from railyard.control.service import JobService
 from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.errors import BackendUnavailableError
+from railyard.jobstore import jobs, tokens
+from railyard.jobstore.engine import get_engine, migrate
 from railyard.jobstore.tables import Job, JobStatus
-from railyard.control.service import JobService
 from serve_app.app import create_app
 
 

@@ -3,7 +3,6 @@ execution backend; the token CLI through typer's CliRunner."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import stat
 from pathlib import Path
@@ -14,18 +13,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
-from railyard.client import credentials
-
-from railyard.jobstore import jobs
-
-from railyard.jobstore import tokens
 from railyard.cli.main import _ensure_admin_token
 from railyard.cli.main import app as cli_app
+from railyard.client import credentials
 from railyard.client.sdk import RailyardClient
 from railyard.config import Settings, get_settings
-from railyard.jobstore.engine import get_engine, migrate
-from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.control.service import JobService
+from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.jobstore import jobs, tokens
+from railyard.jobstore.engine import get_engine, migrate
 from serve_app.app import create_app
 from tests.unit.test_api import InMemoryBackend
 

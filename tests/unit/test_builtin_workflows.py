@@ -14,10 +14,10 @@ import torch
 
 from railyard.data.fetch import plan_read, split_holdout
 from railyard.errors import SpecError
-from railyard.training.metrics import forecast_errors, holdout_metrics, write_model_reports
 from railyard.spec import DataSpec, TrainingSpec, TrainSpec
-from railyard.training.workflow import TrainContext, TrainingData, Workflow
+from railyard.training.metrics import forecast_errors, holdout_metrics, write_model_reports
 from railyard.training.registry import get_workflow
+from railyard.training.workflow import TrainContext, TrainingData, Workflow
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FEATURES = ["x1", "c", "x2", "flag"]

@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from railyard.artifacts.checkpoints import CheckpointStore
-from railyard.training.resume import training_fingerprint
-from railyard.spec import TrainSpec
 from railyard.artifacts.artifact_store import ArtifactStore
-from railyard.training.workflow import TrainContext, TrainingData, Workflow
+from railyard.artifacts.checkpoints import CheckpointStore
+from railyard.spec import TrainSpec
 from railyard.training.registry import get_workflow
+from railyard.training.resume import training_fingerprint
+from railyard.training.workflow import TrainContext, TrainingData, Workflow
 
 FEATURES = ["x1", "c", "x2", "flag"]
 

@@ -82,11 +82,12 @@ dates = st.datetimes(min_value=BASE, max_value=BASE + dt.timedelta(days=400)).ma
 
 def filters_for(column: str) -> st.SearchStrategy:
     if column == "i":
-        value, values, vkey = st.integers(-60, 60), st.lists(st.integers(-60, 60), min_size=1, max_size=5), \
-            "int"
+        value = st.integers(-60, 60)
+        values, vkey = st.lists(st.integers(-60, 60), min_size=1, max_size=5), "int"
     elif column == "f":
         value = st.floats(-30, 30, allow_nan=False)
-        values, vkey = st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=5), "float"
+        values = st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=5)
+        vkey = "float"
     elif column == "s":
         value, values, vkey = st.sampled_from(["US", "CA", "U", "M", "ZZ"]), \
             st.lists(st.sampled_from(["US", "CA", "UK", "ZZ"]), min_size=1, max_size=4), "string"

@@ -1,17 +1,22 @@
-"""The driver sweep engine (railyard.training.sweeps.in_driver) on real xgboost fits, without Ray running:
-the configurations Ray Tune would draw, every trial recorded, the best model, resume."""
+"""The driver sweep engine (railyard.training.sweeps.in_driver) on real xgboost fits, without Ray
+running: the configurations Ray Tune would draw, every trial recorded, the best model, resume."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from railyard.data.demo import fraud_table
-from railyard.training.sweeps.in_driver import run_in_driver, sweep_seed, trial_configs, trial_threads
 from railyard.cluster.placement import sweep_engine
+from railyard.data.demo import fraud_table
 from railyard.spec import TrainSpec, parse_spec
-from railyard.training.workflow import TrainingData
 from railyard.training.registry import get_workflow
+from railyard.training.sweeps.in_driver import (
+    run_in_driver,
+    sweep_seed,
+    trial_configs,
+    trial_threads,
+)
+from railyard.training.workflow import TrainingData
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
 LABEL = "has_fraud_dispute"

@@ -10,11 +10,22 @@ import yaml
 from typer.testing import CliRunner
 
 from railyard.cli.kuberay import kuberay_app
-from railyard.cluster.kuberay import (MANIFEST_FILES, SECRET_NAME, SERVE_IMPORT_PATH,
-                              default_manifest_dir, dump_manifest, render_manifests,
-                              rendered_texts)
-from railyard.cluster.kuberay_validation import (CRDS_ENV, crd_dir, load_schema, validate_file,
-                                          validate_manifest)
+from railyard.cluster.kuberay import (
+    MANIFEST_FILES,
+    SECRET_NAME,
+    SERVE_IMPORT_PATH,
+    default_manifest_dir,
+    dump_manifest,
+    render_manifests,
+    rendered_texts,
+)
+from railyard.cluster.kuberay_validation import (
+    CRDS_ENV,
+    crd_dir,
+    load_schema,
+    validate_file,
+    validate_manifest,
+)
 from railyard.cluster.pools import POOL_LABEL, POOLS_FILE_ENV, load_pools
 
 

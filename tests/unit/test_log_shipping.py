@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from railyard.jobstore import jobs
-from railyard.control.backend import BackendStatus
-from railyard.artifacts.job_logs import LogShipper, log_to_stdout, log_uri, read_from
-from railyard.jobstore.tables import JobStatus
 from railyard.artifacts.artifact_store import ArtifactStore
+from railyard.artifacts.job_logs import LogShipper, log_to_stdout, log_uri, read_from
+from railyard.control.backend import BackendStatus
+from railyard.jobstore import jobs
+from railyard.jobstore.tables import JobStatus
 from tests.servers import free_port
 from tests.unit.test_api import build_env
 
@@ -63,7 +63,7 @@ def ship_and_watch(artifacts: ArtifactStore, tmp_path: Path, capsys) -> None:
     assert shipper.uploaded_uri == uri
     lines = final.splitlines()
     assert lines == ["driver line 1", "thread line", "(pid=42) worker stderr line", "last line"]
-    assert not type(sys.stdout).__name__ == "_Tee" and not type(sys.stderr).__name__ == "_Tee"
+    assert type(sys.stdout).__name__ != "_Tee" and type(sys.stderr).__name__ != "_Tee"
     captured = capsys.readouterr()  # the original streams still got everything
     assert "driver line 1" in captured.out and "worker stderr line" in captured.err
 

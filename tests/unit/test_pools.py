@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from railyard.cluster.pools import (
+    GIB,
+    POOL_LABEL,
+    POOLS_FILE_ENV,
+    choose_pool,
+    get_pool,
+    job_placement,
+    load_pools,
+    local_node_args,
+    worker_placement,
+)
 from railyard.errors import RailyardError, SpecError
-from railyard.cluster.pools import (POOL_LABEL, POOLS_FILE_ENV, GIB, choose_pool, get_pool,
-                            job_placement, load_pools, local_node_args, worker_placement)
 from railyard.spec import ResourcesSpec
 
 

@@ -1,8 +1,9 @@
 """Published models: each built-in and example is trained in-process and published into a
 directory shaped like the artifact store's ``<job>/model`` (model files + the runner's
-manifest.json); loading it through railyard.serving.published predicts exactly what the trained model
-object predicts and what the framework's own loader predicts. Also the SDK's load_model, the
-``railyard predict`` command, S3 model directories and the serving helpers (without Serve)."""
+manifest.json); loading it through railyard.serving.published predicts exactly what the
+trained model object predicts and what the framework's own loader predicts. Also the SDK's
+load_model, the ``railyard predict`` command, S3 model directories and the serving helpers
+(without Serve)."""
 
 from __future__ import annotations
 
@@ -22,19 +23,27 @@ import typer
 import xgboost as xgb
 from typer.testing import CliRunner
 
-from railyard.serving import model_server
-from railyard.training.builtin.torch_mlp import TabularMLP
-from railyard.client.sdk import RailyardClient
+from railyard.artifacts.artifact_store import ArtifactStore
 from railyard.cli.models import predict as predict_command
 from railyard.cli.models import serve_model as serve_model_command
+from railyard.client.sdk import RailyardClient
 from railyard.errors import DataSourceError, NotFoundError
+from railyard.serving import model_server
 from railyard.serving.published import load_published, prediction_columns
-from railyard.artifacts.artifact_store import ArtifactStore
+from railyard.training.builtin.torch_mlp import TabularMLP
 from railyard.training.encoding import encode, to_matrix
 from railyard.training.workflow import TrainContext, TrainingData, Workflow
-from tests.unit.test_builtin_workflows import (FAST, FEATURES, FORECAST, corpus, forecast_data,
-                                               make, sales_table, split, tabular_table)
-
+from tests.unit.test_builtin_workflows import (
+    FAST,
+    FEATURES,
+    FORECAST,
+    corpus,
+    forecast_data,
+    make,
+    sales_table,
+    split,
+    tabular_table,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from railyard.artifacts.artifact_store import ArtifactStore
 from railyard.artifacts.checkpoints import CheckpointStore
 from railyard.data.demo import fraud_table
 from railyard.spec import TrainSpec
-from railyard.artifacts.artifact_store import ArtifactStore
 from railyard.training.workflow import TrainContext, TrainingData
 
 README = Path(__file__).resolve().parents[2] / "README.md"

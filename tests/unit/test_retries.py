@@ -12,10 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from railyard.jobstore import jobs
 from railyard.control.backend import BackendStatus
-from railyard.jobstore.retrying_store import call_with_db_retry
+from railyard.jobstore import jobs
 from railyard.jobstore.retries import classify, end_failed_attempt
+from railyard.jobstore.retrying_store import call_with_db_retry
 from railyard.jobstore.tables import FailureKind, JobStatus, utcnow
 from tests.unit.test_api import build_env
 

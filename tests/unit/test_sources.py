@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from railyard.config import Settings
-from railyard.data.fetch import describe, plan_read, read_table_arrow, split_holdout
 from railyard.data.allowed_paths import is_allowed
-from railyard.errors import DataSourceError, ForbiddenError, SpecError
+from railyard.data.fetch import describe, plan_read, read_table_arrow, split_holdout
 from railyard.data.holdout import INT64_MIN, keep_side, kth_largest, latest_threshold
+from railyard.errors import DataSourceError, ForbiddenError, SpecError
 from railyard.spec import DataSpec, parse_spec
 from railyard.spec.sql_guard import check_select_only
 from railyard.training.submit_checks import validate_spec
@@ -200,7 +200,8 @@ def test_partition_columns_can_be_fetched(hive_dir):
     spec = make_spec([local(hive_dir, names=("row", "i", "y", "region", "year"))])
     table = read_table_arrow(plan_read(parse_spec(spec)))
     assert table.num_rows == N
-    assert dict(zip(table["row"].to_pylist(), table["region"].to_pylist()))[4] == "eu"
+    assert dict(zip(table["row"].to_pylist(), table["region"].to_pylist(),
+                    strict=True))[4] == "eu"
 
 
 def test_globs_match_files_and_directories(table_dir, hive_dir):
@@ -561,7 +562,7 @@ def test_describe_reports_what_the_read_touched(hive_dir):
     assert stats["rows_after_filters"] == len(want)
     assert stats["train_rows"] + stats["holdout_rows"] == len(want) and stats["holdout_rows"]
     assert (stats["files_total"], stats["files_read"]) == (6, 4)
-    assert 0 < stats["bytes_read"]
+    assert stats["bytes_read"] > 0
     assert stats["null_counts"]["i"] == 0
     assert stats["null_counts"]["s"] == sum(ROWS[r]["s"] is None for r in want)
     assert stats["label_balance"] == {

@@ -1,5 +1,6 @@
-"""railyard.execution.standby_supervisor without Ray: the supervisor's runtime env as Ray's JobManager
-builds it, and finding this node's raylet and idle workers in a /proc-shaped directory."""
+"""railyard.execution.standby_supervisor without Ray: the supervisor's runtime env as Ray's
+JobManager builds it, and finding this node's raylet and idle workers in a /proc-shaped
+directory."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from railyard.execution.standby_supervisor import (JOB_CONFIG_ENV, NICENESS, NOSET, enabled, find_raylet,
-                                         standby_pids, supervisor_runtime_env)
+from railyard.execution.standby_supervisor import (
+    JOB_CONFIG_ENV,
+    NICENESS,
+    NOSET,
+    enabled,
+    find_raylet,
+    standby_pids,
+    supervisor_runtime_env,
+)
 
 RAYLET = "/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet"
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from railyard.data.demo import fraud_table
-from railyard.training.streamed import StreamedData, Summary, _summarise_block
 from railyard.training.encoding import fit_encoding
+from railyard.training.streamed import StreamedData, Summary, _summarise_block
 from railyard.training.workflow import infer_task
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
@@ -57,8 +57,8 @@ def test_a_continuous_label_is_regression_from_its_sampled_values():
 
 
 def test_a_large_source_is_right_sized_to_streamed_workers():
-    from railyard.data.demo import sample_spec
     from railyard.cluster.placement import training_workers
+    from railyard.data.demo import sample_spec
     from railyard.spec import parse_spec
 
     spec = parse_spec(sample_spec("/data/fraud"))

@@ -8,10 +8,8 @@ import copy
 
 import pytest
 
-from railyard.jobstore import jobs
-
-from railyard.jobstore import tokens
 from railyard.control.access import Caller
+from railyard.jobstore import jobs, tokens
 from railyard.jobstore.tables import JobStatus
 from tests.unit.test_auth import TEAM_A, TEAM_B, Platform
 

@@ -14,13 +14,13 @@ import time
 import psutil
 import pytest
 
-from railyard.jobstore import jobs
 from railyard.config import Settings
-from railyard.jobstore.engine import get_engine, migrate
 from railyard.data.demo import sample_spec, write_fraud_dataset
+from railyard.execution.warm_runner import process_name
+from railyard.jobstore import jobs
+from railyard.jobstore.engine import get_engine, migrate
 from railyard.jobstore.tables import JobStatus
 from railyard.spec import parse_spec
-from railyard.execution.warm_runner import process_name
 from tests.servers import wait_for
 
 
@@ -37,8 +37,8 @@ def warm_server(tmp_path, home):
     settings, _ = home
     socket_path = f"/tmp/railyard-warm-test-{os.getpid()}.sock"
     env = {**os.environ, "RAILYARD_HOME": str(settings.home)}
-    server = subprocess.Popen([sys.executable, "-m", "railyard.execution.warm_runner", "serve", "--socket",
-                               socket_path], env=env, stdout=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "railyard.execution.warm_runner", "serve",
+                               "--socket", socket_path], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not os.path.exists(socket_path):
@@ -65,8 +65,8 @@ def launch(settings: Settings, job_id: str, socket_path: str | None) -> subproce
     env.pop("RAILYARD_WARM_SOCKET", None)
     if socket_path:
         env["RAILYARD_WARM_SOCKET"] = socket_path
-    return subprocess.Popen([sys.executable, "-m", "railyard.execution.entrypoint", job_id], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "railyard.execution.entrypoint", job_id],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def forked_driver(job_id: str) -> psutil.Process | None:

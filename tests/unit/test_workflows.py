@@ -5,12 +5,12 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from railyard.training.builtin.xgboost import XGBoostWorkflow
 from railyard.data.demo import fraud_table
 from railyard.errors import SpecError, UnknownWorkflowError
 from railyard.spec import TrainSpec
-from railyard.training.workflow import TrainContext, TrainingData
+from railyard.training.builtin.xgboost import XGBoostWorkflow
 from railyard.training.registry import available_workflows, get_workflow
+from railyard.training.workflow import TrainContext, TrainingData
 
 
 def test_registry_has_builtins_and_examples():

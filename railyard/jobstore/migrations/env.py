@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations on the connection handed in by railyard.jobstore.engine.migrate."""
+"""Alembic environment: runs migrations on the connection handed in by
+railyard.jobstore.engine.migrate."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool

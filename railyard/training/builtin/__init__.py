@@ -1,1 +1,2 @@
-"""Built-in workflows; every module here is imported by railyard.training.workflow.load_workflows()."""
+"""Built-in workflows; every module here is imported by
+railyard.training.registry.load_workflows()."""

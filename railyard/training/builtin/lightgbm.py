@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -13,11 +13,11 @@ import pyarrow as pa
 from pydantic import AliasChoices, Field
 
 from railyard.artifacts.checkpoints import Checkpoint
-from railyard.training.resume import resume_rounds, training_fingerprint
-from railyard.training.metrics import holdout_metrics
 from railyard.training.encoding import encode, fit_encoding
-from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.metrics import holdout_metrics
 from railyard.training.registry import register_workflow
+from railyard.training.resume import resume_rounds, training_fingerprint
+from railyard.training.workflow import Split, TrainContext, TrainingData, Workflow, WorkflowParams
 
 log = logging.getLogger(__name__)
 # The booster's file in a checkpoint (LightGBM's text model format).
@@ -80,14 +80,16 @@ class LightGBMWorkflow(Workflow):
     Params = LightGBMParams
 
     def _objective(self, data: TrainingData) -> str:
-        objective = self.params.booster_params().get("objective")
+        p = cast(LightGBMParams, self.params)
+        objective = p.booster_params().get("objective")
         if objective:
             return objective
         return {"binary": "binary", "multiclass": "multiclass",
                 "regression": "regression"}[self.task(data)]
 
     def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
-        params = self.params.booster_params()
+        p = cast(LightGBMParams, self.params)
+        params = p.booster_params()
         params["objective"] = self._objective(data)
         if "num_threads" not in params:  # spec's CPUs, else the node's (Ray sets OMP to 1)
             params["num_threads"] = context.threads
@@ -100,7 +102,7 @@ class LightGBMWorkflow(Workflow):
         if data.holdout.num_rows:
             valid_sets.append(_dataset(data, "holdout", encoding, reference=train))
             names.append("holdout")
-        rounds = self.params.n_estimators
+        rounds = p.n_estimators
         # A retried attempt continues the last attempt's booster (init_model). With early
         # stopping, the resumed part starts its own best-so-far (patience counts from the
         # resumed round; the trees already built stay). Bagging's random draws restart too.
@@ -111,8 +113,8 @@ class LightGBMWorkflow(Workflow):
         callbacks = [_progress(context, rounds)]
         if context.checkpoints is not None:
             callbacks.append(_checkpoint(context, rounds, fingerprint))
-        if self.params.early_stopping_rounds and len(valid_sets) > 1:
-            callbacks.append(lgb.early_stopping(self.params.early_stopping_rounds,
+        if p.early_stopping_rounds and len(valid_sets) > 1:
+            callbacks.append(lgb.early_stopping(p.early_stopping_rounds,
                                                 first_metric_only=True, verbose=False))
         booster = lgb.train(params, train, num_boost_round=rounds - done,
                             valid_sets=valid_sets, valid_names=names, callbacks=callbacks,
@@ -121,17 +123,19 @@ class LightGBMWorkflow(Workflow):
 
     def predict(self, model: dict[str, Any], table: pa.Table) -> np.ndarray:
         booster: lgb.Booster = model["booster"]
-        return booster.predict(encode(table, model["encoding"]),
-                               num_iteration=booster.best_iteration or None)
+        # an ndarray: predict returns a list or sparse matrix only for pred_contrib
+        return cast(np.ndarray, booster.predict(encode(table, model["encoding"]),
+                                                num_iteration=booster.best_iteration or None))
 
     def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
+        p = cast(LightGBMParams, self.params)
         if data.holdout.num_rows == 0:
             return {}
         metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
                                   self.holdout_predictions(model, data),
                                   regression_objective=self.task(data) == "binary"
                                   and not model["objective"].startswith(("binary", "cross")))
-        if self.params.early_stopping_rounds:
+        if p.early_stopping_rounds:
             metrics["best_iteration"] = float(model["booster"].best_iteration)
         return metrics
 
@@ -155,7 +159,7 @@ class LightGBMWorkflow(Workflow):
         return {"booster": booster, "encoding": meta["encoding"], "objective": meta["objective"]}
 
 
-def _dataset(data: TrainingData, which: str, encoding: dict[str, Any],
+def _dataset(data: TrainingData, which: Split, encoding: dict[str, Any],
              reference: lgb.Dataset | None = None) -> lgb.Dataset:
     frame = encode(data.table(which), encoding)
     return lgb.Dataset(frame, label=data.label_array(which), reference=reference,
@@ -166,11 +170,13 @@ def _progress(context: TrainContext, rounds: int) -> Any:
     """A LightGBM callback reporting boosting progress (throttled by TrainContext)."""
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
+        assert env.evaluation_result_list is not None  # None only before an iteration
         last = {f"{d}-{m}": round(float(v), 6) for d, m, v, *_ in env.evaluation_result_list}
         done = env.iteration + 1
         context.report(f"iteration {done}/{rounds} {json.dumps(last)}", force=done == rounds)
 
-    callback.order = 30  # after early stopping's bookkeeping
+    # after early stopping's bookkeeping (LightGBM reads the order from the function)
+    callback.order = 30  # type: ignore[attr-defined]
     return callback
 
 
@@ -193,5 +199,6 @@ def _checkpoint(context: TrainContext, rounds: int, fingerprint: str | None) -> 
                                     meta={"round": done, "rounds": rounds},
                                     fingerprint=fingerprint)
 
-    callback.order = 40  # after early stopping, which ends the training by raising
+    # after early stopping, which ends the training by raising
+    callback.order = 40  # type: ignore[attr-defined]  # as above
     return callback

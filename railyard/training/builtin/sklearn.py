@@ -13,16 +13,21 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import joblib
 import numpy as np
 import pyarrow as pa
 from pydantic import ConfigDict
 from sklearn.base import BaseEstimator, is_classifier
-from sklearn.ensemble import (GradientBoostingClassifier, GradientBoostingRegressor,
-                              HistGradientBoostingClassifier, HistGradientBoostingRegressor,
-                              RandomForestClassifier, RandomForestRegressor)
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
@@ -30,10 +35,10 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from railyard.errors import SpecError
-from railyard.training.metrics import permutation_importance
 from railyard.training.encoding import encode, fit_encoding, to_matrix
-from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.metrics import permutation_importance
 from railyard.training.registry import register_workflow
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
 
 EstimatorName = Literal[
     "auto", "LogisticRegression", "RandomForestClassifier", "RandomForestRegressor",
@@ -88,7 +93,7 @@ class SklearnWorkflow(Workflow):
     @classmethod
     def parse_params(cls, custom_params: dict[str, Any]) -> SklearnParams:
         """Validate the workflow's own fields, then the rest against the estimator's."""
-        params: SklearnParams = super().parse_params(custom_params)  # type: ignore[assignment]
+        params = cast(SklearnParams, super().parse_params(custom_params))
         candidates = params.candidates()
         label = " or ".join(c.__name__ for c in candidates)
         extra = params.estimator_params()
@@ -120,14 +125,16 @@ class SklearnWorkflow(Workflow):
             {"field": f"train.custom_params.{name}", "message": str(errors[0])}])
 
     def _categorical(self, estimator: str) -> Literal["one_hot", "ordinal"]:
-        choice = self.params.categorical_encoding
+        p = cast(SklearnParams, self.params)
+        choice = p.categorical_encoding
         if choice == "auto":
             return "one_hot" if estimator in LINEAR else "ordinal"
         return choice
 
     def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
+        p = cast(SklearnParams, self.params)
         task = self.task(data)
-        name = self.params.estimator_name(task)
+        name = p.estimator_name(task)
         estimator_cls = ESTIMATORS[name]
         if is_classifier(estimator_cls()) != (task in ("binary", "multiclass")):
             raise ValueError(f"estimator {name} does not fit a {task} label; pick a "
@@ -136,7 +143,7 @@ class SklearnWorkflow(Workflow):
         encoding = fit_encoding(data.train, data.features)
         categorical = self._categorical(name)
         frame = to_matrix(encode(data.train, encoding), categorical=categorical)
-        kwargs = self.params.estimator_params()
+        kwargs = p.estimator_params()
         accepted = estimator_cls().get_params()
         if unknown := sorted(set(kwargs) - set(accepted)):
             raise ValueError(f"{name} takes no parameter {', '.join(unknown)} (train."

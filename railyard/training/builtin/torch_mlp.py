@@ -11,7 +11,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -20,11 +20,11 @@ from pydantic import AliasChoices, Field
 from torch import nn
 
 from railyard.artifacts.checkpoints import Checkpoint
-from railyard.training.resume import training_fingerprint
-from railyard.training.metrics import permutation_importance
 from railyard.training.encoding import encode, fit_encoding
-from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.metrics import permutation_importance
 from railyard.training.registry import register_workflow
+from railyard.training.resume import training_fingerprint
+from railyard.training.workflow import TrainContext, TrainingData, Workflow, WorkflowParams
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class TorchMLPWorkflow(Workflow):
     Params = TorchMLPParams
 
     def _config(self, data: TrainingData, task: str) -> dict[str, Any]:
-        p: TorchMLPParams = self.params  # type: ignore[assignment]
+        p = cast(TorchMLPParams, self.params)
         encoding = fit_encoding(data.train, data.features)
         categorical = [c for c in data.features if encoding[c]["kind"] == "categorical"]
         numeric = [c for c in data.features if c not in categorical]
@@ -136,7 +136,7 @@ class TorchMLPWorkflow(Workflow):
         }
 
     def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
-        p: TorchMLPParams = self.params  # type: ignore[assignment]
+        p = cast(TorchMLPParams, self.params)
         device = resolve_device(p.device)
         torch.manual_seed(p.seed)
         task = self.task(data)
@@ -251,8 +251,8 @@ class TorchMLPWorkflow(Workflow):
                                           weights_only=True))
         # Predict on CUDA when there is one, unless the parameters say cpu; a model trained on
         # a GPU still loads on a machine without one.
-        device = torch.device("cpu") if self.params.device == "cpu" \
-            else resolve_device("auto")  # type: ignore[attr-defined]
+        p = cast(TorchMLPParams, self.params)
+        device = torch.device("cpu") if p.device == "cpu" else resolve_device("auto")
         return {"module": module.to(device).eval(), "config": config, "device": str(device)}
 
 
@@ -285,7 +285,7 @@ def _resume(checkpoint: Checkpoint | None, context: TrainContext, epochs: int,
         state = torch.load(io.BytesIO(checkpoint.read(STATE_FILE)), map_location=device,
                            weights_only=True)
         done = int(state["epoch"])
-    except Exception:  # noqa: BLE001 - a checkpoint that does not load: train from scratch
+    except Exception:
         log.warning("could not load the checkpoint at epoch %d; training from scratch",
                     checkpoint.step, exc_info=True)
         return None

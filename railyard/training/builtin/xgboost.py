@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -13,11 +13,11 @@ import xgboost as xgb
 from pydantic import AliasChoices, Field
 
 from railyard.artifacts.checkpoints import Checkpoint
-from railyard.training.resume import resume_rounds, training_fingerprint
-from railyard.training.metrics import holdout_metrics
 from railyard.training.encoding import encode
-from railyard.training.workflow import Split, TrainContext, TrainingData, Workflow, WorkflowParams
+from railyard.training.metrics import holdout_metrics
 from railyard.training.registry import register_workflow
+from railyard.training.resume import resume_rounds, training_fingerprint
+from railyard.training.workflow import Split, TrainContext, TrainingData, Workflow, WorkflowParams
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,16 @@ class XGBoostWorkflow(Workflow):
     Params = XGBoostParams
 
     def _objective(self, data: TrainingData) -> str:
-        objective = self.params.booster_params().get("objective")
+        p = cast(XGBoostParams, self.params)
+        objective = p.booster_params().get("objective")
         if objective:
             return objective
         return {"binary": "binary:logistic", "multiclass": "multi:softprob",
                 "regression": "reg:squarederror"}[self.task(data)]
 
     def fit(self, data: TrainingData, context: TrainContext) -> dict[str, Any]:
-        params = self.params.booster_params()
+        p = cast(XGBoostParams, self.params)
+        params = p.booster_params()
         params.setdefault("nthread", context.threads)
         params["objective"] = self._objective(data)
         if params["objective"].startswith("multi:") and "num_class" not in params:
@@ -98,17 +100,17 @@ class XGBoostWorkflow(Workflow):
             from railyard.training.builtin.xgboost_distributed import fit_distributed
 
             booster = fit_distributed(data, context, params=params, encoding=encoding,
-                                      rounds=self.params.n_estimators)
+                                      rounds=p.n_estimators)
             return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
         dtrain = _dmatrix(data, "train", encoding)
         # The holdout is scored every round only when something uses it (early stopping, a
         # sweep's intermediate reports): on 1M rows that scoring costs a quarter of the fit.
         evals = []
-        wants_evals = bool(self.params.early_stopping_rounds) or context.on_iteration is not None
+        wants_evals = bool(p.early_stopping_rounds) or context.on_iteration is not None
         if data.holdout.num_rows and wants_evals:
             dholdout = _dmatrix(data, "holdout", encoding)
             evals.append((dholdout, "holdout"))
-        rounds = self.params.n_estimators
+        rounds = p.n_estimators
         # A retried attempt continues the last attempt's booster. With early stopping, the
         # resumed part starts its own best-so-far (patience counts from the resumed round; the
         # trees already built stay), which can only train longer than an uninterrupted run.
@@ -121,7 +123,7 @@ class XGBoostWorkflow(Workflow):
             callbacks.append(_CheckpointCallback(context, rounds, fingerprint))
         booster = xgb.train(
             params, dtrain, num_boost_round=rounds - done, evals=evals, verbose_eval=False,
-            early_stopping_rounds=self.params.early_stopping_rounds if evals else None,
+            early_stopping_rounds=p.early_stopping_rounds if evals else None,
             callbacks=callbacks, xgb_model=start)
         return {"booster": booster, "encoding": encoding, "objective": params["objective"]}
 
@@ -129,7 +131,8 @@ class XGBoostWorkflow(Workflow):
         """Train on several Ray Train workers from Ray Datasets (railyard.training.streamed)."""
         from railyard.training.builtin.xgboost_distributed import fit_on_datasets
 
-        params = self.params.booster_params()
+        p = cast(XGBoostParams, self.params)
+        params = p.booster_params()
         task = data.task()
         objective = params.get("objective") or {
             "binary": "binary:logistic", "multiclass": "multi:softprob",
@@ -144,7 +147,7 @@ class XGBoostWorkflow(Workflow):
         if data.holdout_summary.rows:
             datasets["holdout"] = data.holdout
         booster = fit_on_datasets(datasets, context, params=params, encoding=encoding,
-                                  rounds=self.params.n_estimators, label=data.label)
+                                  rounds=p.n_estimators, label=data.label)
         return {"booster": booster, "encoding": encoding, "objective": objective}
 
     def evaluate_streamed(self, model: dict[str, Any], data: Any,
@@ -177,12 +180,13 @@ class XGBoostWorkflow(Workflow):
         return model["booster"].predict(_dmatrix(data, "holdout", model["encoding"]))
 
     def evaluate(self, model: dict[str, Any], data: TrainingData) -> dict[str, float]:
+        p = cast(XGBoostParams, self.params)
         if data.holdout.num_rows == 0:
             return {}
         metrics = holdout_metrics(self.task(data), data.label_array("holdout"),
                                   self.holdout_predictions(model, data),
                                   regression_objective=model["objective"].startswith("reg:"))
-        if self.params.early_stopping_rounds:
+        if p.early_stopping_rounds:
             metrics["best_iteration"] = float(model["booster"].best_iteration)
         return metrics
 

@@ -53,6 +53,7 @@ def fit_on_datasets(datasets: dict[str, Any], context: TrainContext, *, params: 
     context.report(f"distributed training on {context.num_workers} Ray Train workers",
                    force=True)
     result = trainer.fit()
+    assert result.checkpoint is not None, "ReportAtEnd reports the model at the end"
     return RayTrainReportCallback.get_model(result.checkpoint)
 
 
@@ -76,8 +77,9 @@ def _train_loop(config: dict[str, Any]) -> None:
         about 2 s per round on 2 cores (100 rounds: minutes). One report, with the model, at
         the end."""
 
-        def after_iteration(self, model, epoch, evals_log):  # noqa: ANN001
-            self._evals_log = evals_log
+        def after_iteration(self, model: Any, epoch: int,
+                            evals_log: xgb.callback.TrainingCallback.EvalsLog) -> bool:
+            self._evals_log = evals_log  # type: ignore[assignment]  # Ray sets it to None, untyped
             return False
 
     evals = [(dmatrix("holdout"), "holdout")] if config["has_holdout"] else []

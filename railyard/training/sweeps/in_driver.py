@@ -27,8 +27,14 @@ from typing import Any
 import numpy as np
 
 from railyard.spec import TrainSpec
-from railyard.training.sweeps.ray_tune import (SweepResult, TrialRecord, eval_metric_for, objective, trial_workflow,
-                             tune_domain)
+from railyard.training.sweeps.ray_tune import (
+    SweepResult,
+    TrialRecord,
+    eval_metric_for,
+    objective,
+    trial_workflow,
+    tune_domain,
+)
 from railyard.training.workflow import TrainContext, TrainingData, Workflow, node_cpus
 
 log = logging.getLogger(__name__)

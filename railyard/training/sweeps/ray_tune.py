@@ -16,13 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
 from railyard.spec import SearchDomain, TrainSpec, TuneSpec
-from railyard.training.workflow import TrainContext, TrainingData, Workflow
 from railyard.training.registry import get_workflow
+from railyard.training.workflow import TrainContext, TrainingData, Workflow
+
+if TYPE_CHECKING:
+    from ray.tune import Result
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +64,8 @@ class SweepResult:
     trials: list[TrialRecord] = field(default_factory=list)
     # Trials an earlier attempt of the job had already finished when this one restored it.
     resumed_trials: int = 0
-    # ray_tune | driver (railyard.training.sweeps.in_driver), and whether every record in ``trials`` was
-    # already stored, final, as its trial ended (the driver engine's are).
+    # ray_tune | driver (railyard.training.sweeps.in_driver), and whether every record in
+    # ``trials`` was already stored, final, as its trial ended (the driver engine's are).
     engine: str = "ray_tune"
     recorded_live: bool = False
 
@@ -79,7 +85,7 @@ def sample_values(tune_spec: TuneSpec) -> dict[str, Any]:
     return {name: d.values[0] for name, d in tune_spec.search_space.items()}
 
 
-def _search_alg(tune_spec: TuneSpec, metric: str, mode: str):
+def _search_alg(tune_spec: TuneSpec, metric: str, mode: str) -> Searcher | None:
     if tune_spec.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -91,7 +97,7 @@ def _search_alg(tune_spec: TuneSpec, metric: str, mode: str):
     return None  # random and grid: Ray Tune's basic variant generator
 
 
-def _scheduler(tune_spec: TuneSpec):
+def _scheduler(tune_spec: TuneSpec) -> TrialScheduler | None:
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
     if tune_spec.scheduler == "asha":
@@ -189,8 +195,9 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
         tuner = tune.Tuner.restore(experiment, trainable=trainable, param_space=space,
                                    resume_unfinished=True, resume_errored=True)
         try:
-            resumed = sum(1 for r in tuner.get_results() if r.error is None
-                          and (r.metrics or {}).get("final") == 1)
+            # ResultGrid iterates through __getitem__ (no __iter__, which mypy needs)
+            resumed = sum(1 for r in tuner.get_results()  # type: ignore[attr-defined, misc]
+                          if r.error is None and (r.metrics or {}).get("final") == 1)
         except Exception:  # noqa: BLE001 - the count is for the record only
             resumed = 0
         log.info("restored the sweep of an earlier attempt from %s: %d trials already "
@@ -231,7 +238,7 @@ def _finish(tuner: Any, workflow: Workflow, metric: str, mode: str,
                        metric=metric, mode=mode, trials=records, resumed_trials=resumed)
 
 
-def _record(result) -> TrialRecord:
+def _record(result: Result) -> TrialRecord:
     metrics = {k: float(v) for k, v in (result.metrics or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)
                and k not in ("final", "timestamp", "pid", "time_this_iter_s", "time_since_restore",
@@ -256,14 +263,16 @@ class _RecordTrials(Callback):
     def __init__(self, on_trial: Callable[[TrialRecord], None]) -> None:
         self.on_trial = on_trial
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
         self.on_trial(_live_record(trial, "SUCCEEDED"))
 
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
         self.on_trial(_live_record(trial, "FAILED"))
 
 
-def _live_record(trial, status: str) -> TrialRecord:
+def _live_record(trial: Trial, status: str) -> TrialRecord:
     result = trial.last_result or {}
     if status == "SUCCEEDED" and result.get("final") != 1:
         status = "STOPPED"

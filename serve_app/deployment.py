@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import cast
 
 from ray import serve
+from ray.serve import Deployment
 
 from railyard.config import get_settings
 from serve_app.app import create_app
@@ -43,7 +45,7 @@ class RailyardAPI:
                 lease = lease or ReconcilerLease(service.engine)
                 if lease.held():             # one replica reconciles; the others stand by
                     service.reconcile_all()
-            except Exception:  # noqa: BLE001 - keep the loop alive through outages
+            except Exception:  # keep the loop alive through outages
                 log.exception("background reconcile failed")
         if lease is not None:
             lease.release()
@@ -52,4 +54,5 @@ class RailyardAPI:
         self._stop.set()
 
 
-app = RailyardAPI.bind()
+# serve.deployment made RailyardAPI a Deployment; mypy ignores class decorators.
+app = cast(Deployment, RailyardAPI).bind()

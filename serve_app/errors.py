@@ -77,8 +77,8 @@ async def database_error_handler(_: Request, exc: SQLAlchemyError) -> JSONRespon
                         "remove NUL (\\u0000) characters and send it again",
                         details=[{"field": "(request)", "message": reason}])
         return JSONResponse(err.to_dict(), status_code=422)
-    err = BackendUnavailableError("the job database is unavailable; retry shortly")
-    return JSONResponse(err.to_dict(), status_code=503)
+    unavailable = BackendUnavailableError("the job database is unavailable; retry shortly")
+    return JSONResponse(unavailable.to_dict(), status_code=503)
 
 
 def install_exception_handlers(app: FastAPI) -> None:

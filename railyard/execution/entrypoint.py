@@ -1,8 +1,9 @@
-"""Entrypoint of a job's Ray driver: ``python -m railyard.execution.entrypoint JOB_ID`` (same arguments as
-``python -m railyard.execution.driver``).
+"""Entrypoint of a job's Ray driver: ``python -m railyard.execution.entrypoint JOB_ID`` (same
+arguments as ``python -m railyard.execution.driver``).
 
 It imports only the standard library: with a warm runner on the node (``RAILYARD_WARM_SOCKET``,
-railyard.execution.warm_runner) the job runs in a driver forked from it, already imported; without one, here.
+railyard.execution.warm_runner) the job runs in a driver forked from it, already imported;
+without one, here.
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ new Python worker: on a 2-core node, starting it (importing Ray) is most of the 
 runtime environment (its ``PrestartWorkers`` RPC) and gives an idle worker whose runtime
 environment matches to the next actor that needs one; the supervisor then starts in ~0.05 s.
 
-The warm runner (railyard.execution.warm_runner) asks for one standby after each job it ran, once no other job
-of the node is running (so the standby's start never competes with a job for the CPUs). The
-supervisor's runtime environment is rebuilt from the job's driver environment exactly as Ray's
-``JobManager`` builds it: the job's ``env_vars`` plus Ray's own (railyard.execution.standby_supervisor.
-supervisor_runtime_env). A standby with a different environment is simply never used, and
-expires after ``KEEP_ALIVE_S``; nothing depends on one being there.
+The warm runner (railyard.execution.warm_runner) asks for one standby after each job it ran,
+once no other job of the node is running (so the standby's start never competes with a job for
+the CPUs). The supervisor's runtime environment is rebuilt from the job's driver environment
+exactly as Ray's ``JobManager`` builds it: the job's ``env_vars`` plus Ray's own
+(railyard.execution.standby_supervisor.supervisor_runtime_env). A standby with a different
+environment is simply never used, and expires after ``KEEP_ALIVE_S``; nothing depends on one
+being there.
 
     python -m railyard.execution.standby_supervisor --gcs ADDRESS --node-id HEX --runtime-env JSON
 
@@ -142,7 +143,7 @@ def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
     raylet (its address from the GCS node table)."""
     import grpc
     from ray._private.utils import get_runtime_env_info, parse_runtime_env_for_task_or_actor
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in Ray's _raylet.pyi
     from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
 
     nodes = GcsClient(address=gcs_address).get_all_node_info(timeout=10)
@@ -154,8 +155,10 @@ def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
     raylet = f"{node.node_manager_address}:{node.node_manager_port}"
     with grpc.insecure_channel(raylet) as channel:
         node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
-            node_manager_pb2.PrestartWorkersRequest(
-                language=common_pb2.PYTHON, runtime_env_info=info,
+            # Ray's generated protobuf modules build their messages at import time; no stubs.
+            node_manager_pb2.PrestartWorkersRequest(  # type: ignore[attr-defined]
+                language=common_pb2.PYTHON,  # type: ignore[attr-defined]
+                runtime_env_info=info,
                 keep_alive_duration_secs=keep_alive_s, num_workers=1),
             timeout=30)
 

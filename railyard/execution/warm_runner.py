@@ -2,13 +2,14 @@
 Data, xgboost and scikit-learn, matplotlib, the workflows) and forks a driver for each job.
 
 A job's driver otherwise spends ~1.5 s of its life importing before it reads a byte. With a
-warm server on the node, the Ray job's entrypoint (``python -m railyard.execution.entrypoint JOB``, which
-imports nothing but the standard library) hands the server its job id, environment, working
-directory and stdio; the server forks, and the child runs ``railyard.execution.driver`` in that
-environment, writing to the entrypoint's stdout and stderr (so Ray's driver log has it). The
-entrypoint forwards SIGTERM/SIGINT to the child and exits with its exit code; the child exits
-as soon as the entrypoint is gone (killed, or its node lost), so cancel and a killed driver
-behave exactly as without the server. Without a server the entrypoint runs the job itself.
+warm server on the node, the Ray job's entrypoint
+(``python -m railyard.execution.entrypoint JOB``, which imports nothing but the standard
+library) hands the server its job id, environment, working directory and stdio; the server
+forks, and the child runs ``railyard.execution.driver`` in that environment, writing to the
+entrypoint's stdout and stderr (so Ray's driver log has it). The entrypoint forwards
+SIGTERM/SIGINT to the child and exits with its exit code; the child exits as soon as the
+entrypoint is gone (killed, or its node lost), so cancel and a killed driver behave exactly as
+without the server. Without a server the entrypoint runs the job itself.
 
     python -m railyard.execution.warm_runner serve --socket /path/to/warm.sock
 
@@ -31,10 +32,11 @@ SOCKET_ENV = "RAILYARD_WARM_SOCKET"
 FORKED_ENV = "RAILYARD_WARM_FORKED_FROM"     # set in a forked driver: the server's pid
 MAX_MESSAGE = 1 << 20
 # What every driver imports; importing it once here is the point of the server.
-PRELOAD = ("railyard.execution.driver", "railyard.data.fetch", "railyard.training.streamed", "railyard.training.metrics",
-           "railyard.artifacts.checkpoints", "railyard.training.sweeps.ray_tune", "railyard.training.builtin.xgboost",
-           "railyard.training.builtin.lightgbm", "railyard.training.builtin.sklearn", "sklearn.metrics",
-           "matplotlib.pyplot")
+PRELOAD = ("railyard.execution.driver", "railyard.data.fetch", "railyard.training.streamed",
+           "railyard.training.metrics", "railyard.artifacts.checkpoints",
+           "railyard.training.sweeps.ray_tune", "railyard.training.builtin.xgboost",
+           "railyard.training.builtin.lightgbm", "railyard.training.builtin.sklearn",
+           "sklearn.metrics", "matplotlib.pyplot")
 
 
 def send_message(sock: socket.socket, payload: dict, fds: list[int] | None = None) -> None:
@@ -48,7 +50,8 @@ def send_message(sock: socket.socket, payload: dict, fds: list[int] | None = Non
 
 def recv_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict | None, list[int]]:
     """One message (None at end of stream) and any descriptors that came with it."""
-    buffer, fds = b"", []
+    buffer = b""
+    fds: list[int] = []
     while not buffer.endswith(b"\n"):
         if max_fds and not fds:
             chunk, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, max_fds)
@@ -96,7 +99,7 @@ def serve(socket_path: str) -> None:
     while True:
         try:
             conn, _ = server.accept()
-        except socket.timeout:
+        except TimeoutError:                   # socket.timeout is an alias of it
             # Gone (its cluster was stopped and cleaned up) or taken over by a newer server.
             if not path.exists() or path.stat().st_ino != inode:
                 return
@@ -126,7 +129,8 @@ def serve(socket_path: str) -> None:
 
 class _Standby:
     """Keeps a standby worker for the next job's Ray supervisor on this node
-    (railyard.execution.standby_supervisor), asked for after a job ends and the node has no other."""
+    (railyard.execution.standby_supervisor), asked for after a job ends and the node has no
+    other."""
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
@@ -245,8 +249,8 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------------------ client
 def run_warm(argv: list[str], socket_path: str, *, connect_timeout_s: float = 2.0) -> int | None:
-    """Hand ``railyard.execution.driver``'s arguments to the warm server; its exit code, or None when
-    no server answers (the caller then runs the job itself)."""
+    """Hand ``railyard.execution.driver``'s arguments to the warm server; its exit code, or
+    None when no server answers (the caller then runs the job itself)."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(connect_timeout_s)
     try:

@@ -14,12 +14,12 @@ re-submitting the applications already running (the API among them) unchanged.
 # route functions elsewhere, where string annotations no longer resolve, and FastAPI then
 # takes the request body model for a query parameter (a 422 on every /predict).
 import math
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from railyard.config import Settings
 from railyard.errors import BackendUnavailableError, RailyardError
@@ -84,7 +84,8 @@ class ModelServer:
 
 def build_app(args: dict[str, str]) -> Application:
     """Serve application builder (``import_path``): ``args`` carries ``model_dir``."""
-    return ModelServer.bind(args["model_dir"])
+    # serve.deployment made ModelServer a Deployment; mypy ignores class decorators.
+    return cast(Deployment, ModelServer).bind(args["model_dir"])
 
 
 def app_name(job_id: str) -> str:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -45,11 +46,21 @@ MANIFEST = MANIFEST_FILE
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 
-TableLike = pa.Table | pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
+TableLike: TypeAlias = (pa.Table | pd.DataFrame | Sequence[Mapping[str, Any]]
+                        | Mapping[str, Sequence[Any]])
 
 
-class _Predictions:
+class _Predictions(ABC):
     """Prediction tables and records from ``self.predict`` and ``self.task``."""
+
+    @property
+    @abstractmethod
+    def task(self) -> str:
+        """binary | multiclass | regression | forecasting | embedding."""
+
+    @abstractmethod
+    def predict(self, data: TableLike) -> np.ndarray:
+        """The predictions for every row (probabilities for classifiers)."""
 
     def predict_table(self, data: TableLike, *, keep_input: bool = True) -> pa.Table:
         """The prediction columns (see the module docstring), after the input's columns
@@ -212,7 +223,7 @@ class PartitionedModel(_Predictions):
 
     manifest: dict[str, Any]
     column: str
-    models: dict[str, PublishedModel]
+    models: dict[str, PublishedModel | PartitionedModel]
 
     @property
     def job_id(self) -> str | None:
@@ -229,6 +240,13 @@ class PartitionedModel(_Predictions):
         """The partition column and every feature."""
         first = next(iter(self.models.values()), None)
         return [self.column, *(first.input_columns if first else [])]
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's facts about the models, for humans and the /info endpoint."""
+        keys = ("job_id", "workflow", "partitioned_by", "spec_hash")
+        return {k: self.manifest[k] for k in keys if k in self.manifest} | {
+            "task": self.task, "partitions": list(self.models),
+            "input_columns": self.input_columns}
 
     def predict(self, data: TableLike) -> np.ndarray:
         """Each row's prediction from its partition's model."""

@@ -7,8 +7,8 @@ every operation — schema-valid ones and schema-invalid ones, with a valid bear
 reports each 5xx and each response the schema does not describe (status code not declared,
 body not matching the declared schema). It takes only a base URL and a token, so it runs the
 same against the integration platform (Ray Serve + Postgres) and against :func:`local_api`:
-the same FastAPI app under plain uvicorn on SQLite (or a Postgres URL) with the unit tests'
-in-memory execution backend — what ``python -m tests.api_fuzz_target`` does.
+the same FastAPI app under plain uvicorn on SQLite (or a Postgres URL) with the in-memory
+execution backend of tests/fakes.py — what ``python -m tests.api_fuzz_target`` does.
 """
 
 from __future__ import annotations
@@ -187,6 +187,7 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
     """Run an ASGI app with plain uvicorn in a daemon thread; yields its base URL."""
     import uvicorn
 
+    from tests.polling import wait_for
     from tests.servers import free_port
 
     port = port or free_port()
@@ -194,11 +195,13 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+        return server.started
+
+    wait_for(started, 30, "uvicorn to start", interval=0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -208,15 +211,15 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def local_api(database_url: str | None = None) -> Iterator[tuple[str, str, dict]]:
-    """The API under uvicorn on SQLite (or ``database_url``) with the unit tests' in-memory
-    backend; yields (base URL, admin token, a valid spec)."""
+    """The API under uvicorn on SQLite (or ``database_url``) with the in-memory backend of
+    tests/fakes.py; yields (base URL, admin token, a valid spec)."""
     from railyard.config import Settings
     from railyard.control.service import JobService
     from railyard.data.demo import sample_spec, write_fraud_dataset
     from railyard.jobstore import tokens
     from railyard.jobstore.engine import get_engine, migrate
     from serve_app.app import create_app
-    from tests.unit.test_api import InMemoryBackend
+    from tests.fakes import InMemoryBackend
 
     with tempfile.TemporaryDirectory(prefix="railyard-fuzz-") as tmp:
         home = Path(tmp)

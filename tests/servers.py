@@ -1,5 +1,5 @@
 """Real servers for the test suite: a throwaway Postgres (initdb/pg_ctl), an S3-compatible server
-(moto in server mode, spoken to over HTTP like AWS), and helpers to find free ports."""
+(moto in server mode, spoken to over HTTP like AWS), and a helper to find free ports."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.polling import wait_for
 
 
 def free_port() -> int:
@@ -117,30 +118,21 @@ def s3_server() -> Iterator[S3Server]:
     process = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{endpoint}/moto-api/", timeout=2)
-            break
-        except httpx.HTTPError as exc:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("moto_server did not start") from exc
-            time.sleep(0.2)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {process.returncode}")
+        httpx.get(f"{endpoint}/moto-api/", timeout=2)
+        return True
+
+    try:
+        wait_for(answers, 60, "moto_server to answer", ignore=(httpx.HTTPError,))
+    except (AssertionError, RuntimeError) as exc:
+        process.kill()
+        raise RuntimeError("moto_server did not start") from exc
     try:
         yield S3Server(endpoint=endpoint, process=process)
     finally:
         process.terminate()
         process.wait(timeout=30)
 
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    """``predicate()``'s first truthy value within ``timeout`` seconds, else an
-    AssertionError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
@@ -58,10 +60,12 @@ def check_idempotency_key(key: str) -> None:
 
 
 class JobService:
-    """Submit, reconcile and cancel jobs."""
+    """Submit, reconcile and cancel jobs; ``clock`` is "now" for timeouts and heartbeats."""
 
-    def __init__(self, *, engine: Engine, backend: JobBackend, settings: Settings) -> None:
+    def __init__(self, *, engine: Engine, backend: JobBackend, settings: Settings,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.engine, self.backend, self.settings = engine, backend, settings
+        self.clock = clock
 
     def create(self, payload: Any, *, caller: Caller = SYSTEM,
                idempotency_key: str | None = None) -> Created:
@@ -191,7 +195,7 @@ class JobService:
                                  f"{where.pool or 'any'}; {where.reason})"
                                  + (f", attempt {job.attempt}" if (job.attempt or 1) > 1
                                     else ""),
-                         ray_submission_id=submission_id, submitted_at=utcnow(),
+                         ray_submission_id=submission_id, submitted_at=self.clock(),
                          pool=where.pool, pool_enforced=where.enforced,
                          placement_reason=where.reason, status_reason=None)
         return jobs.get_job(self.engine, job_id=job.id)
@@ -236,7 +240,7 @@ class JobService:
         """Explain a job that waits for its pool; fail one past its pending or run timeout."""
         spec = TrainingSpec.model_validate(job.spec)
         pending_limit, run_limit = self.timeouts(spec)
-        now = utcnow()
+        now = self.clock()
         if ray_status == "PENDING" and job.status in (JobStatus.QUEUED.value,
                                                       JobStatus.PENDING.value):
             reason = job.status_reason
@@ -284,7 +288,7 @@ class JobService:
         beat = jobs.as_utc(job.heartbeat_at)
         if beat is None:
             return job
-        silent = (utcnow() - beat).total_seconds()
+        silent = (self.clock() - beat).total_seconds()
         if silent <= self.settings.heartbeat_timeout_s:
             return job
         self._stop_quietly(job)

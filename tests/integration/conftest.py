@@ -1,5 +1,6 @@
 """One real platform per test session: Postgres, an S3 server, a Ray cluster started with
-`ray start`, and the API deployed on it with Ray Serve."""
+`ray start`, and the API deployed on it with Ray Serve. Every test collected here carries the
+``integration`` marker."""
 
 from __future__ import annotations
 
@@ -17,12 +18,44 @@ from railyard.config import Settings
 from railyard.data.demo import fraud_table
 from railyard.jobstore import tokens
 from railyard.jobstore.engine import get_engine, migrate
-from tests.servers import free_port
+from tests.integration.support import DATA_BUCKET, upload_table
+from tests.servers import free_port, postgres_server, s3_server
 
-DATA_BUCKET = "railyard-data"
 ARTIFACT_BUCKET = "railyard-artifacts"
 FRAUD_ROWS = 60_000
 BIG_FRAUD_ROWS = 300_000
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test under tests/integration/ ``integration`` (``-m "not integration"``
+    leaves exactly tests/unit/)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real Postgres server, started once per test session."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible HTTP server; the AWS variables point this process at it."""
+    with s3_server() as server:
+        old = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            for key, value in old.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def s3_size(uri: str) -> int:
@@ -51,21 +84,6 @@ class Platform:
     @property
     def engine(self):
         return get_engine(self.settings.resolved_database_url)
-
-
-def upload_table(table: pa.Table, bucket: str, prefix: str, files: int = 4) -> str:
-    """Write a table as Parquet files to S3 with boto3 (independently of Railyard's code)."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    s3 = boto3.client("s3")
-    step = -(-table.num_rows // files)
-    for i in range(files):
-        buf = io.BytesIO()
-        pq.write_table(table.slice(i * step, step), buf)
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/part-{i}.parquet", Body=buf.getvalue())
-    return f"s3://{bucket}/{prefix}"
 
 
 @pytest.fixture(scope="session")

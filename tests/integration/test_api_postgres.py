@@ -13,8 +13,7 @@ from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.jobstore import jobs, tokens
 from railyard.jobstore.engine import get_engine, migrate
 from serve_app.app import create_app
-from tests.integration.test_db_outage import fresh_database
-from tests.unit.test_api import InMemoryBackend
+from tests.fakes import InMemoryBackend, fresh_database
 
 
 def test_token_lifecycle_on_postgres(postgres):

@@ -2,10 +2,10 @@
 value type, holdout sampling, Hive partition pruning with the files and bytes it leaves, a
 property test of random filter combinations, and submit-time checks.
 
-The data is what tests/unit/test_sources.py and tests/unit/test_data.py read from local disk
-(their fixtures write it; boto3 uploads it, independently of Railyard's code). Railyard's rows
-are compared with an independent pyarrow.compute evaluation of each filter on the in-memory
-table, and with the same read of the local copy.
+The data is tests/data_cases.py's, what tests/unit/data/test_sources.py and test_fetch.py read
+from local disk (the fixtures of tests/conftest.py write it; boto3 uploads it, independently of
+Railyard's code). Railyard's rows are compared with an independent pyarrow.compute evaluation of
+each filter on the in-memory table, and with the same read of the local copy.
 """
 
 from __future__ import annotations
@@ -20,30 +20,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tests.unit.test_sources as local_tests
 from railyard.config import Settings
 from railyard.data.fetch import describe, plan_read, read_table, read_table_arrow, split_holdout
 from railyard.errors import DataSourceError, ForbiddenError
 from railyard.spec import parse_spec
 from railyard.training.submit_checks import validate_spec
-from tests.unit import test_data
-from tests.unit.test_sources import (
+from tests.data_cases import (
     FILTER_CASES,
     HOLDOUTS,
+    RANDOM_TABLE,
     ROWS,
+    SCHEMA_CHECKS,
     TABLE,
     N,
+    any_filter,
     case_id,
     expected_rows,
     make_spec,
+    random_table_spec,
     region,
     year,
 )
-
-# The local data's fixtures, made fixtures of this module too (assigned rather than imported:
-# the tests' parameters of the same names would otherwise redefine the imports).
-hive_dir = local_tests.hive_dir
-table_dir = local_tests.table_dir
 
 BUCKET = "railyard-sources"
 HIVE_TOTAL = 6                      # region ∈ {eu, us} × year ∈ {2017, 2018, 2019}
@@ -73,7 +70,7 @@ def bucket(s3) -> str:
 
 @pytest.fixture(scope="module")
 def flat_uri(bucket, table_dir) -> str:
-    """TABLE in two files (a.parquet, b.parquet), as tests/unit/test_sources.py writes it."""
+    """TABLE in two files (a.parquet, b.parquet), as the table_dir fixture writes it."""
     return upload_dir(table_dir, "flat")
 
 
@@ -140,7 +137,7 @@ def pyarrow_rows(table: pa.Table, filters: list[dict]) -> list[int]:
 
 
 def test_the_reference_agrees_with_the_row_by_row_one():
-    """pyarrow.compute and the hand-written row semantics of test_sources agree on every case,
+    """pyarrow.compute and the hand-written row semantics of data_cases agree on every case,
     so either is a fair judge of what Railyard reads."""
     for flt in FILTER_CASES:
         assert pyarrow_rows(TABLE, [flt]) == expected_rows(flt), case_id(flt)
@@ -289,20 +286,20 @@ def test_partition_columns_and_globs_on_s3(hive_uri):
 
 # ------------------------------------------------------------------ random filter combinations
 
-PROPS_ROWS = test_data.TABLE.num_rows
+PROPS_ROWS = RANDOM_TABLE.num_rows
 
 
 def shard(row: int) -> int:
     return row % 4
 
 
-PROPS_TABLE = test_data.TABLE.append_column(
+PROPS_TABLE = RANDOM_TABLE.append_column(
     "k", pa.array([shard(r) for r in range(PROPS_ROWS)], type=pa.int32()))
 
 
 @pytest.fixture(scope="module")
 def props_uri(bucket, tmp_path_factory) -> str:
-    """test_data.TABLE plus a Hive partition column ``k`` (four directories) on S3."""
+    """RANDOM_TABLE plus a Hive partition column ``k`` (four directories) on S3."""
     root = tmp_path_factory.mktemp("props")
     pads.write_dataset(PROPS_TABLE, root, format="parquet", partitioning=["k"],
                        partitioning_flavor="hive")
@@ -319,15 +316,15 @@ partition_filter = st.one_of(
               st.sampled_from(["IsIn", "NotIn"]), st.lists(k_value, min_size=1, max_size=3)),
     st.builds(lambda a, b: {"feature_name": "k", "predicate": "Between",
                             "feature_value": {"int_vals": sorted([a, b])}}, k_value, k_value))
-# Two thirds of the filters on ordinary columns (test_data.any_filter), a third on the partition.
-random_filters = st.lists(st.one_of(test_data.any_filter, test_data.any_filter, partition_filter),
+# Two thirds of the filters on ordinary columns (any_filter), a third on the partition.
+random_filters = st.lists(st.one_of(any_filter, any_filter, partition_filter),
                           min_size=1, max_size=3)
 
 
 @settings(max_examples=40, deadline=None)
 @given(filters=random_filters)
 def test_filtered_rows_on_s3_equal_pyarrow(props_uri, filters):
-    spec = test_data.spec_for(props_uri, filters=filters)
+    spec = random_table_spec(props_uri, filters=filters)
     spec["data"]["features"][0].update(source="s3", names=["row", "i", "f", "s", "b", "y"])
     plan = plan_read(parse_spec(spec))
     assert rows_of(read_table_arrow(plan)) == pyarrow_rows(PROPS_TABLE, filters)
@@ -339,13 +336,7 @@ def test_filtered_rows_on_s3_equal_pyarrow(props_uri, filters):
 
 # ------------------------------------------------------------------ submit-time checks
 
-def _parametrized(test) -> list:
-    """The parameter sets of a parametrized test of tests/unit/test_sources.py."""
-    return next(m.args[1] for m in test.pytestmark if m.name == "parametrize")
-
-
-@pytest.mark.parametrize("change, error, field",
-                         _parametrized(local_tests.test_submit_time_schema_checks))
+@pytest.mark.parametrize("change, error, field", SCHEMA_CHECKS)
 def test_submit_time_schema_checks_on_s3(flat_uri, change, error, field):
     spec = make_spec([s3(flat_uri)])
     change(spec)

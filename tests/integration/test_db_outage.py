@@ -1,10 +1,9 @@
 """The API through a Postgres outage: 503 with the error body while the server is down, and
 back to normal once it is up, without restarting the app (no Ray needed: the execution backend
-is the in-memory one of the unit tests)."""
+is the in-memory one of tests/fakes.py)."""
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,16 +12,7 @@ from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.jobstore import tokens
 from railyard.jobstore.engine import get_engine
 from serve_app.app import create_app, default_service_factory
-from tests.unit.test_api import InMemoryBackend
-
-
-def fresh_database(postgres, name: str) -> str:
-    """An empty database on the test server; returns its URL."""
-    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres",
-                         autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    return postgres.url(name)
+from tests.fakes import InMemoryBackend, fresh_database
 
 
 def assert_unavailable(response) -> None:

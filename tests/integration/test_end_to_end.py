@@ -7,30 +7,13 @@ import datetime as dt
 
 import boto3
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import xgboost as xgb
 from sqlmodel import Session, func, select
 
 from railyard.data.demo import sample_spec
 from railyard.jobstore.tables import Job
 from railyard.training.encoding import encode
-
-
-def expected_counts(table: pa.Table) -> tuple[int, int]:
-    """The blog's filters and holdout, computed directly with pyarrow.compute."""
-    ts = table["created_at"]
-    mask = pc.and_(
-        pc.and_(pc.greater_equal(ts, pa.scalar(dt.datetime(2018, 1, 1), pa.timestamp("us"))),
-                pc.less_equal(ts, pa.scalar(dt.datetime(2019, 1, 1), pa.timestamp("us")))),
-        pc.and_(pc.greater(table["charge_amount"], 10.0),
-                pc.is_in(table["charge_country"], pa.array(["US", "CA"]))))
-    kept = table.filter(mask)
-    ts = kept["created_at"]
-    hold = pc.and_(pc.greater_equal(ts, pa.scalar(dt.datetime(2018, 10, 1), pa.timestamp("us"))),
-                   pc.less_equal(ts, pa.scalar(dt.datetime(2019, 1, 1), pa.timestamp("us"))))
-    holdout = pc.sum(hold.cast(pa.int64())).as_py()
-    return kept.num_rows - holdout, holdout
+from tests.integration.support import expected_counts
 
 
 def s3_bytes(uri: str) -> bytes:
@@ -102,7 +85,7 @@ def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, clien
     from ray.util.state import list_actors
 
     from railyard.execution.standby_supervisor import NICENESS, standby_pids
-    from tests.servers import wait_for
+    from tests.polling import wait_for
 
     spec = sample_spec(platform.fraud_uri, source="s3")
     spec["model_name"] = "standby-supervisor"

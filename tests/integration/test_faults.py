@@ -19,32 +19,10 @@ from railyard.control.leader import ReconcilerLease
 from railyard.data.demo import sample_spec
 from railyard.errors import RailyardError
 from railyard.jobstore import jobs
-from tests.integration.test_lifecycle import runner_processes
+from tests.integration.support import OUTAGE_ERRORS, noop_spec, runner_processes
+from tests.polling import wait_for
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-def noop_spec(platform, name: str, **waits: float) -> dict:
-    spec = sample_spec(platform.fraud_uri, source="s3")
-    spec["model_name"] = name
-    spec["train"].update(workflow_name="NoOp", label="has_fraud_dispute", custom_params=waits)
-    return spec
-
-
-def poll(fn, timeout: float, what: str, interval: float = 0.5):
-    """``fn()`` until it is truthy; errors from an API or database that is down count as
-    "not yet"."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-            if value:
-                return value
-        except (httpx.HTTPError, RailyardError, OSError) as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
 
 
 def in_phase(client, job_id: str, phase: str):
@@ -54,7 +32,8 @@ def in_phase(client, job_id: str, phase: str):
 
 
 def kill_driver(job_id: str) -> float:
-    procs = poll(lambda: runner_processes(job_id), 30, "the driver process")
+    procs = wait_for(lambda: runner_processes(job_id), 30, "the driver process",
+                     interval=0.5, ignore=OUTAGE_ERRORS)
     for proc in procs:
         proc.kill()
     return time.monotonic()
@@ -78,10 +57,12 @@ def test_a_killed_driver_is_retried_as_attempt_2(platform, client):
     spec = noop_spec(platform, "retry-after-kill", train_s=4)
     spec["lifecycle"] = {"max_retries": 1}
     job = client.submit(spec)
-    poll(lambda: in_phase(client, job["id"], "train"), 120, "the train phase")
+    wait_for(lambda: in_phase(client, job["id"], "train"), 120, "the train phase",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     killed_at = kill_driver(job["id"])
-    retried = poll(lambda: (j := client.get(job["id"]))["attempt"] == 2
-                   and j["status"] == "RUNNING" and j, 60, "attempt 2 to run")
+    retried = wait_for(lambda: (j := client.get(job["id"]))["attempt"] == 2
+                       and j["status"] == "RUNNING" and j, 60, "attempt 2 to run",
+                       interval=0.5, ignore=OUTAGE_ERRORS)
     print(f"\nkill -> attempt 2 RUNNING: {time.monotonic() - killed_at:.1f}s")
     assert time.monotonic() - killed_at < 60
     assert retried["ray_submission_id"] == f"railyard-{job['id']}-attempt-2"
@@ -111,8 +92,8 @@ def test_a_retried_training_resumes_from_its_last_checkpoint(platform, client):
         fs, path = pafs.FileSystem.from_uri(checkpoint + "/latest.json")
         return fs.get_file_info(path).type == pafs.FileType.File
 
-    poll(lambda: in_phase(client, job["id"], "train") and saved_a_checkpoint(), 180,
-         "a checkpoint of the training")
+    wait_for(lambda: in_phase(client, job["id"], "train") and saved_a_checkpoint(), 180,
+             "a checkpoint of the training", interval=0.5, ignore=OUTAGE_ERRORS)
     time.sleep(1.5)
     kill_driver(job["id"])
     final = client.wait(job["id"], timeout=600)
@@ -137,7 +118,8 @@ def test_a_killed_sweep_resumes_from_its_tune_state(platform, client):
                              "cpus_per_trial": 1, "engine": "ray_tune"}
     job = client.submit(spec)
     # Tune saves its state every 2 s: 2.5 s after 2 trials ended, both are in it.
-    poll(lambda: len(client.trials(job["id"])) >= 2, 240, "two finished trials")
+    wait_for(lambda: len(client.trials(job["id"])) >= 2, 240, "two finished trials",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     time.sleep(2.5)
     done_before_kill = len(client.trials(job["id"]))
     assert done_before_kill < 8, "the sweep ended before the test could kill it"
@@ -162,7 +144,8 @@ def test_a_killed_driver_sweep_keeps_its_recorded_trials(platform, client):
                              "num_samples": 6, "max_concurrent_trials": 1,
                              "cpus_per_trial": 1, "engine": "driver"}
     job = client.submit(spec)
-    poll(lambda: len(client.trials(job["id"])) >= 2, 240, "two finished trials")
+    wait_for(lambda: len(client.trials(job["id"])) >= 2, 240, "two finished trials",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     recorded = {t["trial_id"]: t for t in client.trials(job["id"])}
     assert len(recorded) < 6, "the sweep ended before the test could kill it"
     kill_driver(job["id"])
@@ -180,7 +163,8 @@ def test_a_killed_driver_sweep_keeps_its_recorded_trials(platform, client):
 
 def test_postgres_restart_under_a_running_job(platform, client, postgres):
     job = client.submit(noop_spec(platform, "through-db-restart", train_s=12))
-    poll(lambda: in_phase(client, job["id"], "train"), 120, "the train phase")
+    wait_for(lambda: in_phase(client, job["id"], "train"), 120, "the train phase",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     postgres.stop()
     try:
         with pytest.raises(RailyardError) as outage:
@@ -189,8 +173,8 @@ def test_postgres_restart_under_a_running_job(platform, client, postgres):
         time.sleep(6)
     finally:
         postgres.start()
-    final = poll(lambda: (j := client.get(job["id"]))["status"] in TERMINAL and j, 180,
-                 "the job to finish after the restart")
+    final = wait_for(lambda: (j := client.get(job["id"]))["status"] in TERMINAL and j, 180,
+                     "the job to finish after the restart", interval=0.5, ignore=OUTAGE_ERRORS)
     assert final["status"] == "SUCCEEDED", final["error"]
     assert final["attempt"] == 1 and final["metrics"]["holdout"]["holdout_rows"] > 0
     assert final["artifacts"]["model"].startswith("s3://")
@@ -205,20 +189,22 @@ def serve_replicas() -> list[psutil.Process]:
 def test_serve_app_killed_mid_run(platform, client):
     finishing = client.submit(noop_spec(platform, "finishes-while-api-down", train_s=3))
     dying = client.submit(noop_spec(platform, "driver-dies-while-api-down", train_s=60))
-    poll(lambda: in_phase(client, dying["id"], "train"), 120, "the train phase")
+    wait_for(lambda: in_phase(client, dying["id"], "train"), 120, "the train phase",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     replicas = serve_replicas()
     assert replicas, "no Serve replica process found"
     for proc in replicas:
         proc.kill()
     kill_driver(dying["id"])
     # Serve's controller restarts the replica; meanwhile the first job ends on its own.
-    poll(lambda: jobs.get_job(platform.engine, job_id=finishing["id"]).status in TERMINAL,
-         120, "the first job to finish")
-    back = poll(lambda: httpx.get(f"{platform.api_url}/healthz", timeout=5).status_code == 200
-                and time.monotonic(), 180, "the API to come back")
+    wait_for(lambda: jobs.get_job(platform.engine, job_id=finishing["id"]).status in TERMINAL,
+             120, "the first job to finish", interval=0.5, ignore=OUTAGE_ERRORS)
+    back = wait_for(lambda: httpx.get(f"{platform.api_url}/healthz", timeout=5).status_code
+                    == 200 and time.monotonic(), 180, "the API to come back",
+                    interval=0.5, ignore=OUTAGE_ERRORS)
     assert client.get(finishing["id"])["status"] == "SUCCEEDED"
-    failed = poll(lambda: (j := client.get(dying["id"]))["status"] == "FAILED" and j, 30,
-                  "the dead driver's job to be FAILED")
+    failed = wait_for(lambda: (j := client.get(dying["id"]))["status"] == "FAILED" and j, 30,
+                      "the dead driver's job to be FAILED", interval=0.5, ignore=OUTAGE_ERRORS)
     print(f"\nAPI back -> dead driver's job FAILED: {time.monotonic() - back:.1f}s")
     assert failed["error_phase"] == "train" and "driver ended" in failed["error"]
 
@@ -229,10 +215,12 @@ def test_cancel_in_each_phase_leaves_no_ray_work(platform, client, phase):
         spec = noop_spec(platform, "cancel-pending")
         spec["train"]["resources"] = {"pool": "gpu"}
         job = client.submit(spec)
-        poll(lambda: client.get(job["id"])["status"] == "PENDING", 60, "PENDING")
+        wait_for(lambda: client.get(job["id"])["status"] == "PENDING", 60, "PENDING",
+                 interval=0.5, ignore=OUTAGE_ERRORS)
     else:
         job = client.submit(noop_spec(platform, f"cancel-in-{phase}", **{f"{phase}_s": 60}))
-        poll(lambda: in_phase(client, job["id"], phase), 120, f"the {phase} phase")
+        wait_for(lambda: in_phase(client, job["id"], phase), 120, f"the {phase} phase",
+                 interval=0.5, ignore=OUTAGE_ERRORS)
     cancelled = client.cancel(job["id"])
     assert cancelled["status"] == "CANCELLED"
     ray = JobSubmissionClient(platform.ray_address)
@@ -241,9 +229,12 @@ def test_cancel_in_each_phase_leaves_no_ray_work(platform, client, phase):
     # and Ray records the job as FAILED rather than STOPPED.
     ended = (RayJobStatus.STOPPED,) if phase != "pending" else (RayJobStatus.STOPPED,
                                                                  RayJobStatus.FAILED)
-    poll(lambda: ray.get_job_status(sid) in ended, 60, "Ray to stop the job")
-    poll(lambda: not runner_processes(job["id"]), 60, "the driver process to exit")
-    poll(lambda: not ray_work_left(platform, sid), 60, "the job's actors and tasks to end")
+    wait_for(lambda: ray.get_job_status(sid) in ended, 60, "Ray to stop the job",
+             interval=0.5, ignore=OUTAGE_ERRORS)
+    wait_for(lambda: not runner_processes(job["id"]), 60, "the driver process to exit",
+             interval=0.5, ignore=OUTAGE_ERRORS)
+    wait_for(lambda: not ray_work_left(platform, sid), 60, "the job's actors and tasks to end",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     final = client.get(job["id"])
     assert final["status"] == "CANCELLED"
     assert [a["status"] for a in client.attempts(job["id"])] in (["CANCELLED"], [])
@@ -259,12 +250,13 @@ def _try_lease(engine) -> bool:
 
 def test_one_reconciler_leader_at_a_time(platform, postgres):
     from railyard.jobstore.engine import get_engine
-    from tests.integration.test_db_outage import fresh_database
+    from tests.fakes import fresh_database
 
     # The platform's API replica holds the lock of its database...
-    poll(lambda: httpx.get(f"{platform.api_url}/healthz", timeout=5).status_code == 200, 120,
-         "the API")
-    poll(lambda: not _try_lease(platform.engine), 30, "the replica to lead")
+    wait_for(lambda: httpx.get(f"{platform.api_url}/healthz", timeout=5).status_code == 200,
+             120, "the API", interval=0.5, ignore=OUTAGE_ERRORS)
+    wait_for(lambda: not _try_lease(platform.engine), 30, "the replica to lead",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     # ...and on a database of their own, two contenders take turns.
     engine = get_engine(fresh_database(postgres, "railyard_leader"))
     first, second = ReconcilerLease(engine), ReconcilerLease(engine)
@@ -288,14 +280,16 @@ def test_logs_stream_while_running_and_outlive_the_cluster(platform, client, tmp
     from railyard.control.service import JobService
 
     job = client.submit(noop_spec(platform, "streamed-log", train_s=8))
-    poll(lambda: in_phase(client, job["id"], "train"), 120, "the train phase")
+    wait_for(lambda: in_phase(client, job["id"], "train"), 120, "the train phase",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     headers = {"Authorization": f"Bearer {platform.token}"}
 
     def streamed():
         r = httpx.get(f"{platform.api_url}/v1/jobs/{job['id']}/logs", headers=headers)
         return r.headers["X-Log-Source"] == "durable" and "phase train started" in r.text and r
 
-    live = poll(streamed, 30, "the streamed log to show the train phase")
+    live = wait_for(streamed, 30, "the streamed log to show the train phase",
+                    interval=0.5, ignore=OUTAGE_ERRORS)
     size = int(live.headers["X-Log-Size"])
     # `railyard logs -f` follows it to the end, then exits.
     env = {**os.environ, "RAILYARD_API_URL": platform.api_url, "RAILYARD_TOKEN": platform.token}

@@ -8,15 +8,14 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 from ray.job_submission import JobStatus as RayJobStatus
 from ray.job_submission import JobSubmissionClient
 
 from railyard.cluster import local_cluster
 from railyard.data.demo import sample_spec
-from tests.integration.test_end_to_end import expected_counts
-from tests.servers import wait_for
+from tests.integration.support import expected_counts, runner_processes
+from tests.polling import wait_for
 
 
 def long_spec(platform) -> dict:
@@ -24,20 +23,6 @@ def long_spec(platform) -> dict:
     spec["train"]["custom_params"] = {"n_estimators": 100_000, "max_depth": 10,
                                       "learning_rate": 0.001, "min_child_weight": 1}
     return spec
-
-
-def runner_processes(job_id: str) -> list[psutil.Process]:
-    """The job's driver processes: the Ray entrypoint (railyard.execution.entrypoint, or
-    railyard.execution.driver) and, when it runs warm, the driver a warm runner forked for it."""
-    from railyard.execution.warm_runner import process_name
-
-    found = []
-    for proc in psutil.process_iter(["cmdline", "name"]):
-        cmd = proc.info["cmdline"] or []
-        if (("railyard.execution.driver" in cmd or "railyard.execution.entrypoint" in cmd)
-                and job_id in cmd) or proc.info["name"] == process_name(job_id):
-            found.append(proc)
-    return found
 
 
 def test_cancel_a_training_job_stops_its_ray_job(platform, client):

@@ -15,7 +15,8 @@ import psutil
 
 from railyard.cluster import local_cluster
 from railyard.cluster.pools import POOL_LABEL
-from tests.integration.test_faults import noop_spec, poll
+from tests.integration.support import OUTAGE_ERRORS, noop_spec
+from tests.polling import wait_for
 
 
 def raylets_of_pool(pool: str) -> list[psutil.Process]:
@@ -33,26 +34,30 @@ def raylets_of_pool(pool: str) -> list[psutil.Process]:
 def test_a_lost_node_fails_the_attempt_and_the_retry_waits_for_the_pool(platform, client):
     local_cluster.start_pool_node(platform.settings, gcs_address=platform.gcs_address,
                                   pool="gpu", cpus=1)
-    raylets = poll(lambda: raylets_of_pool("gpu"), 60, "the gpu node's raylet")
+    raylets = wait_for(lambda: raylets_of_pool("gpu"), 60, "the gpu node's raylet",
+                       interval=0.5, ignore=OUTAGE_ERRORS)
     spec = noop_spec(platform, "on-a-lost-node", train_s=120)
     spec["train"]["resources"] = {"pool": "gpu"}
     spec["lifecycle"] = {"max_retries": 1, "pending_timeout_s": 15}
     job = client.submit(spec)
-    poll(lambda: (j := client.get(job["id"]))["status"] == "RUNNING"
-         and j["phase"] == "train", 180, "the train phase on the gpu node")
+    wait_for(lambda: (j := client.get(job["id"]))["status"] == "RUNNING"
+             and j["phase"] == "train", 180, "the train phase on the gpu node",
+             interval=0.5, ignore=OUTAGE_ERRORS)
     for raylet in raylets:
         raylet.kill()
     lost_at = time.monotonic()
-    retried = poll(lambda: (j := client.get(job["id"]))["attempt"] == 2 and j, 60,
-                   "the lost attempt to be failed and retried")
+    retried = wait_for(lambda: (j := client.get(job["id"]))["attempt"] == 2 and j, 60,
+                       "the lost attempt to be failed and retried", interval=0.5,
+                       ignore=OUTAGE_ERRORS)
     print(f"\nnode killed -> attempt 1 failed and attempt 2 queued: "
           f"{time.monotonic() - lost_at:.1f}s")
     assert time.monotonic() - lost_at < 60
     first = client.attempts(job["id"])[0]
     assert (first["status"], first["failure_kind"], first["error_phase"]) == \
         ("FAILED", "infrastructure", "train"), first
-    final = poll(lambda: (j := client.get(job["id"]))["status"] == "FAILED" and j, 90,
-                 "the retry to give up waiting for the pool")
+    final = wait_for(lambda: (j := client.get(job["id"]))["status"] == "FAILED" and j, 90,
+                     "the retry to give up waiting for the pool", interval=0.5,
+                     ignore=OUTAGE_ERRORS)
     assert final["error_phase"] == "pending" and "railyard.io/pool=gpu" in final["error"]
     assert [a["status"] for a in client.attempts(job["id"])] == ["FAILED", "FAILED"]
     assert retried["status"] in ("QUEUED", "PENDING")

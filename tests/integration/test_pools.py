@@ -12,6 +12,7 @@ from sqlmodel import Session
 from railyard.cluster.pools import POOL_LABEL
 from railyard.data.demo import sample_spec
 from railyard.jobstore.tables import Job
+from tests.polling import wait_for
 
 
 def node_pools(address: str) -> dict[str, str]:
@@ -73,21 +74,18 @@ def test_gpu_job_on_a_cpu_cluster_waits_then_fails_with_the_reason(platform, cli
     assert waiting["status_reason"] == \
         "waiting for pool gpu: no alive node with label railyard.io/pool=gpu"
     # Nobody reads the job now: the API's background reconciler must fail it by itself.
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
+    def stored() -> Job:
         with Session(platform.engine) as session:
-            row = session.get(Job, job["id"])
-            if row.status == "FAILED":
-                break
-        time.sleep(1)
+            return session.get(Job, job["id"])
+
+    row = wait_for(lambda: (r := stored()).status == "FAILED" and r, 40,
+                   "the background reconciler to fail the job", interval=1)
     assert row.status == "FAILED" and row.error_phase == "pending"
     assert "no alive node with label railyard.io/pool=gpu" in row.error
     assert "pending timeout of 8s" in row.error
     ray_jobs = JobSubmissionClient(platform.ray_address)
-    deadline = time.monotonic() + 60
-    while not ray_jobs.get_job_status(job["ray_submission_id"]).is_terminal():
-        assert time.monotonic() < deadline, "Ray still has the timed-out job pending"
-        time.sleep(1)
+    wait_for(lambda: ray_jobs.get_job_status(job["ray_submission_id"]).is_terminal(), 60,
+             "Ray to end the timed-out job (it still has it pending)", interval=1)
 
 
 def test_sweep_trials_run_on_the_jobs_pool(platform, client):

@@ -9,7 +9,7 @@ import httpx
 
 from railyard.data.demo import sample_spec
 from tests.api_fuzz_target import cancel_jobs, fuzz_api, local_api
-from tests.integration.test_db_outage import fresh_database
+from tests.fakes import fresh_database
 
 EXAMPLES = 300
 

@@ -21,8 +21,8 @@ from railyard.data.fetch import describe, plan_read, read_table_arrow, split_hol
 from railyard.errors import BackendUnavailableError, DataSourceError, SpecError
 from railyard.spec import parse_spec
 from railyard.training.submit_checks import validate_spec
+from tests.data_cases import FILTER_CASES, ROWS, TABLE, N, case_id, expected_rows, make_spec
 from tests.servers import free_port
-from tests.unit.test_sources import FILTER_CASES, ROWS, TABLE, N, case_id, expected_rows, make_spec
 
 DATABASE = "railyard_sources"
 START, END = dt.datetime(2018, 6, 1), dt.datetime(2018, 12, 31)

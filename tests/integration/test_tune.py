@@ -88,7 +88,7 @@ def test_fan_out_over_20_partitions(platform, client):
     import pyarrow as pa
 
     from railyard.data.demo import fraud_table
-    from tests.integration.conftest import DATA_BUCKET, upload_table
+    from tests.integration.support import DATA_BUCKET, upload_table
 
     table = fraud_table(40_000, seed=11)
     segment = pa.array([f"m{int(v) % 20:02d}" for v in table["merchant_id"].to_pylist()])

@@ -19,7 +19,7 @@ import xgboost as xgb
 
 from railyard.data.demo import sample_spec
 from railyard.training.encoding import encode
-from tests.integration.conftest import DATA_BUCKET, upload_table
+from tests.integration.support import DATA_BUCKET, upload_table
 
 FEATURES = ["charge_type", "charge_amount", "charge_country"]
 
@@ -154,7 +154,7 @@ def test_xgboost_on_two_ray_train_workers(platform, client):
 def test_blog_spec_streams_to_two_workers_with_the_same_rows(platform, client):
     """num_workers=2: Ray Data feeds the Ray Train workers; the driver only sees summaries.
     Row counts equal an independent pyarrow evaluation, and the label balance adds up."""
-    from tests.integration.test_end_to_end import expected_counts
+    from tests.integration.support import expected_counts
 
     spec = sample_spec(platform.fraud_uri, source="s3")
     spec["model_name"] = "blog-streamed"

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -21,7 +20,7 @@ from railyard.jobstore import jobs
 from railyard.jobstore.engine import get_engine, migrate
 from railyard.jobstore.tables import JobStatus
 from railyard.spec import parse_spec
-from tests.servers import wait_for
+from tests.polling import wait_for
 
 
 @pytest.fixture()
@@ -40,11 +39,12 @@ def warm_server(tmp_path, home):
     server = subprocess.Popen([sys.executable, "-m", "railyard.execution.warm_runner", "serve",
                                "--socket", socket_path], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not os.path.exists(socket_path):
+
+    def listening() -> bool:
         assert server.poll() is None, server.stdout.read()
-        assert time.monotonic() < deadline, "the warm runner did not start"
-        time.sleep(0.2)
+        return os.path.exists(socket_path)
+
+    wait_for(listening, 120, "the warm runner to listen on its socket")
     yield socket_path
     server.terminate()
     server.wait(timeout=30)

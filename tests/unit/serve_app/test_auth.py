@@ -17,50 +17,18 @@ from railyard.cli.main import _ensure_admin_token
 from railyard.cli.main import app as cli_app
 from railyard.client import credentials
 from railyard.client.sdk import RailyardClient
-from railyard.config import Settings, get_settings
+from railyard.config import get_settings
 from railyard.control.service import JobService
 from railyard.data.demo import sample_spec, write_fraud_dataset
 from railyard.jobstore import jobs, tokens
 from railyard.jobstore.engine import get_engine, migrate
 from serve_app.app import create_app
-from tests.unit.test_api import InMemoryBackend
-
-TEAM_A, TEAM_B = "team-a", "team-b"
-
-
-class Platform:
-    """An app on a fresh SQLite store with an admin and two team tokens."""
-
-    def __init__(self, tmp_path: Path, **settings_overrides) -> None:
-        self.settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path}/t.db",
-                                 **settings_overrides)
-        migrate(self.settings.resolved_database_url)
-        self.backend = InMemoryBackend()
-        self.service = JobService(engine=get_engine(self.settings.resolved_database_url),
-                                  backend=self.backend, settings=self.settings)
-        self.data = write_fraud_dataset(tmp_path / "fraud", 500, files=1)
-        self.http = TestClient(create_app(lambda: self.service))
-        self.tokens = {name: tokens.issue(self.service.engine, team=team, admin=admin)[0]
-                       for name, team, admin in (("admin", "admin", True),
-                                                 (TEAM_A, TEAM_A, False),
-                                                 (TEAM_B, TEAM_B, False))}
-
-    def headers(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    def spec(self, owner: str, path: Path | None = None) -> dict:
-        spec = sample_spec(str(path or self.data))
-        spec["owner"] = owner
-        return spec
-
-    def submit(self, who: str, owner: str | None = None, **kwargs) -> httpx.Response:
-        return self.http.post("/v1/jobs", json=self.spec(owner or who, **kwargs),
-                              headers=self.headers(who))
+from tests.fakes import TEAM_A, TEAM_B, ApiPlatform, InMemoryBackend
 
 
 @pytest.fixture()
-def plat(tmp_path) -> Platform:
-    return Platform(tmp_path)
+def plat(tmp_path) -> ApiPlatform:
+    return ApiPlatform(tmp_path)
 
 
 def test_no_token_or_a_bad_one_is_401_with_www_authenticate(plat):
@@ -158,7 +126,7 @@ def test_admin_sees_every_job_and_submits_for_any_team(plat):
 
 def test_team_data_prefixes_narrow_the_server_prefixes(tmp_path):
     allowed_root = tmp_path / "server-data"
-    plat = Platform(tmp_path, allowed_data_prefixes=[str(allowed_root), str(tmp_path / "fraud")])
+    plat = ApiPlatform(tmp_path, allowed_data_prefixes=[str(allowed_root), str(tmp_path / "fraud")])
     team_dir = write_fraud_dataset(allowed_root / "team-c", 300, files=1)
     other_dir = write_fraud_dataset(allowed_root / "team-d", 300, files=1)
     outside = write_fraud_dataset(tmp_path / "elsewhere", 300, files=1)

@@ -7,76 +7,21 @@ import copy
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlmodel import Session, func, select
 
-from railyard.config import Settings
 from railyard.control.backend import BackendStatus
-from railyard.control.service import JobService
-from railyard.data.demo import sample_spec, write_fraud_dataset
-from railyard.errors import BackendUnavailableError
-from railyard.jobstore import jobs, tokens
-from railyard.jobstore.engine import get_engine, migrate
-from railyard.jobstore.tables import Job, JobStatus
-from serve_app.app import create_app
-
-
-class InMemoryBackend:
-    """Records submissions; tests set what Ray would report."""
-
-    def __init__(self) -> None:
-        self.submitted: list[str] = []
-        self.stopped: list[str] = []
-        self.statuses: dict[str, BackendStatus] = {}
-        self.available = True
-        self.pools: dict[str, int] = {}
-        self.placements: list[dict] = []
-
-    def submit(self, job_id, *, env_vars, placement=None, attempt=1):
-        if not self.available:
-            raise BackendUnavailableError("cluster down")
-        sid = jobs.submission_id_for(job_id, attempt)
-        if sid not in self.submitted:
-            self.submitted.append(sid)
-            self.placements.append(placement or {})
-        return sid
-
-    def status(self, submission_id):
-        return self.statuses.get(submission_id, BackendStatus("PENDING"))
-
-    def stop(self, submission_id):
-        self.stopped.append(submission_id)
-
-    def logs(self, submission_id):
-        return f"live log of {submission_id}"
-
-    def node_pools(self):
-        return dict(self.pools)
+from railyard.jobstore import jobs
+from railyard.jobstore.tables import JobStatus
+from tests.fakes import FakeClock, build_env, job_count
 
 
 @pytest.fixture()
-def env(tmp_path):
-    return build_env(tmp_path)
+def clock() -> FakeClock:
+    return FakeClock()
 
 
-def build_env(tmp_path):
-    """An app on a SQLite store with an in-memory backend, an admin client and a spec."""
-    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path}/t.db",
-                        max_body_bytes=64 * 1024)
-    migrate(settings.resolved_database_url)
-    backend = InMemoryBackend()
-    service = JobService(engine=get_engine(settings.resolved_database_url), backend=backend,
-                         settings=settings)
-    data = write_fraud_dataset(tmp_path / "fraud", 2000, files=2)
-    admin_token, _ = tokens.issue(service.engine, team="admin", admin=True)
-    client = TestClient(create_app(lambda: service),
-                        headers={"Authorization": f"Bearer {admin_token}"})
-    return client, service, backend, sample_spec(str(data))
-
-
-def job_count(service) -> int:
-    with Session(service.engine) as session:
-        return session.exec(select(func.count()).select_from(Job)).one()
+@pytest.fixture()
+def env(tmp_path, clock):
+    return build_env(tmp_path, clock=clock)
 
 
 def test_submit_stores_then_submits(env):
@@ -204,7 +149,7 @@ def test_workflows_health_and_openapi(env):
     assert client.get("/docs").status_code == 200
 
 
-def test_explicit_pool_is_enforced_and_waits_with_a_reason(env):
+def test_explicit_pool_is_enforced_and_waits_with_a_reason(env, clock):
     client, service, backend, spec = env
     backend.pools = {"cpu": 1}
     spec = copy.deepcopy(spec)
@@ -216,9 +161,7 @@ def test_explicit_pool_is_enforced_and_waits_with_a_reason(env):
     waiting = client.get(f"/v1/jobs/{job['id']}").json()
     assert waiting["status"] == "PENDING"
     assert "no alive node with label railyard.io/pool=gpu" in waiting["status_reason"]
-    import time
-
-    time.sleep(1.2)
+    clock.advance(1.2)
     failed = client.get(f"/v1/jobs/{job['id']}").json()
     assert failed["status"] == "FAILED" and failed["error_phase"] == "pending"
     assert "pending timeout of 1s" in failed["error"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_api import build_env, job_count
+from tests.fakes import build_env, job_count
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12)

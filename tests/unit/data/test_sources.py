@@ -3,20 +3,19 @@ partition pruning, joins of several features entries, the holdout split in one p
 batch by batch, allowed path prefixes, SQL connection names and queries, submit-time schema
 checks and dataset statistics.
 
-FILTER_CASES and TABLE are shared with tests/integration/test_sql_source.py, which runs the same
-cases against a real Postgres table and requires the same rows.
+FILTER_CASES and TABLE (tests/data_cases.py) are shared with tests/integration/test_sql_source.py,
+which runs the same cases against a real Postgres table and requires the same rows; the
+table_dir and hive_dir fixtures that write TABLE out are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,117 +27,23 @@ from railyard.errors import DataSourceError, ForbiddenError, SpecError
 from railyard.spec import DataSpec, parse_spec
 from railyard.spec.sql_guard import check_select_only
 from railyard.training.submit_checks import validate_spec
-
-N = 240
-_rng = np.random.default_rng(11)
-BASE = dt.datetime(2018, 1, 1)
-STRINGS = ["US", "USA", "CA", "a", "B", "b", "Zz", "u", "a%b", "a_b", "ab"]
-TABLE = pa.table({
-    "row": pa.array(np.arange(N), type=pa.int64()),
-    "i": pa.array([None if k % 11 == 0 else int(v) for k, v in
-                   enumerate(_rng.integers(-10, 10, N))], type=pa.int64()),
-    "f": pa.array([None if k % 13 == 0 else float(v) / 4 for k, v in
-                   enumerate(_rng.integers(-20, 20, N))], type=pa.float64()),
-    "s": pa.array([None if k % 7 == 0 else str(v) for k, v in
-                   enumerate(_rng.choice(STRINGS, N))], type=pa.string()),
-    "b": pa.array([None if k % 17 == 0 else bool(v) for k, v in
-                   enumerate(_rng.random(N) < 0.4)], type=pa.bool_()),
-    "ts": pa.array([None if k % 19 == 0 else BASE + dt.timedelta(days=int(v)) for k, v in
-                    enumerate(_rng.integers(0, 365, N))], type=pa.timestamp("us")),
-    "d": pa.array([None if k % 23 == 0 else (BASE + dt.timedelta(days=int(v))).date()
-                   for k, v in enumerate(_rng.integers(0, 365, N))], type=pa.date32()),
-    "y": pa.array(_rng.random(N) < 0.3),
-})
-ROWS = TABLE.to_pylist()
-PRESENT_TS = sorted({r["ts"] for r in ROWS if r["ts"]})[:3]
-PRESENT_D = sorted({r["d"] for r in ROWS if r["d"]})[:3]
-
-
-def _case(column: str, predicate: str, **value) -> dict:
-    flt = {"feature_name": column, "predicate": predicate}
-    if value:
-        flt["feature_value"] = value
-    return flt
-
-
-SCALARS = [("i", {"int_val": 3}), ("i", {"float_val": 2.5}), ("f", {"float_val": 0.5}),
-           ("f", {"int_val": 1}), ("s", {"string_val": "US"}), ("s", {"string_val": "a_b"}),
-           ("ts", {"string_val": PRESENT_TS[1].date().isoformat()}),
-           ("ts", {"string_val": "2018-06-01T12:00:00"}),
-           ("d", {"string_val": PRESENT_D[1].isoformat()}), ("b", {"bool_val": True})]
-LISTS = [("i", {"int_vals": [1, 2, 3]}), ("f", {"float_vals": [0.5, -1.25, 3.0]}),
-         ("s", {"string_vals": ["US", "CA", "a%b"]}),
-         ("ts", {"string_vals": [t.isoformat() for t in PRESENT_TS]}),
-         ("d", {"string_vals": [d.isoformat() for d in PRESENT_D]})]
-BETWEENS = [("i", {"int_vals": [-3, 4]}), ("f", {"float_vals": [-1.0, 2.0]}),
-            ("s", {"string_vals": ["B", "a"]}), ("ts", {"string_vals": ["2018-03-01",
-                                                                        "2018-09-01"]}),
-            ("d", {"string_vals": ["2018-03-01", "2018-09-01"]})]
-FILTER_CASES = (
-    [_case(c, p, **v) for c, v in SCALARS for p in ("Eq", "NotEq", "Gt", "GtEq", "Lt", "LtEq")]
-    + [_case(c, p, **v) for c, v in LISTS for p in ("IsIn", "NotIn")]
-    + [_case(c, "Between", **v) for c, v in BETWEENS]
-    + [_case(c, p) for c in ("i", "f", "s", "b", "ts", "d") for p in ("IsNull", "IsNotNull")]
-    + [_case("s", "StartsWith", string_val=v) for v in ("U", "a%", "a_", "")]
+from tests.data_cases import (
+    FILTER_CASES,
+    HOLDOUTS,
+    ROWS,
+    SCHEMA_CHECKS,
+    TABLE,
+    N,
+    case_id,
+    expected_rows,
+    make_spec,
+    region,
+    year,
 )
-
-
-def case_id(flt: dict) -> str:
-    value = "".join(f"{k}={v}" for k, v in flt.get("feature_value", {}).items())
-    return f"{flt['feature_name']}-{flt['predicate']}-{value}"
-
-
-def _convert(column: str, value):
-    if column == "ts":
-        return dt.datetime.fromisoformat(value)
-    if column == "d":
-        return dt.date.fromisoformat(value)
-    return value
-
-
-def reference(row: dict, flt: dict) -> bool:
-    """The filter's meaning written out row by row (SQL-like: a null never matches)."""
-    v, p = row[flt["feature_name"]], flt["predicate"]
-    if p == "IsNull":
-        return v is None
-    if p == "IsNotNull":
-        return v is not None
-    if v is None:
-        return False
-    (kind, raw), = flt["feature_value"].items()
-    if kind.endswith("_vals"):
-        values = [_convert(flt["feature_name"], x) for x in raw]
-        return {"IsIn": v in values, "NotIn": v not in values,
-                "Between": len(values) == 2 and values[0] <= v <= values[1]}[p]
-    x = _convert(flt["feature_name"], raw)
-    return {"Eq": v == x, "NotEq": v != x, "Gt": v > x, "GtEq": v >= x, "Lt": v < x,
-            "LtEq": v <= x, "StartsWith": str(v).startswith(str(x))}[p]
-
-
-def expected_rows(flt: dict) -> list[int]:
-    return sorted(r["row"] for r in ROWS if reference(r, flt))
-
-
-def make_spec(features: list[dict], *, filters=(), holdout=None, label="y",
-              classifier=("i",), **data_fields) -> dict:
-    data = {"features": features, "filters": list(filters), **data_fields}
-    if holdout:
-        data["holdout_sampling"] = holdout
-    return {"model_name": "m", "owner": "team", "data": data,
-            "train": {"workflow_name": "xgboost", "classifier_features": list(classifier),
-                      "label": label}}
 
 
 def local(path, names=("row", "i", "y")) -> dict:
     return {"names": list(names), "source": "local", "path": str(path)}
-
-
-@pytest.fixture(scope="module")
-def table_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("table")
-    pq.write_table(TABLE.slice(0, 100), d / "a.parquet")
-    pq.write_table(TABLE.slice(100), d / "b.parquet")
-    return d
 
 
 @pytest.fixture()
@@ -157,25 +62,6 @@ def test_every_predicate_and_value_type_on_parquet(table_dir, flt):
 
 
 # ------------------------------------------------------------------ globs and partitions
-
-def region(row: int) -> str:
-    return "eu" if row % 3 else "us"
-
-
-def year(row: int) -> int:
-    return 2017 + (row // 7) % 3
-
-
-@pytest.fixture(scope="module")
-def hive_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hive")
-    table = TABLE.append_column("region", pa.array([region(r) for r in range(N)]))
-    table = table.append_column("year", pa.array([year(r) for r in range(N)]))
-    pads.write_dataset(table, root, format="parquet", partitioning=["region", "year"],
-                       partitioning_flavor="hive")
-    (root / "_SUCCESS").write_text("")
-    return root
-
 
 def test_partition_filter_reads_fewer_files(hive_dir):
     everything = plan_read(parse_spec(make_spec([local(hive_dir)])))
@@ -334,16 +220,6 @@ def test_a_column_in_two_sources_must_be_picked(join_dirs, tmp_path):
 
 
 # ------------------------------------------------------------------ holdout sampling
-
-HOLDOUTS = {
-    "DATE_RANGE": {"sampling_function": "DATE_RANGE", "date_range_sampling": {
-        "start_date": "2018-06-01", "end_date": "2018-09-30"}},
-    "RANDOM": {"sampling_function": "RANDOM", "random_sampling": {"fraction": 0.3, "seed": 5}},
-    "LATEST": {"sampling_function": "LATEST", "latest_sampling": {"fraction": 0.25}},
-    "HASH": {"sampling_function": "HASH", "hash_sampling": {"column": "s", "fraction": 0.5}},
-    "NONE": {"sampling_function": "NONE"},
-}
-
 
 def _data(holdout) -> DataSpec:
     return DataSpec.model_validate(make_spec([local("/x", names=("row", "i", "s", "f"))],
@@ -504,23 +380,7 @@ def test_settings_from_the_environment(monkeypatch):
 
 # ------------------------------------------------------------------ submit-time schema checks
 
-@pytest.mark.parametrize("change, error, field", [
-    (lambda s: s["data"]["features"][0]["names"].append("ghost"), DataSourceError,
-     "data.features.0.names.3"),
-    (lambda s: s["train"].update(label="nope"), SpecError, "train.label"),
-    (lambda s: s["data"].update(date_column="when"), DataSourceError, "data.date_column"),
-    (lambda s: s["data"]["filters"].append({"feature_name": "zz", "predicate": "IsNull"}),
-     DataSourceError, "data.filters.0.feature_name"),
-    (lambda s: s["data"]["filters"].append(
-        {"feature_name": "s", "predicate": "Gt", "feature_value": {"int_val": 1}}),
-     SpecError, "data.filters.0 (s)"),
-    (lambda s: s["data"].update(holdout_sampling={"sampling_function": "LATEST",
-                                                  "latest_sampling": {"fraction": 0.1}},
-                                date_column="i"), None, None),
-    (lambda s: s["data"].update(holdout_sampling={"sampling_function": "LATEST",
-                                                  "latest_sampling": {"fraction": 0.1}},
-                                date_column="s"), SpecError, "data.holdout_sampling"),
-])
+@pytest.mark.parametrize("change, error, field", SCHEMA_CHECKS)
 def test_submit_time_schema_checks(table_dir, change, error, field):
     spec = make_spec([local(table_dir)])
     change(spec)

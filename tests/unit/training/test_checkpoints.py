@@ -1,5 +1,6 @@
-"""Checkpoints: the store (local directory and S3), and built-in workflows resuming a killed
-attempt's training from the last checkpoint."""
+"""Checkpoints: the store (a local directory here; S3 in
+tests/integration/test_artifacts_s3.py), and built-in workflows resuming a killed attempt's
+training from the last checkpoint."""
 
 from __future__ import annotations
 
@@ -136,30 +137,6 @@ def test_a_failed_save_is_logged_and_training_goes_on(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="railyard.artifacts.checkpoints"):
         assert store.save(1, {"m": b"x"}) is None
     assert "could not save the checkpoint at step 1" in caplog.text
-
-
-def test_checkpoints_on_s3(s3):
-    import boto3
-
-    boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket="ckpt")
-    store = CheckpointStore(ArtifactStore("s3://ckpt/railyard"), "job-9", "checkpoints")
-    assert store.latest() is None
-    for step in (5, 10, 15):
-        store.save(step, {"model.ubj": f"model {step}".encode(), "opt/state": b"s"},
-                   meta={"round": step}, fingerprint="fp")
-    latest = CheckpointStore(ArtifactStore("s3://ckpt/railyard"), "job-9",
-                             "checkpoints").latest("fp")
-    assert (latest.step, latest.meta) == (15, {"round": 15})
-    assert latest.read("model.ubj") == b"model 15"
-    keys = sorted(o["Key"] for o in boto3.client("s3", endpoint_url=s3.endpoint)
-                  .list_objects_v2(Bucket="ckpt", Prefix="railyard/job-9/")["Contents"]
-                  if not o["Key"].endswith("/"))  # pyarrow's empty directory markers
-    assert keys == ["railyard/job-9/checkpoints/latest.json",
-                    *(f"railyard/job-9/checkpoints/step-{s}/{f}"
-                      for s in (10, 15) for f in ("model.ubj", "opt/state"))]
-    store.clear()
-    assert CheckpointStore(ArtifactStore("s3://ckpt/railyard"), "job-9",
-                           "checkpoints").latest() is None
 
 
 def test_should_checkpoint_is_throttled_by_time(tmp_path):

@@ -2,8 +2,8 @@
 directory shaped like the artifact store's ``<job>/model`` (model files + the runner's
 manifest.json); loading it through railyard.serving.published predicts exactly what the
 trained model object predicts and what the framework's own loader predicts. Also the SDK's
-load_model, the ``railyard predict`` command, S3 model directories and the serving helpers
-(without Serve)."""
+load_model, the ``railyard predict`` command and the serving helpers (without Serve); a model
+directory on S3 is in tests/integration/test_artifacts_s3.py."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import typer
 import xgboost as xgb
 from typer.testing import CliRunner
 
-from railyard.artifacts.artifact_store import ArtifactStore
 from railyard.cli.models import predict as predict_command
 from railyard.cli.models import serve_model as serve_model_command
 from railyard.client.sdk import RailyardClient
@@ -32,45 +31,20 @@ from railyard.serving import model_server
 from railyard.serving.published import load_published, prediction_columns
 from railyard.training.builtin.torch_mlp import TabularMLP
 from railyard.training.encoding import encode, to_matrix
-from railyard.training.workflow import TrainContext, TrainingData, Workflow
-from tests.unit.test_builtin_workflows import (
-    FAST,
+from railyard.training.workflow import TrainContext
+from tests.builders import (
     FEATURES,
     FORECAST,
     corpus,
     forecast_data,
     make,
+    publish,
     sales_table,
     split,
-    tabular_table,
+    trained,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def publish(workflow: Workflow, model: Any, data: TrainingData, directory: Path,
-            job_id: str = "job-1") -> Path:
-    """What JobRun's publish phase writes: the workflow's files, reports and manifest.json."""
-    directory.mkdir(parents=True, exist_ok=True)
-    metrics = workflow.evaluate(model, data)
-    main_file = workflow.save(model, directory)
-    reports = workflow.write_reports(model, data, directory)
-    manifest = {
-        "job_id": job_id, "workflow": workflow.name, "framework": workflow.framework,
-        "model_file": main_file, "features": list(data.features),
-        "feature_types": {f: str(data.train.schema.field(f).type) for f in data.features},
-        "label": data.label, "task": workflow.task(data),
-        "metrics": {"holdout": metrics}, "spec_hash": "0" * 64, "reports": reports,
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return directory
-
-
-def trained(name: str, task: str) -> tuple[Workflow, Any, TrainingData]:
-    label = {"binary": "y_binary", "multiclass": "y_multi", "regression": "y_reg"}[task]
-    workflow = make(name, label, **FAST[name])
-    data = split(tabular_table(900), label, holdout=200)
-    return workflow, workflow.fit(data, TrainContext()), data
 
 
 def encoding_of(directory: Path) -> dict[str, Any]:
@@ -207,23 +181,6 @@ def test_prediction_columns_by_task():
     assert multi["prediction"].to_pylist() == [1, 0]
     embedding = prediction_columns("embedding", np.ones((2, 3)))
     assert embedding["prediction"].type == pa.list_(pa.float32(), 3)
-
-
-def test_model_directory_on_s3_is_copied_then_loaded(s3, tmp_path):
-    import boto3
-
-    boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket="models")
-    workflow, model, data = trained("lightgbm", "binary")
-    local = publish(workflow, model, data, tmp_path / "model")
-    store = ArtifactStore("s3://models/railyard")
-    for path in local.iterdir():
-        store.put_file(path, "job-1", "model", path.name)
-    published = load_published(store.uri("job-1", "model"), into=tmp_path / "copy")
-    assert published.directory == tmp_path / "copy"
-    assert {p.name for p in local.iterdir()} == {p.name for p in published.directory.iterdir()}
-    assert np.array_equal(published.predict(data.holdout), workflow.predict(model, data.holdout))
-    with pytest.raises(NotFoundError):
-        load_published(store.uri("job-2", "model"))
 
 
 # --------------------------------------------------------------------------- SDK and CLI

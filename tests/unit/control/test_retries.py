@@ -1,8 +1,8 @@
 """Retries: attempts numbered and kept, separate budgets for infrastructure and user-code
 failures, the runner's heartbeat, and state writes that wait out a database outage.
 
-The API runs on SQLite with the in-memory backend of test_api (Ray's side of retries, a killed
-driver resubmitted as attempt 2, is in tests/integration/test_faults.py)."""
+The API runs on SQLite with the in-memory backend of tests/fakes.py (Ray's side of retries, a
+killed driver resubmitted as attempt 2, is in tests/integration/test_faults.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from railyard.jobstore import jobs
 from railyard.jobstore.retries import classify, end_failed_attempt
 from railyard.jobstore.retrying_store import call_with_db_retry
 from railyard.jobstore.tables import FailureKind, JobStatus, utcnow
-from tests.unit.test_api import build_env
+from tests.fakes import build_env
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """Durable job logs: the LogShipper streams the driver's output to the artifact store (a local
-directory and the S3-compatible server), the API serves it by offset and attempt, and
-`railyard logs -f` follows it until the job ends."""
+directory here; the S3-compatible server in tests/integration/test_artifacts_s3.py), the API
+serves it by offset and attempt, and `railyard logs -f` follows it until the job ends."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -19,64 +17,14 @@ from railyard.artifacts.job_logs import LogShipper, log_to_stdout, log_uri, read
 from railyard.control.backend import BackendStatus
 from railyard.jobstore import jobs
 from railyard.jobstore.tables import JobStatus
+from tests.artifact_cases import ship_and_watch
+from tests.fakes import build_env
+from tests.polling import wait_for
 from tests.servers import free_port
-from tests.unit.test_api import build_env
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def read_or_empty(artifacts: ArtifactStore, uri: str) -> str:
-    try:
-        return artifacts.get_bytes(uri).decode()
-    except OSError:
-        return ""
-
-
-def ship_and_watch(artifacts: ArtifactStore, tmp_path: Path, capsys) -> None:
-    """Print from the driver, a thread and a Ray-style forwarder writing to sys.stderr; see
-    chunks land while the shipper runs, and everything after it stops."""
-    uri = log_uri(artifacts, "job-1", 3)
-    assert uri.endswith("job-1/logs/attempt-3.log")
-    with LogShipper(artifacts, "job-1", 3, tmp_path / "job.log", interval_s=0.2) as shipper:
-        print("driver line 1")
-        wait_for(lambda: "driver line 1" in read_or_empty(artifacts, uri))
-        worker = threading.Thread(target=print, args=("thread line",))
-        worker.start()
-        worker.join()
-        # What Ray's log monitor thread does with a worker's stderr on the driver.
-        forwarder = threading.Thread(
-            target=lambda: print("(pid=42) worker stderr line", file=sys.stderr))
-        forwarder.start()
-        forwarder.join()
-        wait_for(lambda: "worker stderr line" in read_or_empty(artifacts, uri))
-        assert "thread line" in read_or_empty(artifacts, uri)
-        print("last line")
-    final = artifacts.get_bytes(uri).decode()
-    assert shipper.uploaded_uri == uri
-    lines = final.splitlines()
-    assert lines == ["driver line 1", "thread line", "(pid=42) worker stderr line", "last line"]
-    assert type(sys.stdout).__name__ != "_Tee" and type(sys.stderr).__name__ != "_Tee"
-    captured = capsys.readouterr()  # the original streams still got everything
-    assert "driver line 1" in captured.out and "worker stderr line" in captured.err
 
 
 def test_shipper_streams_to_a_local_store_while_running(tmp_path, capsys):
     ship_and_watch(ArtifactStore(str(tmp_path / "artifacts")), tmp_path, capsys)
-
-
-def test_shipper_streams_to_s3(s3, tmp_path, capsys):
-    import boto3
-
-    boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket="job-logs")
-    ship_and_watch(ArtifactStore("s3://job-logs/railyard"), tmp_path, capsys)
 
 
 def test_log_records_go_through_stdout_into_the_file_once(tmp_path, capsys):
@@ -108,7 +56,8 @@ def test_upload_failure_is_logged_never_raised(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="railyard.artifacts.job_logs"):
         with LogShipper(artifacts, "job-3", 1, tmp_path / "job.log", interval_s=0.1) as shipper:
             print("still running")
-            time.sleep(0.35)
+            wait_for(lambda: "could not upload the job log" in caplog.text, 20,
+                     "the shipper's thread to try an upload", interval=0.05)
             assert shipper.flush() is None
     assert shipper.uploaded_uri is None
     assert "could not upload the job log" in caplog.text
@@ -200,7 +149,7 @@ def live_api(api):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started)
+        wait_for(lambda: server.started, 20, "uvicorn to start", interval=0.05)
         yield (f"http://127.0.0.1:{port}", client.headers["Authorization"].split()[1],
                service, job, artifacts)
     finally:
@@ -217,9 +166,9 @@ def test_sdk_follow_moves_from_ray_live_log_to_the_streamed_copy(live_api):
         follower = threading.Thread(target=lambda: chunks.extend(
             sdk.follow_logs(job["id"], poll_s=0.05)))
         follower.start()
-        wait_for(lambda: chunks)                                # Ray's live log at first
+        wait_for(lambda: chunks, 20, "the first chunk, Ray's live log", interval=0.05)
         artifacts.put_bytes(b"a\n", job["id"], "logs", "attempt-1.log")
-        wait_for(lambda: "a\n" in chunks)
+        wait_for(lambda: "a\n" in chunks, 20, "the streamed copy", interval=0.05)
         artifacts.put_bytes(b"a\nb\n", job["id"], "logs", "attempt-1.log")
         jobs.transition(service.engine, job_id=job["id"], status=JobStatus.SUCCEEDED)
         follower.join(timeout=30)
@@ -233,7 +182,7 @@ def test_cli_follows_a_running_job_until_it_succeeds(live_api, tmp_path):
            "RAILYARD_HOME": str(tmp_path / "cli-home")}
     with LogShipper(artifacts, job["id"], 1, tmp_path / "job.log", interval_s=0.1) as shipper:
         print("fetch: 2000 rows")
-        wait_for(lambda: shipper.uploaded_uri)
+        wait_for(lambda: shipper.uploaded_uri, 20, "the first upload", interval=0.05)
         cli = subprocess.Popen([sys.executable, "-m", "railyard.cli.main", "logs", "-f", job["id"],
                                 "--poll-s", "0.1"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)

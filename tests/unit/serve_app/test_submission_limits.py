@@ -11,15 +11,15 @@ import pytest
 from railyard.control.access import Caller
 from railyard.jobstore import jobs, tokens
 from railyard.jobstore.tables import JobStatus
-from tests.unit.test_auth import TEAM_A, TEAM_B, Platform
+from tests.fakes import TEAM_A, TEAM_B, ApiPlatform
 
 
 @pytest.fixture()
-def plat(tmp_path) -> Platform:
-    return Platform(tmp_path, max_concurrent_jobs_per_team=2)
+def plat(tmp_path) -> ApiPlatform:
+    return ApiPlatform(tmp_path, max_concurrent_jobs_per_team=2)
 
 
-def post(plat: Platform, who: str, spec: dict, key: str | None = None):
+def post(plat: ApiPlatform, who: str, spec: dict, key: str | None = None):
     headers = plat.headers(who) | ({"Idempotency-Key": key} if key else {})
     return plat.http.post("/v1/jobs", json=spec, headers=headers)
 
@@ -123,7 +123,7 @@ def test_admin_submissions_count_against_the_owner_team(plat):
 
 
 def test_zero_means_no_limit(tmp_path):
-    plat = Platform(tmp_path, max_concurrent_jobs_per_team=0)
+    plat = ApiPlatform(tmp_path, max_concurrent_jobs_per_team=0)
     statuses = [post(plat, TEAM_A, plat.spec(TEAM_A)).json()["status"] for _ in range(3)]
     assert statuses == ["PENDING"] * 3
     assert tokens.has_admin(plat.service.engine)

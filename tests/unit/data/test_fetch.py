@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
@@ -14,40 +12,16 @@ from hypothesis import strategies as st
 from railyard.data.fetch import filters_to_expr, plan_read, read_table_arrow, split_holdout
 from railyard.errors import DataSourceError, SpecError
 from railyard.spec import DataSpec, Filter, parse_spec
+from tests.data_cases import RANDOM_N, RANDOM_TABLE, any_filter, random_table_spec
 
-N = 400
-rng = np.random.default_rng(3)
-BASE = dt.datetime(2018, 1, 1)
-TABLE = pa.table({
-    "row": pa.array(np.arange(N)),
-    "i": pa.array([None if k % 17 == 0 else int(v) for k, v in
-                   enumerate(rng.integers(-50, 50, N))], type=pa.int64()),
-    "f": pa.array(rng.normal(0, 10, N)),
-    "s": pa.array([None if k % 13 == 0 else str(v) for k, v in
-                   enumerate(rng.choice(["US", "CA", "UK", "USA", "MX"], N))]),
-    "b": pa.array(rng.random(N) < 0.3),
-    "ts": pa.array([BASE + dt.timedelta(hours=int(h)) for h in rng.integers(0, 24 * 400, N)],
-                   type=pa.timestamp("us")),
-    "y": pa.array(rng.random(N) < 0.2),
-})
-ROWS = TABLE.to_pylist()
-
-
-def spec_for(path: str, *, filters=(), holdout=None, date_column="ts") -> dict:
-    data = {"features": [{"names": ["i", "f", "s", "b", "y"], "source": "local", "path": path}],
-            "date_column": date_column, "filters": list(filters)}
-    if holdout:
-        data["holdout_sampling"] = holdout
-    return {"model_name": "m", "owner": "team", "data": data,
-            "train": {"workflow_name": "xgboost", "classifier_features": ["i", "f"],
-                      "label": "y"}}
+ROWS = RANDOM_TABLE.to_pylist()
 
 
 @pytest.fixture(scope="module")
 def parquet_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    pq.write_table(TABLE.slice(0, 200), d / "a.parquet")
-    pq.write_table(TABLE.slice(200), d / "b.parquet")
+    pq.write_table(RANDOM_TABLE.slice(0, 200), d / "a.parquet")
+    pq.write_table(RANDOM_TABLE.slice(200), d / "b.parquet")
     return str(d)
 
 
@@ -75,57 +49,17 @@ def reference(row: dict, flt: dict) -> bool:
             "LtEq": v <= x, "StartsWith": str(v).startswith(str(x))}[p]
 
 
-SCALAR = ["Eq", "NotEq", "Gt", "GtEq", "Lt", "LtEq"]
-dates = st.datetimes(min_value=BASE, max_value=BASE + dt.timedelta(days=400)).map(
-    lambda d: d.replace(microsecond=0).isoformat())
-
-
-def filters_for(column: str) -> st.SearchStrategy:
-    if column == "i":
-        value = st.integers(-60, 60)
-        values, vkey = st.lists(st.integers(-60, 60), min_size=1, max_size=5), "int"
-    elif column == "f":
-        value = st.floats(-30, 30, allow_nan=False)
-        values = st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=5)
-        vkey = "float"
-    elif column == "s":
-        value, values, vkey = st.sampled_from(["US", "CA", "U", "M", "ZZ"]), \
-            st.lists(st.sampled_from(["US", "CA", "UK", "ZZ"]), min_size=1, max_size=4), "string"
-    else:
-        value, values, vkey = dates, st.lists(dates, min_size=1, max_size=3), "string"
-    scalar = st.builds(lambda p, v: {"feature_name": column, "predicate": p,
-                                     "feature_value": {f"{vkey}_val": v}},
-                       st.sampled_from(SCALAR), value)
-    listy = st.builds(lambda p, v: {"feature_name": column, "predicate": p,
-                                    "feature_value": {f"{vkey}_vals": v}},
-                      st.sampled_from(["IsIn", "NotIn"]), values)
-    between = st.builds(lambda a, b: {"feature_name": column, "predicate": "Between",
-                                      "feature_value": {f"{vkey}_vals": sorted([a, b])}},
-                        value, value)
-    nulls = st.builds(lambda p: {"feature_name": column, "predicate": p},
-                      st.sampled_from(["IsNull", "IsNotNull"]))
-    options = [scalar, listy, between, nulls]
-    if column == "s":
-        options.append(st.builds(lambda v: {"feature_name": "s", "predicate": "StartsWith",
-                                            "feature_value": {"string_val": v}},
-                                 st.sampled_from(["U", "US", "C", ""])))
-    return st.one_of(options)
-
-
-any_filter = st.sampled_from(["i", "f", "s", "ts"]).flatmap(filters_for)
-
-
 @given(st.lists(any_filter, min_size=1, max_size=3))
 def test_filtered_rows_equal_the_reference(filter_dicts):
     filters = [Filter.model_validate(f) for f in filter_dicts]
-    expr = filters_to_expr(filters, TABLE.schema)
-    got = sorted(TABLE.filter(expr.to_pyarrow())["row"].to_pylist())
+    expr = filters_to_expr(filters, RANDOM_TABLE.schema)
+    got = sorted(RANDOM_TABLE.filter(expr.to_pyarrow())["row"].to_pylist())
     want = sorted(r["row"] for r in ROWS if all(reference(r, f) for f in filter_dicts))
     assert got == want
 
 
 def test_read_prunes_columns_and_pushes_filters(parquet_dir):
-    spec = parse_spec(spec_for(parquet_dir, filters=[
+    spec = parse_spec(random_table_spec(parquet_dir, filters=[
         {"feature_name": "ts", "predicate": "GtEq", "feature_value": {"string_val": "2018-06-01"}},
         {"feature_name": "s", "predicate": "IsIn", "feature_value": {"string_vals": ["US"]}}]))
     plan = plan_read(spec)
@@ -148,21 +82,21 @@ def test_read_prunes_columns_and_pushes_filters(parquet_dir):
 ])
 def test_type_mismatches_name_filter_and_column(parquet_dir, flt, words):
     with pytest.raises(SpecError) as info:
-        plan_read(parse_spec(spec_for(parquet_dir, filters=[flt])))
+        plan_read(parse_spec(random_table_spec(parquet_dir, filters=[flt])))
     assert words in info.value.message
 
 
 def test_missing_columns_and_paths_are_data_source_errors(parquet_dir, tmp_path):
-    bad = spec_for(parquet_dir, filters=[{"feature_name": "nope", "predicate": "IsNull"}])
+    bad = random_table_spec(parquet_dir, filters=[{"feature_name": "nope", "predicate": "IsNull"}])
     with pytest.raises(DataSourceError, match="no column 'nope'"):
         plan_read(parse_spec(bad))
-    fetched = spec_for(parquet_dir)
+    fetched = random_table_spec(parquet_dir)
     fetched["data"]["features"][0]["names"].append("ghost")
     with pytest.raises(DataSourceError, match="ghost"):
         plan_read(parse_spec(fetched))
     with pytest.raises(DataSourceError, match="cannot read Parquet"):
-        plan_read(parse_spec(spec_for(str(tmp_path / "missing"))))
-    unlabeled = spec_for(parquet_dir)
+        plan_read(parse_spec(random_table_spec(str(tmp_path / "missing"))))
+    unlabeled = random_table_spec(parquet_dir)
     unlabeled["train"]["label"] = "z"
     with pytest.raises(SpecError, match="train.label"):
         plan_read(parse_spec(unlabeled))
@@ -180,10 +114,10 @@ HOLDOUTS = {
 
 @pytest.mark.parametrize("name", list(HOLDOUTS))
 def test_holdout_split_is_deterministic_and_partitions_rows(name):
-    data = DataSpec.model_validate(spec_for("/x", holdout=HOLDOUTS[name])["data"])
-    train, holdout = split_holdout(TABLE, data)
-    train2, holdout2 = split_holdout(TABLE, data)
-    assert train.num_rows + holdout.num_rows == N
+    data = DataSpec.model_validate(random_table_spec("/x", holdout=HOLDOUTS[name])["data"])
+    train, holdout = split_holdout(RANDOM_TABLE, data)
+    train2, holdout2 = split_holdout(RANDOM_TABLE, data)
+    assert train.num_rows + holdout.num_rows == RANDOM_N
     assert holdout["row"].to_pylist() == holdout2["row"].to_pylist()
     rows = {r: k for k, r in enumerate(holdout["row"].to_pylist())}
     if name == "DATE_RANGE":

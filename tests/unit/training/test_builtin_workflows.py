@@ -1,68 +1,41 @@
 """Built-in workflows (lightgbm, sklearn, torch) and the examples (TimeSeriesForecaster,
 Word2Vec) on small generated data, in-process: fit, evaluate, reports, save/load, parameter
-errors; metrics by task; TrainingData's batch helpers."""
+errors; metrics by task; TrainingData's batch helpers. The data and workflows are built by
+tests/builders.py."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
-from railyard.data.fetch import plan_read, split_holdout
+from railyard.data.fetch import plan_read
 from railyard.errors import SpecError
-from railyard.spec import DataSpec, TrainingSpec, TrainSpec
+from railyard.spec import TrainingSpec
 from railyard.training.metrics import forecast_errors, holdout_metrics, write_model_reports
 from railyard.training.registry import get_workflow
-from railyard.training.workflow import TrainContext, TrainingData, Workflow
+from railyard.training.workflow import TrainContext
+from tests.builders import (
+    FAST,
+    FEATURES,
+    FORECAST,
+    FRUITS,
+    corpus,
+    forecast_data,
+    make,
+    sales_table,
+    split,
+    tabular_table,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
-FEATURES = ["x1", "c", "x2", "flag"]
 LABELS = {"binary": "y_binary", "multiclass": "y_multi", "regression": "y_reg"}
-# Small and single-threaded: the test machine has two busy cores.
-FAST = {"lightgbm": {"n_estimators": 40, "n_jobs": 1},
-        "sklearn": {"max_iter": 50},
-        "torch": {"max_epochs": 30, "hidden_sizes": [32], "batch_size": 128,
-                  "learning_rate": 0.01},
-        "xgboost": {"n_estimators": 40, "nthread": 1}}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tabular_table(rows: int = 1500, seed: int = 0) -> pa.Table:
-    """Numeric, string and bool features with a null or two; binary, 3-class and real labels."""
-    rng = np.random.default_rng(seed)
-    x1 = rng.normal(size=rows)
-    c = rng.choice(["red", "green", "blue"], rows)
-    x2 = rng.uniform(size=rows)
-    x2[rng.random(rows) < 0.05] = np.nan
-    flag = rng.random(rows) < 0.3
-    logit = 2.0 * x1 + 1.5 * (c == "red") - 1.0 * flag
-    return pa.table({
-        "x1": x1, "c": pa.array(c.tolist()), "x2": x2, "flag": flag,
-        "y_binary": (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64"),
-        "y_multi": np.where(x1 > 0.5, 2, np.where(c == "red", 1, 0)).astype("int64"),
-        "y_reg": 3 * x1 + 2 * (c == "blue") + np.nan_to_num(x2) + rng.normal(0, .1, rows),
-    })
-
-
-def make(name: str, label: str, features: list[str] | None = None,
-         **params: Any) -> Workflow:
-    """An instance of a registered workflow."""
-    return get_workflow(name)(TrainSpec(workflow_name=name, label=label,
-                                        classifier_features=features or FEATURES,
-                                        custom_params=params))
-
-
-def split(table: pa.Table, label: str, features: list[str] | None = None,
-          holdout: int = 400) -> TrainingData:
-    return TrainingData(train=table.slice(0, table.num_rows - holdout),
-                        holdout=table.slice(table.num_rows - holdout),
-                        features=features or FEATURES, label=label)
 
 
 # --------------------------------------------------------------------------- registry, params
@@ -207,36 +180,6 @@ def test_torch_early_stopping_one_hot_and_device():
 
 # --------------------------------------------------------------------------- forecaster
 
-def sales_table(days: int = 500, stores: int = 3, seed: int = 0) -> pa.Table:
-    """Daily sales of a few stores with weekly seasonality and promotions, rows shuffled."""
-    rng = np.random.default_rng(seed)
-    day = np.arange(days)
-    date = np.tile(np.datetime64("2023-01-01") + day, stores).astype("datetime64[us]")
-    store = np.repeat([f"s{i}" for i in range(stores)], days)
-    t = np.tile(day, stores)
-    promo = (rng.random(days * stores) < 0.15).astype("int64")
-    sales = (np.repeat(50 + 20 * np.arange(stores), days) + 10 * ((t + 5) % 7 >= 5)
-             + 0.05 * t + 12 * promo + rng.normal(0, 1.5, days * stores))
-    order = rng.permutation(days * stores)
-    return pa.table({"date": pa.array(date[order]), "store": store[order].tolist(),
-                     "promo": promo[order], "sales": sales[order]})
-
-
-FORECAST = {"lags": 7, "horizon": 1, "group_column": "store", "rolling_windows": [7],
-            "n_estimators": 60, "n_jobs": 1}
-
-
-def forecast_data(workflow: Workflow, table: pa.Table) -> TrainingData:
-    prepared = workflow.prepare(table)
-    data = DataSpec.model_validate({
-        "features": [{"names": ["sales"], "source": "local", "path": "/unused"}],
-        "date_column": "date",
-        "holdout_sampling": {"sampling_function": "LATEST", "latest_sampling": {"fraction": .2}}})
-    train, holdout = split_holdout(prepared, data)
-    return TrainingData(train=train, holdout=holdout, features=["promo", "day_of_week"],
-                        label="sales")
-
-
 def test_forecaster_prepare_builds_lags_over_the_whole_sorted_table():
     workflow = make("TimeSeriesForecaster", "sales", ["promo", "lag_14"], **FORECAST)
     table = sales_table(days=60)
@@ -306,24 +249,6 @@ def test_forecaster_forecasts_appended_future_rows():
 
 
 # --------------------------------------------------------------------------- word2vec
-
-ANIMALS = ["cat", "dog", "horse", "cow", "sheep", "goat"]
-FRUITS = ["apple", "pear", "banana", "cherry", "plum", "grape"]
-
-
-def corpus(rows: int = 3000, seed: int = 0) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    texts = []
-    for _ in range(rows):
-        if rng.random() < 0.5:
-            words = [rng.choice(ANIMALS), rng.choice(["runs", "sleeps", "eats"]), "in the",
-                     rng.choice(["field", "barn"]), rng.choice(ANIMALS)]
-        else:
-            words = [rng.choice(FRUITS), rng.choice(["ripens", "falls", "rots"]), "on the",
-                     rng.choice(["tree", "table"]), rng.choice(FRUITS)]
-        texts.append(" ".join(words))
-    return pa.table({"text": texts})
-
 
 def test_word2vec_learns_related_words_and_round_trips(tmp_path):
     workflow = make("Word2Vec", "text", ["text"], epochs=3, embedding_dim=16, batch_size=512,

@@ -71,8 +71,8 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """AUC and PR-AUC (when both classes occur), log loss, and accuracy, precision, recall and
     F1 at ``THRESHOLD``, for 0/1 labels; the same values as scikit-learn's ``roc_auc_score``,
     ``average_precision_score``, ``log_loss`` and ``precision/recall/f1_score`` (checked in
-    tests/unit/training/test_metrics.py). Written out because scikit-learn's input checks cost ~15 ms
-    per call set, most of a tiny sweep trial."""
+    tests/unit/training/test_metrics.py). Written out because scikit-learn's input checks cost
+    ~15 ms per call set, most of a tiny sweep trial."""
     y = (y_true == 1).astype("float64")
     out: dict[str, float] = {}
     curves = binary_curves(y, scores)

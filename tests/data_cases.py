@@ -16,6 +16,7 @@ import datetime as dt
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import strategies as st
 
 from railyard.errors import DataSourceError, SpecError
@@ -233,3 +234,20 @@ def filters_for(column: str) -> st.SearchStrategy:
 
 
 any_filter = st.sampled_from(["i", "f", "s", "ts"]).flatmap(filters_for)
+
+
+def check_schema_change(spec: dict, change, error, field) -> None:
+    """Apply one of ``SCHEMA_CHECKS`` to ``spec`` and check what validate_spec says: nothing
+    (``error`` None), or a 422 of ``error`` naming ``field``."""
+    from railyard.spec import parse_spec
+    from railyard.training.submit_checks import validate_spec
+
+    change(spec)
+    if error is None:
+        validate_spec(parse_spec(spec))
+        return
+    with pytest.raises(error) as info:
+        validate_spec(parse_spec(spec))
+    assert info.value.status_code == 422
+    assert info.value.details[0]["field"] == field
+    assert field.removesuffix(".feature_name") in info.value.message

@@ -26,12 +26,7 @@ from railyard.cluster.kuberay_validation import (
     validate_file,
     validate_manifest,
 )
-from railyard.cluster.pools import POOL_LABEL, POOLS_FILE_ENV, load_pools
-
-
-@pytest.fixture(autouse=True)
-def _no_pools_file(monkeypatch):
-    monkeypatch.delenv(POOLS_FILE_ENV, raising=False)
+from railyard.cluster.pools import POOL_LABEL, load_pools
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,6 @@ from railyard.errors import RailyardError, SpecError
 from railyard.spec import ResourcesSpec
 
 
-@pytest.fixture(autouse=True)
-def _no_pools_file(monkeypatch):
-    monkeypatch.delenv(POOLS_FILE_ENV, raising=False)
-
-
 def test_default_pools():
     pools = load_pools()
     assert sorted(pools) == ["cpu", "gpu", "highmem"]

@@ -42,7 +42,6 @@ from railyard.training.manifest import (
 from railyard.training.registry import get_workflow
 from railyard.training.workflow import Workflow
 
-MANIFEST = MANIFEST_FILE
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 
@@ -187,13 +186,13 @@ def fetch_model_dir(uri: str | Path, into: Path | None = None) -> Path:
     fs, path = resolve(str(uri))
     if isinstance(fs, pafs.LocalFileSystem):
         local = Path(path)
-        if not (local / MANIFEST).is_file():
-            raise NotFoundError(f"no published model at {uri}: {MANIFEST} is missing")
+        if not (local / MANIFEST_FILE).is_file():
+            raise NotFoundError(f"no published model at {uri}: {MANIFEST_FILE} is missing")
         return local
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     files = [i for i in infos if i.type == pafs.FileType.File]
-    if not any(i.base_name == MANIFEST for i in files):
-        raise NotFoundError(f"no published model at {uri}: {MANIFEST} is missing")
+    if not any(i.base_name == MANIFEST_FILE for i in files):
+        raise NotFoundError(f"no published model at {uri}: {MANIFEST_FILE} is missing")
     target = into or Path(tempfile.mkdtemp(prefix="railyard-model-"))
     target.mkdir(parents=True, exist_ok=True)
     for info in files:
@@ -268,7 +267,7 @@ def load_published(model_dir: str | Path, *,
     """Load the model published at ``model_dir`` (local path, ``file://`` or ``s3://``); a
     fan-out job's manifest loads every partition's model."""
     directory = fetch_model_dir(model_dir, into)
-    raw = json.loads((directory / MANIFEST).read_text())
+    raw = json.loads((directory / MANIFEST_FILE).read_text())
     manifest = read_manifest(raw)
     if isinstance(manifest, PartitionedManifest):
         models = {value: load_published(entry.model_dir)

@@ -56,10 +56,6 @@ class ModelManifest(_Manifest):
     # published before it was recorded (the workflow then loads with default parameters).
     custom_params: dict[str, Any] | None = None
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ModelManifest:
-        """Parse a model's ``manifest.json``."""
-        return cls.model_validate(json.loads(text))
 
 
 class PartitionEntry(_Manifest):
@@ -79,10 +75,6 @@ class PartitionedManifest(_Manifest):
     spec_hash: str | None = None
     partitions: dict[str, PartitionEntry] = {}
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> PartitionedManifest:
-        """Parse a fan-out job's ``manifest.json``."""
-        return cls.model_validate(json.loads(text))
 
 
 def read_manifest(source: str | bytes | Mapping[str, Any]

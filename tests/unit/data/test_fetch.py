@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from railyard.data.fetch import filters_to_expr, plan_read, read_table_arrow, split_holdout
 from railyard.errors import DataSourceError, SpecError
 from railyard.spec import DataSpec, Filter, parse_spec
-from tests.data_cases import RANDOM_N, RANDOM_TABLE, any_filter, random_table_spec
+from tests.data_cases import RANDOM_N, RANDOM_TABLE, any_filter, random_table_spec, reference
 
 ROWS = RANDOM_TABLE.to_pylist()
 
@@ -23,30 +23,6 @@ def parquet_dir(tmp_path_factory):
     pq.write_table(RANDOM_TABLE.slice(0, 200), d / "a.parquet")
     pq.write_table(RANDOM_TABLE.slice(200), d / "b.parquet")
     return str(d)
-
-
-# ------------------------------------------------------------------ reference semantics
-
-def reference(row: dict, flt: dict) -> bool:
-    """Filter semantics written out by hand, row by row (SQL-like: null never matches)."""
-    v = row[flt["feature_name"]]
-    p = flt["predicate"]
-    if p == "IsNull":
-        return v is None
-    if p == "IsNotNull":
-        return v is not None
-    if v is None:
-        return False
-    (kind, raw), = flt["feature_value"].items()
-    conv = (lambda x: dt.datetime.fromisoformat(x)) if flt["feature_name"] == "ts" else \
-        (lambda x: x)
-    if kind.endswith("_vals"):
-        vals = [conv(x) for x in raw]
-        return {"IsIn": v in vals, "NotIn": v not in vals,
-                "Between": vals[0] <= v <= vals[1] if len(vals) == 2 else False}[p]
-    x = conv(raw)
-    return {"Eq": v == x, "NotEq": v != x, "Gt": v > x, "GtEq": v >= x, "Lt": v < x,
-            "LtEq": v <= x, "StartsWith": str(v).startswith(str(x))}[p]
 
 
 @given(st.lists(any_filter, min_size=1, max_size=3))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import httpx
 import pyarrow as pa
 import pytest
 
@@ -16,8 +17,10 @@ from railyard.client.sdk import RailyardClient
 from railyard.cluster import local_cluster
 from railyard.config import Settings
 from railyard.data.demo import fraud_table
+from railyard.errors import RailyardError
 from railyard.jobstore import tokens
 from railyard.jobstore.engine import get_engine, migrate
+from railyard.jobstore.tables import ACTIVE_STATUSES
 from tests.integration.support import DATA_BUCKET, upload_table
 from tests.servers import free_port, postgres_server, s3_server
 
@@ -125,6 +128,30 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
         else:
             os.environ["RAILYARD_TOKEN"] = previous_token
         local_cluster.stop_local_cluster(settings)
+
+
+@pytest.fixture(autouse=True)
+def _no_job_outlives_its_test(request: pytest.FixtureRequest):
+    """Cancel what a test left running (it failed, or timed out waiting for its job): a hung
+    job keeps its Ray actors and CPUs, and every training test after it would wait for them."""
+    yield
+    if "platform" not in request.fixturenames:
+        return
+    platform = request.getfixturevalue("platform")
+    with platform.client() as c:
+        for status in sorted(s.value for s in ACTIVE_STATUSES):
+            try:
+                left = c.list(status=status, limit=200)["jobs"]
+            except (httpx.HTTPError, RailyardError) as exc:   # the test's failure says more
+                print(f"\ncould not list the {status} jobs {request.node.name} left: {exc}")
+                continue
+            for job in left:
+                print(f"\ncancelling {job['id']} ({job['status']}), left by "
+                      f"{request.node.name}")
+                try:
+                    c.cancel(job["id"])
+                except (httpx.HTTPError, RailyardError) as exc:   # it ended meanwhile
+                    print(f"could not cancel {job['id']}: {exc}")
 
 
 @pytest.fixture()

@@ -30,12 +30,16 @@ class Caller:
     is_admin: bool = False
     data_prefixes: tuple[str, ...] = ()
     token_prefix: str | None = None
+    # SQL connection names granted to the token (None: not narrowed by the token).
+    sql_connections: tuple[str, ...] | None = None
 
     @classmethod
     def from_token(cls, row: ApiToken) -> Caller:
         """The caller a stored token stands for."""
         return cls(team=row.team, is_admin=row.is_admin,
-                   data_prefixes=tuple(row.data_prefixes or ()), token_prefix=row.prefix)
+                   data_prefixes=tuple(row.data_prefixes or ()), token_prefix=row.prefix,
+                   sql_connections=(None if row.sql_connections is None
+                                    else tuple(row.sql_connections)))
 
 
 SYSTEM = Caller(team="system", is_admin=True)

@@ -82,6 +82,11 @@ class Job(SQLModel, table=True):
     # lets the reconciler tell a live driver from one that hangs or vanished unnoticed.
     attempt: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     heartbeat_at: datetime | None = Field(default=None, sa_column=_tz())
+    # The submitting token's data access, checked again by the driver against every file it
+    # reads: its path prefixes and the SQL connections granted to it (None: no narrowing).
+    data_prefixes: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    sql_connections: list[str] | None = Field(default=None,
+                                              sa_column=Column(JSON, nullable=True))
 
     __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key",
                                        name="uq_job_submitted_by_idempotency_key"),)
@@ -103,6 +108,10 @@ class ApiToken(SQLModel, table=True):
     team: str = Field(max_length=256, index=True)
     is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     data_prefixes: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # SQL connection names this token's specs may read; a token with data_prefixes reads SQL
+    # only through these (None on a token without prefixes: every configured connection).
+    sql_connections: list[str] | None = Field(default=None,
+                                              sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow,
                                  sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=_tz())

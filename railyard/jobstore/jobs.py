@@ -121,19 +121,21 @@ def list_active_jobs(engine: Engine) -> list[Job]:
 
 def transition(engine: Engine, *, job_id: str, status: JobStatus,
                allowed_from: frozenset[JobStatus] = ACTIVE_STATUSES,
-               message: str | None = None, **fields: Any) -> bool:
-    """Move a job to ``status`` if it is currently in ``allowed_from``; record the event.
+               message: str | None = None, attempt: int | None = None,
+               **fields: Any) -> bool:
+    """Move a job to ``status`` if it is currently in ``allowed_from`` (and, given
+    ``attempt``, still on that attempt); record the event.
 
     Returns False (changing nothing) when the job has already moved elsewhere.
     """
     values: dict[str, Any] = {"status": status.value, **fields}
     if status.is_terminal() and "finished_at" not in values:
         values["finished_at"] = utcnow()
+    guard = [col(Job.id) == job_id, col(Job.status).in_([s.value for s in allowed_from])]
+    if attempt is not None:
+        guard.append(col(Job.attempt) == attempt)
     with session_scope(engine) as session:
-        result = session.exec(
-            update(Job)
-            .where(col(Job.id) == job_id, col(Job.status).in_([s.value for s in allowed_from]))
-            .values(**values))
+        result = session.exec(update(Job).where(*guard).values(**values))
         if result.rowcount == 0:
             return False
         session.add(JobEvent(job_id=job_id, kind="status", message=message or status.value))
@@ -242,24 +244,36 @@ def start_attempt(engine: Engine, *, job_id: str, attempt: int,
 def finish_attempt(engine: Engine, *, job_id: str, attempt: int, status: JobStatus,
                    failure_kind: FailureKind | None = None, error: str | None = None,
                    error_phase: str | None = None,
-                   ray_submission_id: str | None = None) -> None:
+                   ray_submission_id: str | None = None) -> bool:
     """Close an attempt with its outcome. An attempt whose driver never started has no row
-    yet; one is written for it, so every attempt that was submitted is kept."""
+    yet; one is written for it, so every attempt that was submitted is kept.
+
+    Returns True when this call closed the attempt, False when it was closed already (by a
+    concurrent caller: the driver and the reconciler may both see one failure).
+    """
+    from sqlalchemy.exc import IntegrityError
+
     values: dict[str, Any] = {"status": status.value, "finished_at": utcnow(),
                               "failure_kind": failure_kind.value if failure_kind else None,
                               "error": error[:8000] if error else None,
                               "error_phase": error_phase}
-    with session_scope(engine) as session:
-        result = session.exec(update(JobAttempt)
-                              .where(col(JobAttempt.job_id) == job_id,
-                                     col(JobAttempt.attempt) == attempt,
-                                     col(JobAttempt.finished_at).is_(None))
-                              .values(**values))
-        if result.rowcount == 0 and session.exec(
-                select(JobAttempt).where(JobAttempt.job_id == job_id,
-                                         JobAttempt.attempt == attempt)).first() is None:
+    try:
+        with session_scope(engine) as session:
+            result = session.exec(update(JobAttempt)
+                                  .where(col(JobAttempt.job_id) == job_id,
+                                         col(JobAttempt.attempt) == attempt,
+                                         col(JobAttempt.finished_at).is_(None))
+                                  .values(**values))
+            if result.rowcount == 1:
+                return True
+            if session.exec(select(JobAttempt).where(
+                    JobAttempt.job_id == job_id, JobAttempt.attempt == attempt)).first():
+                return False
             session.add(JobAttempt(job_id=job_id, attempt=attempt,
                                    ray_submission_id=ray_submission_id, **values))
+    except IntegrityError:      # a concurrent caller wrote the attempt's row first
+        return False
+    return True
 
 
 def list_attempts(engine: Engine, *, job_id: str) -> list[JobAttempt]:

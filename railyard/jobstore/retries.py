@@ -50,14 +50,20 @@ def retry_budget(lifecycle: LifecycleSpec, kind: FailureKind, server_max: int) -
 def end_failed_attempt(engine: Engine, *, job: Job, kind: FailureKind, error: str,
                        phase: str, server_max_retries: int) -> bool:
     """Close ``job``'s current attempt as FAILED; then either queue the next attempt (True)
-    when the kind's retry budget allows, or fail the job (False)."""
+    when the kind's retry budget allows, or fail the job (False).
+
+    One guarded transition: of several callers that see the same failed attempt (the driver,
+    the background reconciler, a GET reconciling on the request path), only the one that
+    closes the attempt decides; the others change nothing and return False.
+    """
     from railyard.jobstore import jobs
     from railyard.jobstore.tables import JobStatus
 
     attempt = job.attempt or 1
-    jobs.finish_attempt(engine, job_id=job.id, attempt=attempt, status=JobStatus.FAILED,
-                         failure_kind=kind, error=error, error_phase=phase,
-                         ray_submission_id=job.ray_submission_id)
+    if not jobs.finish_attempt(engine, job_id=job.id, attempt=attempt, status=JobStatus.FAILED,
+                               failure_kind=kind, error=error, error_phase=phase,
+                               ray_submission_id=job.ray_submission_id):
+        return False
     lifecycle = LifecycleSpec.model_validate((job.spec or {}).get("lifecycle") or {})
     budget = retry_budget(lifecycle, kind, server_max_retries)
     used = jobs.failures_of_kind(engine, job_id=job.id, kind=kind)
@@ -68,7 +74,7 @@ def end_failed_attempt(engine: Engine, *, job: Job, kind: FailureKind, error: st
                                    message=message):
             return True
     suffix = (f" (after {attempt} attempts)" if attempt > 1 else "")
-    jobs.transition(engine, job_id=job.id, status=JobStatus.FAILED,
+    jobs.transition(engine, job_id=job.id, status=JobStatus.FAILED, attempt=attempt,
                      message=f"failed in {phase} ({kind.value}){suffix}: {error[:500]}",
                      error=error[:8000], error_phase=phase)
     return False

@@ -183,7 +183,7 @@ def summarise(mode: str, measured: Round, check: dict) -> dict:
 
 
 def fresh_database(pg: Postgres, name: str) -> str:
-    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+    with psycopg.connect(pg.dsn(),
                          autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")

@@ -8,16 +8,25 @@
 | RAILYARD_RAY_ADDRESS         | http://127.0.0.1:8265 (Ray Jobs API)     |
 | RAILYARD_API_URL             | http://127.0.0.1:8000 (CLI and SDK)      |
 | RAILYARD_MAX_BODY_BYTES      | 1048576                                  |
+| RAILYARD_MAX_JSON_DEPTH      | 64 (nesting of a request body's arrays and objects) |
+| RAILYARD_MAX_JSON_INT_DIGITS | 20 (digits of an integer in a request body: any 64-bit one) |
+| RAILYARD_MAX_SWEEP_TRIALS    | 10000 (trials a train.tune sweep expands to) |
+| RAILYARD_MAX_PARTITIONS      | 10000 (models of one train.partition_by job) |
 | RAILYARD_IN_PROCESS_READ_MAX_BYTES | 268435456 (0: always Ray Data)     |
 | RAILYARD_PENDING_TIMEOUT_S   | 600 (max: RAILYARD_MAX_PENDING_TIMEOUT_S, 86400) |
 | RAILYARD_RUN_TIMEOUT_S       | 86400 (max: RAILYARD_MAX_RUN_TIMEOUT_S, 604800)  |
 | RAILYARD_RECONCILE_INTERVAL_S | 5 (background status reconciliation)    |
 | RAILYARD_SQL_CONNECTIONS     | {} (JSON {"name": "postgresql://..."}; specs use the names) |
+| RAILYARD_SQL_STATEMENT_TIMEOUT_S | 600 (a SQL read's statement_timeout on Postgres) |
 | RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path (else comma-separated prefixes; 403 outside) |
 | RAILYARD_BROADCAST_JOIN_MAX_BYTES | 268435456 (Ray: broadcast a smaller joined source) |
 | RAILYARD_TOKEN               | API token of the CLI and SDK (else $RAILYARD_HOME/token) |
 | RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM | 10 (an owner's jobs on Ray at once; more wait    |
 |                              | QUEUED; 0: no limit)                     |
+| RAILYARD_HEARTBEAT_TIMEOUT_S | 420 (> RAILYARD_DB_RETRY_WINDOW_S, 300, + the interval) |
+| RAILYARD_SECRETS_DIR         | $RAILYARD_HOME/secrets (railyard.secrets: one file per secret) |
+| RAILYARD_RAY_TOKEN_AUTH      | true (a local cluster runs with Ray's token authentication) |
+| RAILYARD_RAY_REQUEST_TIMEOUT_S | 30 (every call from the API to Ray's dashboard)  |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -31,8 +40,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from railyard import secrets
 
 
 class Settings(BaseSettings):
@@ -46,6 +57,14 @@ class Settings(BaseSettings):
     ray_address: str = "http://127.0.0.1:8265"
     api_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 1_048_576
+    # A request body is refused (422) past this nesting of arrays and objects, or with an
+    # integer of more digits (serve_app.json_body, before any route or pydantic sees it).
+    max_json_depth: int = Field(default=64, ge=1, le=1000)
+    max_json_int_digits: int = Field(default=20, ge=1, le=4000)
+    # The trials a sweep may expand to (grid combinations x num_samples): more is a 422.
+    max_sweep_trials: int = Field(default=10_000, ge=1)
+    # The partitions (models) a train.partition_by job may train: more fails the job.
+    max_partitions: int = Field(default=10_000, ge=1)
     # Sources up to this size are read in the job's driver with pyarrow; larger ones (and all,
     # when 0) through Ray Data's distributed read tasks.
     in_process_read_max_bytes: int = 256 * 1024 * 1024
@@ -56,6 +75,8 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 5.0
     # SQL sources: connection *names* a spec may use → SQLAlchemy URLs (JSON object in the env).
     sql_connections: dict[str, str] = Field(default_factory=dict, repr=False)
+    # A statement of a SQL source's read stops after this long (Postgres statement_timeout).
+    sql_statement_timeout_s: float = Field(default=600.0, gt=0)
     # Parquet paths a spec may read (comma-separated directory prefixes; empty: any path).
     allowed_data_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # On Ray, a later features entry up to this size is broadcast to every block of the first
@@ -75,7 +96,11 @@ class Settings(BaseSettings):
     # The job's driver writes a heartbeat this often; the reconciler stops and fails (or
     # retries) a RUNNING job whose heartbeat is older than the timeout.
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
-    heartbeat_timeout_s: float = Field(default=180.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=420.0, gt=0)
+    # How long the driver keeps retrying a write while the database is unreachable. The
+    # heartbeat timeout must exceed it (and an interval): a driver that waits out a database
+    # outage is alive, and must not be taken for hung when the database returns.
+    db_retry_window_s: float = Field(default=300.0, gt=0)
     # Start a warm runner (railyard.execution.warm_runner: drivers forked already imported)
     # beside every node of a local cluster (`railyard up`).
     warm_runners: bool = True
@@ -88,6 +113,23 @@ class Settings(BaseSettings):
     # A sweep (train.tune, engine auto) of random or grid search with the FIFO scheduler on at
     # most this many training rows runs its trials in the job's driver instead of Ray Tune.
     driver_sweep_max_rows: int = Field(default=100_000, ge=0)
+    # Where the secrets jobs need are kept (railyard.secrets); default $RAILYARD_HOME/secrets.
+    secrets_dir: Path | None = None
+    # A local cluster (`railyard up`, the tests) runs with Ray's token authentication.
+    ray_token_auth: bool = True
+    # Every call from the API or the CLI to Ray's dashboard gives up after this long.
+    ray_request_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_outlasts_a_database_outage(self) -> Settings:
+        if self.heartbeat_timeout_s <= self.db_retry_window_s + self.heartbeat_interval_s:
+            raise ValueError(
+                f"RAILYARD_HEARTBEAT_TIMEOUT_S ({self.heartbeat_timeout_s:g}) must exceed "
+                f"RAILYARD_DB_RETRY_WINDOW_S ({self.db_retry_window_s:g}) plus "
+                f"RAILYARD_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g}): a driver "
+                "waiting out a database outage would be stopped as hung; raise the timeout "
+                "or shorten the window")
+        return self
 
     @field_validator("allowed_data_prefixes", mode="before")
     @classmethod
@@ -106,34 +148,62 @@ class Settings(BaseSettings):
         """Where models, metrics and logs go: a local directory or an ``s3://`` prefix."""
         return self.artifact_root or str(self.home / "artifacts")
 
+    def create_home(self) -> Path:
+        """``home``, created if needed, readable by its owner only (0700): it holds the job
+        store, the secrets, tokens and logs."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.home.chmod(0o700)
+        return self.home
+
+    @property
+    def resolved_secrets_dir(self) -> Path:
+        """The secrets directory (railyard.secrets)."""
+        return self.secrets_dir or self.home / "secrets"
+
+    def secret_values(self) -> dict[str, str]:
+        """The secrets a job or replica needs, by variable name (railyard.secrets)."""
+        values = {"RAILYARD_DATABASE_URL": self.resolved_database_url}
+        if self.sql_connections:
+            values["RAILYARD_SQL_CONNECTIONS"] = json.dumps(self.sql_connections)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            if os.environ.get(name):
+                values[name] = os.environ[name]
+        return values
+
     def runtime_env_vars(self) -> dict[str, str]:
-        """Environment a Ray job or Serve replica needs to act on the same store and data."""
+        """Environment a Ray job or Serve replica needs to act on the same store and data.
+
+        It holds no secret: those are written to the secrets directory (when they changed)
+        and only its path is passed (railyard.secrets), because Ray shows runtime envs to
+        anyone who can reach its dashboard.
+        """
+        secrets.write(self.resolved_secrets_dir, self.secret_values())
         env = {
             "RAILYARD_HOME": str(self.home),
-            "RAILYARD_DATABASE_URL": self.resolved_database_url,
+            secrets.DIR_VARIABLE: str(self.resolved_secrets_dir),
             "RAILYARD_ARTIFACT_ROOT": self.resolved_artifact_root,
             "RAILYARD_RAY_ADDRESS": self.ray_address,
             "RAILYARD_IN_PROCESS_READ_MAX_BYTES": str(self.in_process_read_max_bytes),
             "RAILYARD_BROADCAST_JOIN_MAX_BYTES": str(self.broadcast_join_max_bytes),
             "RAILYARD_LOG_FLUSH_INTERVAL_S": str(self.log_flush_interval_s),
             "RAILYARD_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+            "RAILYARD_DB_RETRY_WINDOW_S": str(self.db_retry_window_s),
             "RAILYARD_CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
             "RAILYARD_DISTRIBUTED_MIN_BYTES": str(self.distributed_min_bytes),
             "RAILYARD_AUTO_NUM_WORKERS": str(self.auto_num_workers),
             "RAILYARD_DRIVER_SWEEP_MAX_ROWS": str(self.driver_sweep_max_rows),
+            "RAILYARD_SQL_STATEMENT_TIMEOUT_S": str(self.sql_statement_timeout_s),
+            "RAILYARD_MAX_PARTITIONS": str(self.max_partitions),
             # Every worker's line in the job's log: Ray's dedup folds lines that differ only in
             # numbers ("worker 1: 5728 rows" into worker 0's) and may never print the fold.
             "RAY_DEDUP_LOGS": "0",
         }
-        # The job's driver reads the same SQL connections and obeys the same path prefixes.
-        if self.sql_connections:
-            env["RAILYARD_SQL_CONNECTIONS"] = json.dumps(self.sql_connections)
+        # The job's driver obeys the same path prefixes.
         if self.allowed_data_prefixes:
             env["RAILYARD_ALLOWED_DATA_PREFIXES"] = ",".join(self.allowed_data_prefixes)
         if os.environ.get("RAILYARD_POOLS_FILE"):
             env["RAILYARD_POOLS_FILE"] = os.environ["RAILYARD_POOLS_FILE"]
-        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_SESSION_TOKEN"):
+        for name in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
         return env
@@ -142,5 +212,6 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing
-    env)."""
+    env). The secrets directory named by RAILYARD_SECRETS_DIR is loaded first."""
+    secrets.load()
     return Settings()

@@ -42,7 +42,9 @@ def default_service_factory(settings: Settings | None = None,
                 migrate(cfg.resolved_database_url)
                 holder["service"] = JobService(
                     engine=get_engine(cfg.resolved_database_url),
-                    backend=backend or RayJobsBackend(cfg.ray_address), settings=cfg)
+                    backend=backend or RayJobsBackend(
+                        cfg.ray_address, request_timeout_s=cfg.ray_request_timeout_s),
+                    settings=cfg)
             return holder["service"]
 
     return factory

@@ -127,7 +127,7 @@ class ApiPlatform:
 
 def fresh_database(postgres, name: str) -> str:
     """An empty database on the test server; returns its URL."""
-    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres",
+    with psycopg.connect(postgres.dsn(),
                          autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")

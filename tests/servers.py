@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -44,10 +45,18 @@ class Postgres:
     port: int
     data_dir: Path
     run_as: list[str]
+    # Connections over TCP need it (scram-sha-256), as on a real server: tests can check that
+    # it never shows where it must not.
+    password: str = ""
 
     def url(self, database: str = "railyard") -> str:
-        """SQLAlchemy URL (psycopg 3)."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        """SQLAlchemy URL (psycopg 3), with the password."""
+        return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def dsn(self, database: str = "postgres") -> str:
+        """libpq connection string for psycopg.connect."""
+        return (f"host=127.0.0.1 port={self.port} user=postgres password={self.password} "
+                f"dbname={database}")
 
     def ctl(self, *args: str) -> None:
         """Run pg_ctl against this server (start/stop for outage tests)."""
@@ -77,15 +86,21 @@ def postgres_server() -> Iterator[Postgres]:
         data_dir.mkdir()
         os.chown(data_dir, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
+    password = f"pg-{secrets.token_hex(12)}"
+    password_file = base / "password"
+    password_file.write_text(password)
+    if run_as:
+        os.chown(password_file, user.pw_uid, user.pw_gid)
     subprocess.run([*run_as, _pg_bin("initdb"), "-D", str(data_dir), "-U", "postgres",
-                    "--auth=trust", "-E", "UTF8"], check=True, capture_output=True, timeout=180)
-    server = Postgres(port=free_port(), data_dir=data_dir, run_as=run_as)
+                    "--auth-local=trust", "--auth-host=scram-sha-256",
+                    f"--pwfile={password_file}", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=180)
+    server = Postgres(port=free_port(), data_dir=data_dir, run_as=run_as, password=password)
     server.start()
     try:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE railyard")
         yield server
     finally:
@@ -106,8 +121,12 @@ class S3Server:
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point clients at this server."""
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY, "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_REGION": "us-east-1"}
+
+
+# Any key works with the S3 server; a distinctive one lets tests look for it where it must not be.
+SECRET_ACCESS_KEY = "s3-secret-" + secrets.token_hex(8)
 
 
 @contextmanager

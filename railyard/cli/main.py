@@ -4,6 +4,7 @@ demo | kuberay | token."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from railyard.config import Settings, get_settings
 from railyard.errors import RailyardError
+from railyard.secrets import redact
 
 if TYPE_CHECKING:
     from railyard.client.sdk import RailyardClient
@@ -24,6 +26,14 @@ app = typer.Typer(help="Railyard on Ray: train models from a spec, tracked by jo
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _authenticate_to_ray() -> None:
+    """Every command that reaches this home's local Ray cluster sends its Ray token."""
+    from railyard.cluster import local_cluster
+
+    local_cluster.use_ray_token(get_settings())
 
 
 def _client() -> RailyardClient:
@@ -51,7 +61,8 @@ def up(port: int = typer.Option(8000, help="HTTP port of the API"),
     settings = get_settings()
     if address:
         settings = settings.model_copy(update={"ray_address": address})
-    settings.home.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)             # the store, its logs and tokens: for this user only
+    settings.create_home()
     migrate(settings.resolved_database_url)
     _ensure_admin_token(settings)
     ray_address = settings.ray_address
@@ -65,8 +76,12 @@ def up(port: int = typer.Option(8000, help="HTTP port of the API"),
     with console.status("deploying the API on Ray Serve…"):
         url = local_cluster.deploy_api(settings, address=ray_address, host=host, port=port)
     console.print(f"[green]Railyard API ready[/green] at {url}  (docs: {url}/docs)")
-    console.print(f"database: {settings.resolved_database_url}")
+    console.print(f"database: {redact(settings.resolved_database_url)}")
     console.print(f"artifacts: {settings.resolved_artifact_root}")
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        console.print(f"Ray token authentication on; the token is in "
+                      f"{os.environ['RAY_AUTH_TOKEN_PATH']} (`ray job submit` and the Ray "
+                      "dashboard need RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH set to it)")
 
 
 def _ensure_admin_token(settings: Settings) -> None:

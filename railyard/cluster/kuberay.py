@@ -8,8 +8,12 @@
 - ``rayjob.yaml``: a one-off RayJob on the RayCluster above (``clusterSelector``), running a
   spec mounted from the ``railyard-specs`` ConfigMap.
 
-Every Ray container takes its settings (``RAILYARD_DATABASE_URL``, ``RAILYARD_ARTIFACT_ROOT``,
-``AWS_*``) from the Secret ``railyard-secrets`` through ``envFrom``. Output is deterministic:
+Every Ray container mounts the Secret ``railyard-secrets`` as its secrets directory
+(railyard.secrets: one key per variable, e.g. ``RAILYARD_DATABASE_URL``,
+``RAILYARD_SQL_CONNECTIONS``, ``AWS_SECRET_ACCESS_KEY``), read-only, and gets only its path
+(``RAILYARD_SECRETS_DIR``): no secret value is an environment variable of a pod, so none shows
+in a Ray runtime env. Ray's token authentication is on (``authOptions``), and the dashboard
+stays behind a ClusterIP Service. Output is deterministic:
 keys sorted, lists in pool-name order, so committed files compare byte-for-byte with a fresh
 render (``railyard kuberay render --check``).
 """
@@ -28,6 +32,7 @@ DEFAULT_NAMESPACE = "railyard"
 DEFAULT_CLUSTER_NAME = "railyard"
 RAY_VERSION = "2.60.0"
 SECRET_NAME = "railyard-secrets"
+SECRETS_MOUNT_PATH = "/etc/railyard/secrets"
 SPEC_CONFIGMAP = "railyard-specs"
 SPEC_MOUNT_PATH = "/home/ray/railyard-specs"
 SERVE_IMPORT_PATH = "serve_app.deployment:app"
@@ -59,8 +64,8 @@ def _container(name: str, image: str, *, requests: dict[str, str], limits: dict[
         "name": name,
         "image": image,
         "env": [{"name": "RAILYARD_RAY_ADDRESS", "value": ray_address},
+                {"name": "RAILYARD_SECRETS_DIR", "value": SECRETS_MOUNT_PATH},
                 {"name": "RAILYARD_WARM_SOCKET", "value": WARM_SOCKET}],
-        "envFrom": [{"secretRef": {"name": SECRET_NAME}}],
         "resources": {"requests": dict(requests), "limits": dict(limits)},
         # A warm runner beside the Ray node: job drivers fork from it already imported
         # (railyard.execution.warm_runner); until it listens, or if it dies, drivers start cold.
@@ -70,9 +75,13 @@ def _container(name: str, image: str, *, requests: dict[str, str], limits: dict[
     }
     if ports:
         container["ports"] = ports
-    if mounts:
-        container["volumeMounts"] = mounts
+    container["volumeMounts"] = [
+        *(mounts or []), {"name": SECRET_NAME, "mountPath": SECRETS_MOUNT_PATH, "readOnly": True}]
     return container
+
+
+def _secret_volume() -> dict[str, Any]:
+    return {"name": SECRET_NAME, "secret": {"secretName": SECRET_NAME, "defaultMode": 0o400}}
 
 
 def head_group(image: str, *, ray_address: str) -> dict[str, Any]:
@@ -95,7 +104,8 @@ def head_group(image: str, *, ray_address: str) -> dict[str, Any]:
                                           ray_address=ray_address, ports=ports,
                                           mounts=mounts)],
                 "volumes": [{"name": SPEC_CONFIGMAP,
-                             "configMap": {"name": SPEC_CONFIGMAP, "optional": True}}],
+                             "configMap": {"name": SPEC_CONFIGMAP, "optional": True}},
+                            _secret_volume()],
             },
         },
     }
@@ -107,6 +117,7 @@ def worker_group(pool: Pool, image: str, *, ray_address: str) -> dict[str, Any]:
         "restartPolicy": "Never",
         "containers": [_container("ray-worker", image, requests=pool.container_requests(),
                                   limits=pool.container_limits(), ray_address=ray_address)],
+        "volumes": [_secret_volume()],
     }
     if pool.node_selector:
         pod_spec["nodeSelector"] = dict(pool.node_selector)

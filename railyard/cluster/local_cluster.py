@@ -13,9 +13,13 @@ from pathlib import Path
 
 import httpx
 
+from railyard import secrets
 from railyard.config import Settings
 
 SERVE_IMPORT_PATH = "serve_app.deployment:app"
+# Ray's processes, and through them every driver, replica and worker, create files for their
+# user only: the job store, logs and local artifacts hold other teams' data.
+PRIVATE_UMASK = 0o077
 APP_NAME = "railyard"
 
 
@@ -25,12 +29,68 @@ def ray_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
 
 
+# What of the operator's shell a local Ray node inherits: every Ray worker, job driver and
+# replica on the node sees the node's environment, so a secret in the shell (a cloud key, a
+# token) must not ride along. Secrets reach them through railyard.secrets instead.
+_INHERITED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SSL_CERT_FILE",
+    "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "AWS_ENDPOINT_URL", "AWS_REGION",
+    "AWS_DEFAULT_REGION", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+    "no_proxy"})
+_NEVER_INHERITED = frozenset({"RAILYARD_TOKEN", "RAY_AUTH_TOKEN", *secrets.SECRET_VARIABLES})
+
+
+def inherited_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The part of ``environ`` (default: this process's) a local Ray node may see: the
+    allowlist above, ``LC_*``, and the ``RAY_*`` and ``RAILYARD_*`` settings but secrets."""
+    environ = dict(os.environ if environ is None else environ)
+    return {name: value for name, value in environ.items()
+            if name not in _NEVER_INHERITED
+            and (name in _INHERITED or name.startswith(("LC_", "RAY_", "RAILYARD_")))}
+
+
+def ray_token_env(settings: Settings) -> dict[str, str]:
+    """The variables that turn on Ray's token authentication with this home's token (created
+    on first use, 0600, under ``$RAILYARD_HOME/ray``); nothing when it is switched off or the
+    caller already chose (RAY_AUTH_MODE set)."""
+    if not settings.ray_token_auth or "RAY_AUTH_MODE" in os.environ:
+        return {}
+    path = ray_token_path(settings)
+    if not path.exists():
+        import secrets as token_bytes
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token_bytes.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+
+
+def ray_token_path(settings: Settings) -> Path:
+    """Where a local cluster's Ray authentication token is kept."""
+    return settings.home / "ray" / "auth_token"
+
+
+def use_ray_token(settings: Settings) -> None:
+    """Make this process (and what it starts) authenticate to the local cluster of
+    ``settings.home`` when that cluster runs with Ray's token authentication. Call it before
+    the first call to Ray: Ray reads the mode and the token once per process."""
+    if settings.ray_token_auth and "RAY_AUTH_MODE" not in os.environ \
+            and ray_token_path(settings).exists():
+        os.environ.update(ray_token_env(settings))
+
+
 def cluster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for ``ray start``: this interpreter first on PATH, Railyard and AWS settings
-    (and ``extra``, e.g. the node's warm runner socket)."""
-    env = dict(os.environ)
+    """Environment for ``ray start``: this interpreter first on PATH, the inherited part of
+    this process's environment, Railyard's settings (no secrets), Ray's token authentication,
+    and ``extra`` (e.g. the node's warm runner socket)."""
+    env = inherited_env()
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(settings.runtime_env_vars())
+    env.update(ray_token_env(settings))
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.update(extra or {})
     return env
@@ -49,20 +109,21 @@ def start_warm_runner(settings: Settings, node: str) -> dict[str, str]:
     # A Unix socket path must stay under ~100 bytes: a short name in the temp directory.
     tag = hashlib.sha256(str(settings.home).encode()).hexdigest()[:10]
     socket_path = Path(tempfile.gettempdir()) / f"railyard-warm-{tag}-{node}.sock"
-    with open(directory / f"{node}.log", "ab") as log_file:
+    log_fd = os.open(directory / f"{node}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(log_fd, "ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "railyard.execution.warm_runner", "serve",
              "--socket", str(socket_path)],
             env=cluster_env(settings), stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.DEVNULL, start_new_session=True, umask=PRIVATE_UMASK)
     (directory / f"{node}.pid").write_text(f"{process.pid} {socket_path}")
     return {"RAILYARD_WARM_SOCKET": str(socket_path)}
 
 
 def warm_dir(settings: Settings) -> Path:
     """Where the local warm runners keep their pid files and logs."""
-    directory = settings.home / "warm"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = settings.create_home() / "warm"
+    directory.mkdir(exist_ok=True, mode=0o700)
     return directory
 
 
@@ -84,7 +145,9 @@ def stop_warm_runners(settings: Settings) -> None:
 def dashboard_alive(address: str, timeout: float = 2.0) -> bool:
     """True when a Ray dashboard answers at ``address`` (http://host:8265)."""
     try:
-        return httpx.get(f"{address.rstrip('/')}/api/version", timeout=timeout).status_code == 200
+        # A health path Ray keeps public under token authentication.
+        return httpx.get(f"{address.rstrip('/')}/api/gcs_healthz",
+                         timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -92,7 +155,10 @@ def dashboard_alive(address: str, timeout: float = 2.0) -> bool:
 def start_head(settings: Settings, *, num_cpus: int | None = None, gcs_port: int = 6379,
                dashboard_port: int = 8265, labels: dict[str, str] | None = None,
                extra_args: list[str] | None = None, timeout: float = 120.0) -> str:
-    """``ray start --head`` on this machine; returns the dashboard (Jobs API) address."""
+    """``ray start --head`` on this machine; returns the dashboard (Jobs API) address. The
+    dashboard listens on loopback only, and with ``settings.ray_token_auth`` every Ray API
+    (dashboard, GCS) asks for the token this process then uses too (use_ray_token)."""
+    os.environ.update(ray_token_env(settings))
     args = [ray_executable(), "start", "--head", f"--port={gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
             "--disable-usage-stats"]
@@ -101,8 +167,9 @@ def start_head(settings: Settings, *, num_cpus: int | None = None, gcs_port: int
     if labels:
         args.append("--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()))
     args += extra_args or []
+    settings.create_home()
     result = subprocess.run(args, env=cluster_env(settings, start_warm_runner(settings, "head")),
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout, umask=PRIVATE_UMASK)
     if result.returncode != 0:
         raise RuntimeError(f"ray start failed:\n{result.stdout}\n{result.stderr}")
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -146,7 +213,7 @@ def start_pool_node(settings: Settings, *, gcs_address: str, pool: str,
 
     warm = start_warm_runner(settings, f"{pool}-{uuid.uuid4().hex[:6]}")
     result = subprocess.run(args, env=cluster_env(settings, warm), capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, umask=PRIVATE_UMASK)
     if result.returncode != 0:
         raise RuntimeError(f"ray start (pool {pool}) failed:\n{result.stdout}\n{result.stderr}")
 
@@ -181,8 +248,7 @@ def stop_local_cluster(settings: Settings) -> None:
 
 def state_file(settings: Settings) -> Path:
     """Where ``railyard up`` remembers that it started the local cluster."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return settings.home / "cluster.json"
+    return settings.create_home() / "cluster.json"
 
 
 def started_local_cluster(settings: Settings) -> bool:

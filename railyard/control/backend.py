@@ -48,8 +48,12 @@ class JobBackend(Protocol):
 class RayJobsBackend:
     """Runs each job as a Ray job: ``python -m railyard.execution.entrypoint <job-id>``."""
 
-    def __init__(self, address: str, *, status_max_age_s: float = 1.0) -> None:
+    def __init__(self, address: str, *, status_max_age_s: float = 1.0,
+                 request_timeout_s: float = 30.0) -> None:
         self.address = address
+        # Ray's SDK sends its requests with no timeout: a stalled dashboard would hang the
+        # request that asked and the reconciler with it.
+        self.request_timeout_s = request_timeout_s
         self._client: JobSubmissionClient | None = None
         self._pools_cache: tuple[float, dict[str, int]] | None = None
         self._pools_lock = threading.Lock()
@@ -64,10 +68,8 @@ class RayJobsBackend:
     def client(self) -> JobSubmissionClient:
         """A JobSubmissionClient, created on first use (its constructor contacts the cluster)."""
         if self._client is None:
-            from ray.job_submission import JobSubmissionClient
-
             try:
-                self._client = JobSubmissionClient(self.address)
+                self._client = _client_with_timeout(self.address, self.request_timeout_s)
             except Exception as exc:  # noqa: BLE001 - any failure to connect is "unavailable"
                 raise BackendUnavailableError(
                     f"cannot reach the Ray cluster at {self.address}: {exc}") from None
@@ -84,7 +86,10 @@ class RayJobsBackend:
                 # railyard.execution.driver.
                 entrypoint=f"python -m railyard.execution.entrypoint {job_id}",
                 submission_id=submission_id,
-                runtime_env={"env_vars": env_vars},
+                # The job's Ray workers load the secrets directory as they start (only its
+                # path is in env_vars: railyard.secrets).
+                runtime_env={"env_vars": env_vars,
+                             "worker_process_setup_hook": "railyard.secrets.load_in_worker"},
                 metadata={"railyard_job_id": job_id, "railyard_attempt": str(attempt)},
                 **(placement or {}),
             )
@@ -154,7 +159,8 @@ class RayJobsBackend:
 
         try:
             nodes = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")],
-                               timeout=10, raise_on_missing_output=False)
+                               timeout=int(min(10, self.request_timeout_s)),
+                               raise_on_missing_output=False)
         except Exception as exc:  # noqa: BLE001
             raise BackendUnavailableError(f"cannot list Ray nodes: {exc}") from None
         counts: dict[str, int] = {}
@@ -165,6 +171,19 @@ class RayJobsBackend:
         with self._pools_lock:
             self._pools_cache = (time.monotonic(), counts)
         return counts
+
+
+def _client_with_timeout(address: str, timeout_s: float) -> JobSubmissionClient:
+    """A JobSubmissionClient whose every HTTP request (the version check in its constructor
+    included) gives up after ``timeout_s``."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobSubmissionClient(JobSubmissionClient):
+        def _do_request(self, method: str, endpoint: str, **kwargs):  # type: ignore[no-untyped-def]
+            kwargs.setdefault("timeout", timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedJobSubmissionClient(address)
 
 
 def _kill_unscheduled_supervisor(submission_id: str) -> None:

@@ -20,7 +20,7 @@ from railyard.cluster import placement
 from railyard.cluster.pools import choose_pool
 from railyard.config import Settings
 from railyard.control import team_limits
-from railyard.control.access import SYSTEM, Caller, check_submit, owner_filter
+from railyard.control.access import SYSTEM, Caller, check_job, check_submit, owner_filter
 from railyard.control.backend import JobBackend
 from railyard.errors import BackendUnavailableError, ConflictError, NotFoundError, SpecError
 from railyard.jobstore import jobs
@@ -49,6 +49,15 @@ def request_hash(payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def scoped_idempotency_key(caller: Caller, key: str) -> str:
+    """The key as stored: a SHA-256 of the sending token's id and the key, so two tokens
+    (even of one team, or a team named like another's) never share a key."""
+    import hashlib
+
+    scope = caller.token_prefix or f"team:{caller.team}"
+    return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+
+
 def check_idempotency_key(key: str) -> None:
     """422 unless ``key`` is 1-255 printable ASCII characters."""
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or \
@@ -75,35 +84,51 @@ class JobService:
         With ``idempotency_key``, the caller's team gets one job per key: the same body again
         returns that job (``replayed``), another body is a 409.
         """
-        body_hash = None
+        body_hash = stored_key = None
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
-            body_hash = request_hash(payload)
-            existing = jobs.find_by_idempotency_key(self.engine, submitted_by=caller.team,
-                                                     key=idempotency_key)
-            if existing is not None:
-                return Created(self._replay(existing, idempotency_key, body_hash), True)
         spec = parse_spec(payload)
         check_submit(caller, spec)
+        # Looked up only once the caller may submit this spec, and per token: a key never
+        # reaches a job another token sent.
+        if idempotency_key is not None:
+            body_hash = request_hash(payload)
+            stored_key = scoped_idempotency_key(caller, idempotency_key)
+            existing = jobs.find_by_idempotency_key(self.engine, submitted_by=caller.team,
+                                                     key=stored_key)
+            if existing is not None:
+                return Created(self._replay(caller, existing, idempotency_key, body_hash), True)
+        from railyard.data.allowed_paths import DataAccess
+        from railyard.data.read_plan import check_data_files
+
+        # Before any file is opened: every local file, links resolved, against the server's
+        # and the token's prefixes (the driver checks again with the access stored below).
+        access = DataAccess(team=caller.team, data_prefixes=caller.data_prefixes,
+                            sql_connections=caller.sql_connections)
+        check_data_files(spec.data, settings=self.settings, access=access)
         self._check_lifecycle(spec)
         validate_spec(spec, settings=self.settings)
         choose_pool(spec.train.resources, 0)  # an unknown pool or GPUs on a CPU pool → 422
         try:
             job = jobs.create_job(self.engine, spec=spec, submitted_by=caller.team,
-                                   idempotency_key=idempotency_key, request_hash=body_hash)
+                                   idempotency_key=stored_key, request_hash=body_hash,
+                                   data_prefixes=list(caller.data_prefixes) or None,
+                                   sql_connections=None if caller.sql_connections is None
+                                   else list(caller.sql_connections))
         except IntegrityError:
             # A concurrent request with the same key stored its job first.
-            if not idempotency_key:
+            if not idempotency_key or not stored_key:
                 raise
             existing = jobs.find_by_idempotency_key(
-                self.engine, submitted_by=caller.team, key=idempotency_key)
+                self.engine, submitted_by=caller.team, key=stored_key)
             if existing is None:
                 raise
-            return Created(self._replay(existing, idempotency_key, body_hash), True)
+            return Created(self._replay(caller, existing, idempotency_key, body_hash), True)
         return Created(self._submit(job, spec), False)
 
     @staticmethod
-    def _replay(job: Job, key: str, body_hash: str | None) -> Job:
+    def _replay(caller: Caller, job: Job, key: str, body_hash: str | None) -> Job:
+        check_job(caller, job)
         if job.request_hash != body_hash:
             raise ConflictError(
                 f"Idempotency-Key {key!r} was already used for job {job.id} with a different "

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -29,12 +30,13 @@ from sqlalchemy.engine import Engine
 from railyard.artifacts.artifact_store import ArtifactStore
 from railyard.artifacts.job_logs import LogShipper, log_to_stdout
 from railyard.config import Settings, get_settings
+from railyard.data.allowed_paths import DataAccess
 from railyard.errors import RailyardError
 from railyard.execution.plans import choose_plan, right_size
 from railyard.jobstore import jobs
 from railyard.jobstore.engine import get_engine, migrate
 from railyard.jobstore.retrying_store import RetryingStore, call_with_db_retry
-from railyard.jobstore.tables import JobStatus, utcnow
+from railyard.jobstore.tables import Job, JobStatus, utcnow
 from railyard.spec import TrainingSpec, parse_spec
 
 log = logging.getLogger("railyard.execution.driver")
@@ -61,6 +63,17 @@ def ray_submission_id() -> str | None:
         return json.loads(raw).get("metadata", {}).get("job_submission_id")
     except json.JSONDecodeError:
         return None
+
+
+def job_access(job: Job) -> DataAccess | None:
+    """What the token that submitted ``job`` may read (stored on the job at submit), for the
+    fetch phase to apply again to every file it reads; None when the token did not narrow it."""
+    if not job.data_prefixes and job.sql_connections is None:
+        return None
+    return DataAccess(team=job.submitted_by or job.owner,
+                      data_prefixes=tuple(job.data_prefixes or ()),
+                      sql_connections=(None if job.sql_connections is None
+                                       else tuple(job.sql_connections)))
 
 
 def peak_rss_mb() -> float:
@@ -104,7 +117,7 @@ class JobRun:
         self.engine, self.settings, self.job_id = engine, settings, job_id
         # Every state write retries while the database is unreachable (a Postgres restart
         # delays the job's bookkeeping; it does not fail the job).
-        self.db = RetryingStore(engine)
+        self.db = RetryingStore(engine, deadline_s=settings.db_retry_window_s)
         self.attempt = 1
         self.artifacts = ArtifactStore(settings.resolved_artifact_root)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"railyard-{job_id}-"))
@@ -183,7 +196,7 @@ class JobRun:
 
     def _execute(self, job: Any) -> int:
         try:
-            results = self._phases(TrainingSpec.model_validate(job.spec))
+            results = self._phases(TrainingSpec.model_validate(job.spec), job_access(job))
         except JobCancelled:
             log.info("job %s was cancelled", self.job_id)
             self.upload_log()
@@ -199,7 +212,8 @@ class JobRun:
             current = self.db.get_job(job_id=self.job_id)
             retried = call_with_db_retry(lambda: end_failed_attempt(
                 self.engine, job=current, kind=kind, error=message, phase=phase,
-                server_max_retries=self.settings.max_retries))
+                server_max_retries=self.settings.max_retries),
+                deadline_s=self.settings.db_retry_window_s)
             log.info("attempt %d failed (%s)%s", self.attempt, kind.value,
                      "; the job will be retried" if retried else "")
             return 1
@@ -212,15 +226,16 @@ class JobRun:
                                    status=JobStatus.SUCCEEDED)
         return 0
 
-    def _phases(self, spec: TrainingSpec) -> dict[str, Any]:
+    def _phases(self, spec: TrainingSpec, access: DataAccess | None = None) -> dict[str, Any]:
         """Fetch (plan the read, right-size, choose the plan, read), then the plan's phases;
-        the job's results."""
+        the job's results. The read plan checks again what the job may read: every local file,
+        links resolved, against the server's prefixes and ``access`` (the submitting token's)."""
         from railyard.data import fetch as data_plane
         from railyard.training.registry import get_workflow
 
         workflow = get_workflow(spec.train.workflow_name)(spec.train)
         with self.phase("fetch"):
-            read = data_plane.plan_read(spec, derived=workflow.derived_columns)
+            read = data_plane.plan_read(spec, derived=workflow.derived_columns, access=access)
             spec = right_size(self, spec, workflow, read)
             plan = choose_plan(spec, workflow)(self, spec, workflow, read)
             plan.fetch()
@@ -230,9 +245,11 @@ class JobRun:
 def register_spec_job(engine: Engine, spec_path: str) -> str:
     """For ``ray job submit -- python -m railyard.execution.driver --spec F``: validate and
     store the job."""
+    from railyard.data.read_plan import check_data_files
     from railyard.training.submit_checks import validate_spec
 
     spec = parse_spec(json.loads(Path(spec_path).read_text()))
+    check_data_files(spec.data)      # before any file is opened: links resolved
     validate_spec(spec)
     job = jobs.create_job(engine, spec=spec, origin="ray-job-submit",
                            status=JobStatus.PENDING, ray_submission_id=ray_submission_id())
@@ -259,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"railyard job id: {job_id}", flush=True)
     else:
         job_id = args.job_id
-    return JobRun(engine, settings, job_id).execute()
+    run = JobRun(engine, settings, job_id)
+    try:
+        return run.execute()
+    finally:
+        # The attempt's scratch (log copy, model before upload, reports) is in the store now.
+        shutil.rmtree(run.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

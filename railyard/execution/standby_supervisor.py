@@ -123,10 +123,11 @@ def replenish(runtime_env: dict[str, Any] | None, warm_socket: str | None) -> bo
         raylet = find_raylet(warm_socket)
         if raylet is None:
             return False
+        # The runtime env goes on stdin: a command line is readable by every local user.
         result = subprocess.run(
             [sys.executable, "-m", "railyard.execution.standby_supervisor", "--gcs", raylet[0],
-             "--node-id", raylet[1], "--runtime-env", json.dumps(runtime_env)],
-            capture_output=True, text=True, timeout=60)
+             "--node-id", raylet[1], "--runtime-env", "-"],
+            input=json.dumps(runtime_env), capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             print(f"railyard warm: no standby supervisor: {result.stderr.strip()[-500:]}",
                   file=sys.stderr, flush=True)
@@ -141,7 +142,7 @@ def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
              keep_alive_s: int = KEEP_ALIVE_S) -> None:
     """One ``PrestartWorkers`` call: a Python worker with ``runtime_env`` on that node's
     raylet (its address from the GCS node table)."""
-    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
     from ray._private.utils import get_runtime_env_info, parse_runtime_env_for_task_or_actor
     from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in Ray's _raylet.pyi
     from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
@@ -153,7 +154,8 @@ def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
     info = get_runtime_env_info(parse_runtime_env_for_task_or_actor(runtime_env),
                                 is_job_runtime_env=False, serialize=False)
     raylet = f"{node.node_manager_address}:{node.node_manager_port}"
-    with grpc.insecure_channel(raylet) as channel:
+    # Ray's own channel: it carries the cluster's token when Ray's token authentication is on.
+    with init_grpc_channel(raylet) as channel:
         node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
             # Ray's generated protobuf modules build their messages at import time; no stubs.
             node_manager_pb2.PrestartWorkersRequest(  # type: ignore[attr-defined]
@@ -165,14 +167,15 @@ def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m railyard.execution.standby_supervisor --gcs ADDRESS --node-id HEX --runtime-env
-    JSON``."""
+    JSON`` (``-``: read the JSON from stdin)."""
     parser = argparse.ArgumentParser(prog="python -m railyard.execution.standby_supervisor")
     parser.add_argument("--gcs", required=True)
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--runtime-env", required=True)
     parser.add_argument("--keep-alive-s", type=int, default=KEEP_ALIVE_S)
     args = parser.parse_args(argv)
-    prestart(args.gcs, args.node_id, json.loads(args.runtime_env), args.keep_alive_s)
+    runtime_env = sys.stdin.read() if args.runtime_env == "-" else args.runtime_env
+    prestart(args.gcs, args.node_id, json.loads(runtime_env), args.keep_alive_s)
     return 0
 
 

@@ -1,13 +1,15 @@
 """Who a failed attempt is down to, and whether its job gets another attempt.
 
 Infrastructure failures (a node or worker process that died, an object lost with its node, a
-database or object store that could not be reached) are the platform's and retried within
-``lifecycle.max_retries``. Everything else is the workflow's code or data and retried only
-within ``lifecycle.max_user_code_retries`` (0 unless the spec asks), as SageMaker does with
-its retry strategy.
+database or object store that could not be reached, e.g. a network error reading S3) are the
+platform's and retried within ``lifecycle.max_retries``. Everything else is the workflow's
+code or data and retried only within ``lifecycle.max_user_code_retries`` (0 unless the spec
+asks), as SageMaker does with its retry strategy.
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlalchemy.engine import Engine
 
@@ -27,14 +29,34 @@ def _infrastructure_errors() -> tuple[type[BaseException], ...]:
     return ray_errors + (OperationalError, InterfaceError, DisconnectionError, ConnectionError)
 
 
+# How pyarrow's S3 filesystem (the AWS SDK's curl errors) and other clients word an object store
+# they could not reach: an OSError like any missing file, told apart only by its message.
+_NETWORK_MESSAGE = re.compile(
+    r"NETWORK_CONNECTION|curlCode: (6|7|28|35|52|56)|Couldn't connect to server|"
+    r"Connection refused|Connection reset|Could not resolve host|Timeout was reached|"
+    r"Operation timed out|Unable to connect|SlowDown|ServiceUnavailable|InternalError",
+    re.IGNORECASE)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from botocore.exceptions import ConnectionError as BotocoreConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:  # pragma: no cover - botocore comes with boto3, a dependency
+        return ()
+    return (BotocoreConnectionError, HTTPClientError)
+
+
 def classify(error: BaseException) -> FailureKind:
     """The kind of failure ``error`` (or any exception it was raised from) stands for."""
-    infrastructure = _infrastructure_errors()
+    infrastructure = _infrastructure_errors() + _network_errors()
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, infrastructure):
+            return FailureKind.INFRASTRUCTURE
+        if isinstance(current, OSError) and _NETWORK_MESSAGE.search(str(current)):
             return FailureKind.INFRASTRUCTURE
         current = current.__cause__ or current.__context__
     return FailureKind.USER_CODE

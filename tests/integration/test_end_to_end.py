@@ -93,7 +93,7 @@ def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, clien
     first = client.wait(client.submit(spec)["id"], timeout=120)
     assert first["status"] == "SUCCEEDED", first["error"]
     ours = {NICENESS: "0",
-            "RAILYARD_DATABASE_URL": platform.settings.resolved_database_url}
+            "RAILYARD_SECRETS_DIR": str(platform.settings.resolved_secrets_dir)}
     standbys = wait_for(lambda: standby_pids(ours), timeout=60,
                         what="a standby supervisor worker")
     second = client.wait(client.submit(spec)["id"], timeout=120)

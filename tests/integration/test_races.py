@@ -8,7 +8,7 @@ import threading
 from railyard.data.demo import sample_spec
 from railyard.jobstore import jobs
 from railyard.jobstore.engine import get_engine, migrate
-from railyard.jobstore.retries import end_failed_attempt
+from railyard.jobstore.retries import classify, end_failed_attempt
 from railyard.jobstore.tables import FailureKind, JobStatus
 from railyard.spec import TrainingSpec
 from tests.fakes import fresh_database
@@ -69,3 +69,30 @@ def test_of_concurrent_reconcilers_exactly_one_decides(postgres):
                 assert (job.status, job.attempt) == (JobStatus.FAILED.value, 1)
             events = [e.kind for e in jobs.list_events(engine, job_id=job.id)]
             assert events.count("retry") == max_retries
+
+
+def test_an_unreachable_object_store_is_an_infrastructure_failure(s3):
+    """pyarrow's S3 filesystem against a real endpoint that stops answering: the OSError it
+    raises is the platform's failure (retried within max_retries), not the user's."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from tests.servers import free_port
+
+    dead = pafs.S3FileSystem(endpoint_override=f"http://127.0.0.1:{free_port()}",
+                             access_key="k", secret_key="s", region="us-east-1",
+                             connect_timeout=1, request_timeout=1, retry_strategy=
+                             pafs.AwsStandardS3RetryStrategy(max_attempts=1))
+    try:
+        pq.read_table("railyard-data/fraud/part-0.parquet", filesystem=dead)
+    except OSError as error:
+        assert classify(error) is FailureKind.INFRASTRUCTURE, error
+    else:
+        raise AssertionError("a read from a closed port succeeded")
+    # A missing object on a live store is still the user's (a wrong path).
+    live = pafs.S3FileSystem(endpoint_override=s3.endpoint, access_key="testing",
+                             secret_key="x", region="us-east-1")
+    try:
+        pq.read_table("no-such-bucket/none.parquet", filesystem=live)
+    except OSError as error:
+        assert classify(error) is FailureKind.USER_CODE, error

@@ -31,11 +31,11 @@ START, END = dt.datetime(2018, 6, 1), dt.datetime(2018, 12, 31)
 @pytest.fixture(scope="module")
 def warehouse(postgres) -> str:
     """A database holding TABLE as ``facts`` and a ``merchants`` table; returns its URL."""
-    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres",
+    with psycopg.connect(postgres.dsn(),
                          autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
         conn.execute(f"CREATE DATABASE {DATABASE}")
-    url = f"postgresql://postgres@127.0.0.1:{postgres.port}/{DATABASE}"
+    url = f"postgresql://postgres:{postgres.password}@127.0.0.1:{postgres.port}/{DATABASE}"
     engine = sa.create_engine(sql_sources.normalize_url(url))
     with engine.begin() as conn:
         conn.exec_driver_sql(
@@ -151,7 +151,7 @@ def test_reads_run_in_read_only_transactions(warehouse):
             connection.cursor().execute("DELETE FROM facts")
     finally:
         connection.close()
-    assert "postgres@" not in repr(sql_sources.ConnectionFactory(warehouse))
+    assert "postgres:" not in repr(sql_sources.ConnectionFactory(warehouse))
     with pytest.raises(SpecError, match="only SELECT"):
         parse_spec(make_spec([sql(query="DELETE FROM facts RETURNING *")]))
 

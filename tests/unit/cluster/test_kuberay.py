@@ -77,7 +77,16 @@ def test_raycluster_shape(rendered):
         assert group["labels"][POOL_LABEL] == name
         assert "labels" not in group["rayStartParams"]
         container = group["template"]["spec"]["containers"][0]
-        assert container["envFrom"] == [{"secretRef": {"name": SECRET_NAME}}]
+        # Secrets come as a read-only mounted Secret, never as environment variables.
+        assert "envFrom" not in container
+        mounted = {m["name"]: m for m in container["volumeMounts"]}[SECRET_NAME]
+        assert mounted["readOnly"] is True
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["RAILYARD_SECRETS_DIR"] == mounted["mountPath"]
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        assert volumes[SECRET_NAME]["secret"]["secretName"] == SECRET_NAME
+    assert spec["authOptions"] == {"mode": "token"}
+    assert spec["headGroupSpec"]["serviceType"] == "ClusterIP"
     gpu_pod = groups["gpu"]["template"]["spec"]
     assert gpu_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert gpu_pod["tolerations"][0]["key"] == "nvidia.com/gpu"

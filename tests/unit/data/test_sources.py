@@ -325,9 +325,11 @@ def test_sql_sources_name_a_connection(settings, table_dir):
     spec = parse_spec(make_spec([sql]))
     assert spec.data.features[0].table == "charges"
     unknown = parse_spec(make_spec([{**sql, "connection": "lake"}]))
-    with pytest.raises(DataSourceError, match="no SQL connection named 'lake'.*warehouse") as info:
+    with pytest.raises(DataSourceError, match="no SQL connection named 'lake'.*ask your "
+                       "operator") as info:
         validate_spec(unknown, settings=settings)
     assert info.value.details[0]["field"] == "data.features.0.connection"
+    assert "warehouse" not in info.value.message + repr(info.value.details)   # no other names
     with pytest.raises(DataSourceError, match="set RAILYARD_SQL_CONNECTIONS"):
         plan_read(unknown, settings=Settings())
     for bad in ({**sql, "connection": "postgresql://u:p@host/db"},
@@ -367,14 +369,19 @@ def test_other_statements_are_refused(query, words):
         check_select_only(query)
 
 
-def test_settings_from_the_environment(monkeypatch):
+def test_settings_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAILYARD_HOME", str(tmp_path))
     monkeypatch.setenv("RAILYARD_SQL_CONNECTIONS", json.dumps({"wh": "postgresql://h/db"}))
     monkeypatch.setenv("RAILYARD_ALLOWED_DATA_PREFIXES", "s3://b/data, /srv/data")
     settings = Settings()
     assert settings.sql_connections == {"wh": "postgresql://h/db"}
     assert settings.allowed_data_prefixes == ["s3://b/data", "/srv/data"]
     env = settings.runtime_env_vars()
-    assert json.loads(env["RAILYARD_SQL_CONNECTIONS"]) == {"wh": "postgresql://h/db"}
+    # The connections reach the job through the secrets directory, never its runtime env.
+    assert "RAILYARD_SQL_CONNECTIONS" not in env
+    shared = tmp_path / "secrets" / "RAILYARD_SQL_CONNECTIONS"
+    assert json.loads(shared.read_text()) == {"wh": "postgresql://h/db"}
+    assert env["RAILYARD_SECRETS_DIR"] == str(tmp_path / "secrets")
     assert env["RAILYARD_ALLOWED_DATA_PREFIXES"] == "s3://b/data,/srv/data"
     assert "postgresql://h/db" not in repr(settings)
 

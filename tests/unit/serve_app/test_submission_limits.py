@@ -40,7 +40,7 @@ def test_same_key_with_another_body_is_409(plat):
     spec = plat.spec(TEAM_A)
     first = post(plat, TEAM_A, spec, key="k1").json()
     changed = copy.deepcopy(spec)
-    changed["model_name"] = "something else"
+    changed["model_name"] = "something_else"
     r = post(plat, TEAM_A, changed, key="k1")
     assert r.status_code == 409
     error = r.json()["error"]
@@ -127,3 +127,23 @@ def test_zero_means_no_limit(tmp_path):
     statuses = [post(plat, TEAM_A, plat.spec(TEAM_A)).json()["status"] for _ in range(3)]
     assert statuses == ["PENDING"] * 3
     assert tokens.has_admin(plat.service.engine)
+
+
+def test_a_key_is_scoped_by_token_and_looked_up_after_authorization(plat):
+    """A team named like the admin's cannot replay the admin's job by its key, and another
+    token of one team starts its own job."""
+    from railyard.jobstore import tokens
+
+    admin_job = post(plat, "admin", plat.spec(TEAM_A), key="nightly").json()
+    impostor, _ = tokens.issue(plat.service.engine, team="admin", admin=False)
+    headers = {"Authorization": f"Bearer {impostor}", "Idempotency-Key": "nightly"}
+    r = plat.http.post("/v1/jobs", json=plat.spec(TEAM_A), headers=headers)
+    assert r.status_code == 403 and admin_job["id"] not in r.text
+    r = plat.http.post("/v1/jobs", json=plat.spec("admin"), headers=headers)
+    assert r.status_code == 201 and r.json()["id"] != admin_job["id"]
+    second_token, _ = tokens.issue(plat.service.engine, team=TEAM_A)
+    first = post(plat, TEAM_A, plat.spec(TEAM_A), key="daily").json()
+    r = plat.http.post("/v1/jobs", json=plat.spec(TEAM_A),
+                       headers={"Authorization": f"Bearer {second_token}",
+                                "Idempotency-Key": "daily"})
+    assert r.status_code == 201 and r.json()["id"] != first["id"]

@@ -21,6 +21,7 @@ from pathlib import Path
 DIR_VARIABLE = "RAILYARD_SECRETS_DIR"
 SECRET_VARIABLES = ("RAILYARD_DATABASE_URL", "RAILYARD_SQL_CONNECTIONS", "AWS_ACCESS_KEY_ID",
                     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_SETTING_NAME = re.compile(r"(RAILYARD|AWS)_[A-Z0-9_]+")
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/:@\s]*:)[^@\s/]+@")
 
 
@@ -59,12 +60,17 @@ def load(directory: str | Path | None = None) -> list[str]:
     """Put the secrets of ``directory`` (default: ``$RAILYARD_SECRETS_DIR``) into this
     process's environment; a variable set already keeps its value. Returns the names set."""
     directory = directory or os.environ.get(DIR_VARIABLE)
-    if not directory:
+    if not directory or not Path(directory).is_dir():
         return []
     loaded = []
-    for name in SECRET_VARIABLES:
-        value = _read(Path(directory) / name)
-        if value is not None and name not in os.environ:
+    # Every RAILYARD_* and AWS_* key: a mounted Secret may hold other settings beside the
+    # secrets (RAILYARD_ARTIFACT_ROOT, AWS_DEFAULT_REGION).
+    for path in sorted(Path(directory).iterdir()):
+        name = path.name
+        if not _SETTING_NAME.fullmatch(name) or name in os.environ:
+            continue
+        value = _read(path)
+        if value is not None:
             os.environ[name] = value
             loaded.append(name)
     return loaded

@@ -56,10 +56,12 @@ def serve_model(
         None, help="Ray dashboard address (default: RAILYARD_RAY_ADDRESS)"),
     num_replicas: int = typer.Option(1, min=1, help="replicas of the model deployment"),
 ) -> None:
-    """Deploy the job's model on Ray Serve beside the API: POST {"rows": [...]} to
-    /models/JOB_ID/predict."""
+    """Deploy the job's model on Ray Serve beside the API: POST {"rows": [...]} to the printed
+    URL (/models/KEY/predict; KEY does not reveal the job id) with `Authorization: Bearer
+    <API token>` of the job's team or an admin."""
     from urllib.parse import urlparse
 
+    from railyard.client.credentials import find_token
     from railyard.client.sdk import RailyardClient
     from railyard.config import get_settings
     from railyard.errors import NotFoundError
@@ -73,11 +75,14 @@ def serve_model(
         if not model_dir:
             raise NotFoundError(f"job {job_id} has no published model (status "
                                 f"{job.get('status')})")
-        url = deploy_model(settings, job_id=job_id, model_dir=model_dir,
+        url = deploy_model(settings, job_id=job_id, model_dir=model_dir, token=find_token(),
                            address=address or settings.ray_address, host=host,
                            port=port or urlparse(settings.api_url).port or 8000,
                            num_replicas=num_replicas)
     except RailyardError as exc:
         _fail(exc.message)
         return
-    typer.echo(f"model of job {job_id} serving at {url}/predict  (info: {url}/)")
+    typer.echo(f"model of job {job_id} serving at {url}/predict  (info: {url}/)\n"
+               "every request needs `Authorization: Bearer <API token>` (the job's team or an "
+               "admin), e.g.\n"
+               f"  curl -H \"Authorization: Bearer $RAILYARD_TOKEN\" {url}/")

@@ -18,6 +18,8 @@ from railyard.errors import RailyardError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from railyard.jobstore.tables import ApiToken
+
 token_app = typer.Typer(help="API tokens: one per team (or admin), stored hashed.",
                         no_args_is_help=True)
 console = Console()
@@ -39,6 +41,11 @@ def create(team: str = typer.Option(..., "--team", help="the team (job owner) it
                None, "--data-prefix",
                help="a path prefix the team's specs may read (repeat for several); default: "
                     "whatever RAILYARD_ALLOWED_DATA_PREFIXES allows"),
+           sql_connection: list[str] | None = typer.Option(
+               None, "--sql-connection",
+               help="a SQL connection (a RAILYARD_SQL_CONNECTIONS name) the team's specs may "
+                    "read (repeat for several); default: every one, except for a token with "
+                    "--data-prefix, which then reads no SQL source"),
            save: bool = typer.Option(False, "--save",
                                      help="also write it to $RAILYARD_HOME/token (mode 0600) "
                                           "for this machine's CLI and SDK")) -> None:
@@ -47,19 +54,32 @@ def create(team: str = typer.Option(..., "--team", help="the team (job owner) it
     from railyard.jobstore import tokens
 
     try:
-        token, row = tokens.issue(_engine(), team=team, admin=admin, data_prefixes=data_prefix)
+        token, row = tokens.issue(_engine(), team=team, admin=admin, data_prefixes=data_prefix,
+                                  sql_connections=sql_connection)
     except RailyardError as exc:
         err_console.print(f"[red]error[/red] ({type(exc).__name__}): {exc.message}")
         raise typer.Exit(code=1) from None
     typer.echo(token)
     scope = "admin, every team" if row.is_admin else f"team {row.team}"
     err_console.print(f"token {row.prefix}… ({scope}; data prefixes: "
-                      f"{', '.join(row.data_prefixes or []) or 'server default'}). It is shown "
-                      "only this once: keep it in a secret store, or pass --save.")
+                      f"{', '.join(row.data_prefixes or []) or 'server default'}; SQL "
+                      f"connections: {sql_grant_text(row)}). It is shown only this once: keep "
+                      "it in a secret store, or pass --save.")
+    unknown = sorted(set(row.sql_connections or []) - set(get_settings().sql_connections))
+    if unknown and get_settings().sql_connections:
+        err_console.print(f"[yellow]note[/yellow]: RAILYARD_SQL_CONNECTIONS here has no "
+                          f"{', '.join(unknown)}; the grant applies once the server defines it")
     if save:
         path = credentials.token_file()
         credentials.save_token(path, token)
         err_console.print(f"saved to {path} (mode 0600)")
+
+
+def sql_grant_text(row: ApiToken) -> str:
+    """The SQL connections a token may read, as listings show them."""
+    if row.sql_connections is not None:
+        return ", ".join(row.sql_connections) or "none"
+    return "none (has data prefixes)" if row.data_prefixes else "all"
 
 
 @token_app.command("list")
@@ -68,11 +88,13 @@ def list_() -> None:
     from railyard.jobstore import tokens
 
     table = Table()
-    for column in ("prefix", "team", "admin", "data prefixes", "created", "revoked"):
+    for column in ("prefix", "team", "admin", "data prefixes", "sql connections", "created",
+                   "revoked"):
         table.add_column(column, no_wrap=column == "prefix")
     for row in tokens.list_tokens(_engine()):
         table.add_row(row.prefix, row.team, "yes" if row.is_admin else "",
-                      ", ".join(row.data_prefixes or []), str(row.created_at)[:19],
+                      ", ".join(row.data_prefixes or []), sql_grant_text(row),
+                      str(row.created_at)[:19],
                       str(row.revoked_at)[:19] if row.revoked_at else "")
     console.print(table)
 

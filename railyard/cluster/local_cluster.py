@@ -80,7 +80,20 @@ def use_ray_token(settings: Settings) -> None:
     the first call to Ray: Ray reads the mode and the token once per process."""
     if settings.ray_token_auth and "RAY_AUTH_MODE" not in os.environ \
             and ray_token_path(settings).exists():
-        os.environ.update(ray_token_env(settings))
+        _use_in_this_process(ray_token_env(settings))
+
+
+def _use_in_this_process(token_env: dict[str, str]) -> None:
+    """Set Ray's authentication variables here, and make Ray read them again: it caches its
+    config and token loader at the first import of ``ray._raylet``."""
+    if not token_env:
+        return
+    os.environ.update(token_env)
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def cluster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -158,7 +171,7 @@ def start_head(settings: Settings, *, num_cpus: int | None = None, gcs_port: int
     """``ray start --head`` on this machine; returns the dashboard (Jobs API) address. The
     dashboard listens on loopback only, and with ``settings.ray_token_auth`` every Ray API
     (dashboard, GCS) asks for the token this process then uses too (use_ray_token)."""
-    os.environ.update(ray_token_env(settings))
+    _use_in_this_process(ray_token_env(settings))
     args = [ray_executable(), "start", "--head", f"--port={gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
             "--disable-usage-stats"]

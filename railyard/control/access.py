@@ -6,6 +6,9 @@
 - An admin token acts for every team: it sees every job and may submit for any owner.
 - A token's ``data_prefixes``, when set, narrow the paths its specs may read, on top of the
   server-wide RAILYARD_ALLOWED_DATA_PREFIXES (both must allow a path).
+- SQL sources are a privilege of their own: a token reads only the SQL connections granted to
+  it (``railyard token create --sql-connection NAME``). A token without grants reads every
+  connection the server defines, unless it has data prefixes: it then reads no SQL source.
 
 The API applies :func:`check_job` to every route with a ``{job_id}`` in one app-wide guard
 (``serve_app.deps.authorize``), so a new job route is protected without further code;
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from railyard.data.allowed_paths import check_allowed_paths
 from railyard.errors import ForbiddenError
 from railyard.jobstore.tables import ApiToken, Job
-from railyard.spec import TrainingSpec
+from railyard.spec import SqlSource, TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,43 @@ class Caller:
                    sql_connections=(None if row.sql_connections is None
                                     else tuple(row.sql_connections)))
 
+    @property
+    def granted_sql_connections(self) -> tuple[str, ...] | None:
+        """The SQL connection names this caller may read (None: every one the server defines):
+        its grants; none for a token narrowed by data prefixes without grants."""
+        if self.sql_connections is not None:
+            return self.sql_connections
+        return () if self.data_prefixes else None
+
 
 SYSTEM = Caller(team="system", is_admin=True)
 """In-process callers (tests, tools) that act with full rights."""
 
 
+def check_sql_grants(caller: Caller, spec: TrainingSpec) -> None:
+    """403 naming the first SQL source whose connection is not granted to ``caller``."""
+    granted = caller.granted_sql_connections
+    if granted is None:
+        return
+    for i, source in enumerate(spec.data.features):
+        if not isinstance(source, SqlSource) or source.connection in granted:
+            continue
+        where = f"data.features.{i}.connection"
+        why = (f"this token of team {caller.team!r} may read SQL only through "
+               f"{', '.join(repr(name) for name in granted)}" if granted else
+               f"this token of team {caller.team!r} has data prefixes and no SQL connection "
+               "grants, so it reads no SQL source")
+        raise ForbiddenError(
+            f"{where}: SQL connection {source.connection!r} is not granted: {why}; use a "
+            f"granted connection or ask an admin for a token that grants it (railyard token "
+            f"create --team {caller.team} --sql-connection {source.connection} …)",
+            details=[{"field": where, "message": "SQL connection not granted to the token",
+                      "granted_connections": list(granted)}])
+
+
 def check_submit(caller: Caller, spec: TrainingSpec) -> None:
-    """403 unless ``caller`` may submit ``spec``: its owner and its data paths."""
+    """403 unless ``caller`` may submit ``spec``: its owner, its data paths and SQL
+    connections."""
     if not caller.is_admin and spec.owner != caller.team:
         raise ForbiddenError(
             f"owner: {spec.owner!r} is not your team; this token submits jobs for team "
@@ -59,6 +92,7 @@ def check_submit(caller: Caller, spec: TrainingSpec) -> None:
                             granted_by=f"team {caller.team!r}",
                             remedy=f"ask an admin for a token of team {caller.team!r} that "
                                    "covers it (railyard token create --data-prefix …)")
+    check_sql_grants(caller, spec)
 
 
 def check_job(caller: Caller, job: Job) -> None:

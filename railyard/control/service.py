@@ -103,8 +103,9 @@ class JobService:
 
         # Before any file is opened: every local file, links resolved, against the server's
         # and the token's prefixes (the driver checks again with the access stored below).
+        granted = caller.granted_sql_connections
         access = DataAccess(team=caller.team, data_prefixes=caller.data_prefixes,
-                            sql_connections=caller.sql_connections)
+                            sql_connections=granted)
         check_data_files(spec.data, settings=self.settings, access=access)
         self._check_lifecycle(spec)
         validate_spec(spec, settings=self.settings)
@@ -113,8 +114,8 @@ class JobService:
             job = jobs.create_job(self.engine, spec=spec, submitted_by=caller.team,
                                    idempotency_key=stored_key, request_hash=body_hash,
                                    data_prefixes=list(caller.data_prefixes) or None,
-                                   sql_connections=None if caller.sql_connections is None
-                                   else list(caller.sql_connections))
+                                   sql_connections=None if granted is None
+                                   else list(granted))
         except IntegrityError:
             # A concurrent request with the same key stored its job first.
             if not idempotency_key or not stored_key:

@@ -74,7 +74,21 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=True, logging_level=logging.WARNING)
+        ray.init(address="auto", log_to_driver=True, logging_level=logging.WARNING,
+                 runtime_env=_worker_secrets_hook() or None)
+
+
+def _worker_secrets_hook() -> dict[str, str]:
+    """Ray's ``worker_process_setup_hook`` that loads the secrets directory in every worker
+    of this job (railyard.secrets), unless the job's runtime env names one already (the API
+    sets it; a job sent with `ray job submit` may not, and Ray refuses to merge the two)."""
+    import json
+    import os
+
+    job_config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    if "worker_process_setup_hook" in (job_config.get("runtime_env") or {}):
+        return {}
+    return {"worker_process_setup_hook": "railyard.secrets.load_in_worker"}
 
 
 def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
@@ -93,9 +107,10 @@ def read_ray(plan: ReadPlan, *, ray_remote_args: dict[str, Any] | None = None,
                 shard_key=plan.join_key if plan.join_key in sp.columns else None,
                 ray_remote_args=remote))
         else:
+            # the plan's dataset: the files it lists were checked against the job's prefixes
             datasets.append(parquet_sources.read_ray(sp.parquet_source, sp.columns,
                                                      sp.filter_expr, sp.index,
-                                                     ray_remote_args=remote))
+                                                     ray_remote_args=remote, opened=sp.parquet))
     ds = datasets[0]
     if len(datasets) > 1:
         limit = (get_settings().broadcast_join_max_bytes if broadcast_max_bytes is None

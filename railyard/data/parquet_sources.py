@@ -9,14 +9,20 @@ the Parquet footers), which is the evidence that it happened.
 
 Globs: ``*`` and ``?`` stay within one path segment, ``**`` spans directories, ``[abc]`` is a
 character class; files whose names start with ``.`` or ``_`` are skipped, as pyarrow does.
+
+On local disk a read never discovers files on its own: :func:`locate` lists a directory's or a
+glob's files, resolves each (symbolic links followed) and checks it against the allowed
+prefixes it is given (railyard.data.allowed_paths), and the dataset is built from exactly that
+list, so a link that leads out of a prefix is refused (403) rather than followed.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +30,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from railyard.artifacts.artifact_store import resolve
-from railyard.data.allowed_paths import GLOB_CHARS, glob_base
+from railyard.data.allowed_paths import GLOB_CHARS, Grant, check_files, check_no_nul, glob_base
 from railyard.errors import DataSourceError
 from railyard.spec import ParquetSource
 
@@ -39,8 +45,17 @@ class ParquetLocation:
 
     fs: pafs.FileSystem
     path: str
-    files: list[str] | None      # the matched files for a glob; None for a file or directory
+    # the files to read: a glob's matches, a local directory's files; None for a single file
+    # or an S3 directory (pyarrow lists it: S3 has no links to check)
+    files: list[str] | None
     base_dir: str | None         # where Hive partition directories start (None: a single file)
+
+
+class Opened(NamedTuple):
+    """A located source and the pyarrow dataset over exactly its located files."""
+
+    location: ParquetLocation
+    dataset: pads.Dataset
 
 
 @dataclass(frozen=True)
@@ -97,9 +112,30 @@ def _not_found(source: ParquetSource, index: int, reason: str) -> DataSourceErro
         details=[{"field": _where(index), "message": reason}])
 
 
-def locate(source: ParquetSource, index: int = 0) -> ParquetLocation:
-    """Resolve the source's path; expand a glob. Raise DataSourceError if nothing is there."""
-    fs, path = resolve(source.path)
+def _hidden(relative: str) -> bool:
+    """True for a path (below a directory read) that pyarrow's discovery skips: one with a
+    segment starting with ``.`` or ``_``."""
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
+def _directory_files(fs: pafs.FileSystem, path: str) -> list[str]:
+    """Every file a pyarrow discovery of directory ``path`` would read, sorted."""
+    selector = pafs.FileSelector(path, recursive=True)
+    skip = len(path.rstrip("/")) + 1
+    return sorted(info.path for info in fs.get_file_info(selector)
+                  if info.type == pafs.FileType.File and not _hidden(info.path[skip:]))
+
+
+def locate(source: ParquetSource, index: int = 0,
+           grants: Sequence[Grant] = ()) -> ParquetLocation:
+    """Resolve the source's path; list the files of a glob and of a local directory. Every
+    local file to read is resolved (links followed) and checked against ``grants`` (403 naming
+    it). Raise DataSourceError if nothing is there."""
+    check_no_nul(source.path, _where(index))
+    try:
+        fs, path = resolve(source.path)
+    except ValueError as exc:         # an unsupported scheme
+        raise _not_found(source, index, str(exc)) from None
     try:
         if GLOB_CHARS & set(path):
             base = glob_base(path)
@@ -112,19 +148,30 @@ def locate(source: ParquetSource, index: int = 0) -> ParquetLocation:
                            and not posixpath.basename(info.path).startswith((".", "_")))
             if not files:
                 raise _not_found(source, index, "no files match the pattern")
-            return ParquetLocation(fs=fs, path=path, files=files, base_dir=base)
-        kind = fs.get_file_info(path).type
+            where = ParquetLocation(fs=fs, path=path, files=files, base_dir=base)
+        else:
+            kind = fs.get_file_info(path).type
+            if kind == pafs.FileType.NotFound:
+                raise _not_found(source, index, "no such file or directory")
+            directory = kind == pafs.FileType.Directory
+            local = isinstance(fs, pafs.LocalFileSystem)
+            where = ParquetLocation(
+                fs=fs, path=path, files=_directory_files(fs, path) if directory and local
+                else None, base_dir=path if directory else None)
     except OSError as exc:
         raise _not_found(source, index, str(exc)) from None
-    if kind == pafs.FileType.NotFound:
-        raise _not_found(source, index, "no such file or directory")
-    return ParquetLocation(fs=fs, path=path, files=None,
-                           base_dir=path if kind == pafs.FileType.Directory else None)
+    if isinstance(fs, pafs.LocalFileSystem):
+        check_files(where.files if where.files is not None else [path], grants,
+                    where=_where(index), source_path=source.path)
+    return where
 
 
-def open_dataset(source: ParquetSource, index: int = 0) -> pads.Dataset:
-    """A pyarrow dataset over the source (Hive partitioning for directories and globs)."""
-    where = locate(source, index)
+def open_source(source: ParquetSource, index: int = 0, grants: Sequence[Grant] = ()) -> Opened:
+    """The source located (its local files checked against ``grants``) and a pyarrow dataset
+    over exactly the located files (Hive partitioning for directories and globs)."""
+    where = locate(source, index, grants)
+    if where.files == []:
+        raise _not_found(source, index, "the directory holds no Parquet files")
     try:
         if where.files is not None:
             dataset = pads.dataset(where.files, filesystem=where.fs, format="parquet",
@@ -136,12 +183,19 @@ def open_dataset(source: ParquetSource, index: int = 0) -> pads.Dataset:
         raise _not_found(source, index, str(exc)) from None
     if not dataset.files:
         raise _not_found(source, index, "the directory holds no Parquet files")
-    return dataset
+    return Opened(where, dataset)
 
 
-def source_schema(source: ParquetSource, index: int = 0) -> pa.Schema:
+def open_dataset(source: ParquetSource, index: int = 0,
+                 grants: Sequence[Grant] = ()) -> pads.Dataset:
+    """A pyarrow dataset over the source (Hive partitioning for directories and globs)."""
+    return open_source(source, index, grants).dataset
+
+
+def source_schema(source: ParquetSource, index: int = 0,
+                  grants: Sequence[Grant] = ()) -> pa.Schema:
     """The schema of a source: Parquet footer columns plus Hive partition columns."""
-    return open_dataset(source, index).schema
+    return open_dataset(source, index, grants).schema
 
 
 def pruned_files(dataset: pads.Dataset, pyarrow_filter: pc.Expression | None) -> list[str]:
@@ -196,19 +250,20 @@ def partition_types(dataset: pads.Dataset) -> dict[str, type]:
 
 
 def read_ray(source: ParquetSource, columns: list[str], filter_expr: Expr | None,
-             index: int = 0, *,
-             ray_remote_args: dict[str, Any] | None = None) -> ray.data.Dataset:
+             index: int = 0, *, ray_remote_args: dict[str, Any] | None = None,
+             opened: Opened | None = None, grants: Sequence[Grant] = ()) -> ray.data.Dataset:
     """The same read as a lazy Ray Dataset over the files that survive partition pruning.
 
     ``filter_expr`` is a Ray Data expression; Ray pushes it into the Parquet read.
-    ``ray_remote_args`` (e.g. a pool's ``label_selector``) place the read tasks.
+    ``ray_remote_args`` (e.g. a pool's ``label_selector``) place the read tasks. ``opened``
+    (the plan's checked dataset) is read as it is; without it the source is opened here,
+    its files checked against ``grants``.
     """
     remote = dict(ray_remote_args or {})
     import ray.data
     from ray.data.datasource.partitioning import Partitioning, PartitionStyle
 
-    dataset = open_dataset(source, index)
-    where = locate(source, index)
+    where, dataset = opened or open_source(source, index, grants)
     files = pruned_files(dataset, None if filter_expr is None else filter_expr.to_pyarrow())
     if not files:
         empty = pa.schema([dataset.schema.field(c) for c in columns]).empty_table()

@@ -8,6 +8,10 @@ into that source's read (Parquet: a Ray Data / pyarrow expression; SQL: a WHERE 
 filter on the join key applies to every source. Under a left join, filters on a later source's
 columns run after the join (SQL semantics: a row without a match has nulls there), and are also
 pushed into that source's read when they can never keep a null, which is then just earlier.
+
+Access is checked here too: each Parquet path against the server's prefixes and, for a job,
+those of the token that submitted it (:class:`DataAccess`); each local file a source lists when
+it is opened (symbolic links resolved); a SQL source's connection against the token's grant.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from ray.data.expressions import Expr
 
 from railyard.config import Settings, get_settings
 from railyard.data import parquet_sources, sql_sources
-from railyard.data.allowed_paths import check_allowed_paths
+from railyard.data.allowed_paths import (
+    DataAccess,
+    Grant,
+    check_allowed_paths,
+    check_sql_connections,
+    server_grant,
+)
 from railyard.data.filters import filter_where, filters_to_expr, null_rejecting, type_word
 from railyard.data.joins import JoinType
 from railyard.errors import DataSourceError, SpecError
@@ -58,7 +68,9 @@ class SourcePlan:
     filters: list[tuple[int, Filter]]    # (position in data.filters, filter) pushed into the read
     filter_expr: Expr | None
     connection_url: str | None = field(default=None, repr=False)
-    opened: pads.Dataset | None = field(default=None, repr=False, compare=False)
+    opened: parquet_sources.Opened | None = field(default=None, repr=False, compare=False)
+    # the prefixes every local file of a Parquet source must resolve under when it is opened
+    grants: tuple[Grant, ...] = field(default=(), repr=False)
 
     @property
     def kind(self) -> str:
@@ -94,9 +106,16 @@ class SourcePlan:
         return pa.schema([self.schema.field(c) for c in self.columns])
 
     @cached_property
+    def parquet(self) -> parquet_sources.Opened:
+        """A Parquet source's files, checked against ``grants``, and the dataset over exactly
+        them (the one opened for the schema, if any)."""
+        return self.opened or parquet_sources.open_source(self.parquet_source, self.index,
+                                                          self.grants)
+
+    @property
     def dataset(self) -> pads.Dataset:
-        """The pyarrow dataset of a Parquet source (the one opened for the schema, if any)."""
-        return self.opened or parquet_sources.open_dataset(self.parquet_source, self.index)
+        """The pyarrow dataset of a Parquet source."""
+        return self.parquet.dataset
 
     @cached_property
     def statement(self) -> sa.Select:
@@ -180,24 +199,57 @@ def _columns_text(schema: pa.Schema, limit: int = 40) -> str:
                                        else "")
 
 
+def check_access(data: DataSpec, settings: Settings,
+                 access: DataAccess | None = None) -> list[Grant]:
+    """Each Parquet path against the server's prefixes and the token's (``access``), each SQL
+    connection against the token's grant (403 naming the field); the grants every local file
+    must then resolve under."""
+    check_allowed_paths(data, settings.allowed_data_prefixes)
+    if access is None:
+        return [server_grant(settings.allowed_data_prefixes)]
+    grants = access.grants(settings.allowed_data_prefixes)
+    for grant in grants[1:]:
+        check_allowed_paths(data, list(grant.prefixes), granted_by=grant.granted_by,
+                            remedy=grant.remedy)
+    check_sql_connections(data, access.sql_connections, team=access.team)
+    return grants
+
+
+def check_data_files(data: DataSpec, *, settings: Settings | None = None,
+                     access: DataAccess | None = None) -> None:
+    """The submit-time access check of what the job will read: :func:`check_access`, then every
+    local file each Parquet source lists, resolved (links followed) and checked against the
+    server's and the token's prefixes (403 naming the file and the field). S3 sources are not
+    listed: S3 has no links, so their path check covers every key."""
+    settings = settings or get_settings()
+    grants = check_access(data, settings, access)
+    if not any(grant.prefixes for grant in grants):
+        return
+    for i, source in enumerate(data.features):
+        if isinstance(source, ParquetSource) and not source.path.startswith("s3://"):
+            parquet_sources.locate(source, i, grants)
+
+
 def plan_read(spec: TrainingSpec, *, derived: dict[str, list[str]] | None = None,
               schema: pa.Schema | None = None, schemas: list[pa.Schema] | None = None,
-              settings: Settings | None = None) -> ReadPlan:
+              settings: Settings | None = None, access: DataAccess | None = None) -> ReadPlan:
     """Check the spec against the sources' schemas and decide what to read from each.
 
     ``derived`` maps columns a workflow derives to the source columns it needs. ``schemas``
     (one per features entry; ``schema`` for a single source) skip the lookups, as the
-    submit-time validation passes cached ones. Raises SpecError / DataSourceError (422) naming
-    the field, ForbiddenError (403) for a path outside the allowed prefixes.
+    submit-time validation passes cached ones. ``access`` is what the job's token may read
+    (the driver passes the job's). Raises SpecError / DataSourceError (422) naming the field,
+    ForbiddenError (403) for a path, a local file (links resolved, when a source is opened) or
+    a SQL connection outside what the server and the token allow.
     """
     settings = settings or get_settings()
     data = spec.data
     derived = derived or {}
     sources = data.features
-    check_allowed_paths(data, settings.allowed_data_prefixes)
+    grants = tuple(check_access(data, settings, access))
     urls = [sql_sources.connection_url(s, settings.sql_connections, i)
             if isinstance(s, SqlSource) else None for i, s in enumerate(sources)]
-    opened: dict[int, pads.Dataset] = {}
+    opened: dict[int, parquet_sources.Opened] = {}
     if schemas is None and schema is not None and len(sources) == 1:
         schemas = [schema]
     if schemas is None:
@@ -206,8 +258,8 @@ def plan_read(spec: TrainingSpec, *, derived: dict[str, list[str]] | None = None
             if isinstance(s, SqlSource):
                 schemas.append(source_schema(s, i, urls[i]))
             else:
-                opened[i] = parquet_sources.open_dataset(s, i)
-                schemas.append(opened[i].schema)
+                opened[i] = parquet_sources.open_source(s, i, grants)
+                schemas.append(opened[i].dataset.schema)
     multi = len(sources) > 1
     key = data.join_key if multi else None
     labels = " or ".join(f"data.features.{i} ({s.label})" for i, s in enumerate(sources))
@@ -307,7 +359,7 @@ def plan_read(spec: TrainingSpec, *, derived: dict[str, list[str]] | None = None
             index=i, source=source, schema=schemas[i], columns=list(dict.fromkeys(read[i])),
             filters=mine, filter_expr=filters_to_expr([f for _, f in mine], schemas[i],
                                                       [n for n, _ in mine]),
-            connection_url=urls[i], opened=opened.get(i)))
+            connection_url=urls[i], opened=opened.get(i), grants=grants))
     have = {c for s in schemas for c in s.names}
     columns = [c for c in dict.fromkeys(columns) if c not in derived or c in have]
     post_schema = pa.schema([next(p.schema.field(c) for p in plans if c in p.columns)

@@ -7,8 +7,12 @@ psycopg 3, the driver the project ships.
 Every read is ``SELECT <columns> FROM <table or (query) AS q> WHERE <filters>``: column pruning
 and filters run in the database, with values as bound parameters of the column's type (never
 spliced into the SQL). String ordering comparisons use ``COLLATE "C"`` on Postgres so that they
-agree with Arrow's byte order. Reads run in a read-only transaction (Postgres: ``SET TRANSACTION
-READ ONLY``; SQLite: ``PRAGMA query_only``), the second fence after railyard.spec.sql_guard.
+agree with Arrow's byte order. A query is checked again in the connection's own dialect
+(railyard.spec.sql_guard) before it is sent. Reads run in a read-only transaction (Postgres:
+``SET TRANSACTION READ ONLY`` with a ``statement_timeout`` of RAILYARD_SQL_STATEMENT_TIMEOUT_S and
+``standard_conforming_strings`` on, so the database reads quotes as the guard did; SQLite:
+``PRAGMA query_only``), the second fence after the guard; the third is the database role the
+operator's connection URL logs in as, which should only be able to read.
 
 Types: on Postgres the column types come from the ``LIMIT 0`` result's type OIDs (``numeric`` is
 read as float64, unknown types as strings); on other databases they are inferred from the first
@@ -30,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
+from railyard.config import get_settings
 from railyard.data.filters import coerce_scalar, filter_where, type_word
 from railyard.errors import BackendUnavailableError, DataSourceError, SpecError
 from railyard.spec import Filter, Predicate, SqlSource
@@ -48,6 +53,7 @@ PG_TYPES: dict[str, pa.DataType] = {
     "timestamptz": pa.timestamp("us", tz="UTC"),
 }
 SAMPLE_ROWS = 1000
+QUERY_CANCELED = "57014"          # Postgres SQLSTATE of a statement stopped by statement_timeout
 _BIND_COLON = re.compile(r"(?<![:\w\\]):(?=\w)")
 
 
@@ -62,16 +68,17 @@ def normalize_url(url: str) -> URL:
 
 
 def connection_url(source: SqlSource, connections: dict[str, str], index: int = 0) -> str:
-    """The URL behind ``source.connection``; DataSourceError (422) listing the known names."""
+    """The URL behind ``source.connection``; DataSourceError (422) for an unknown name, which
+    does not list the other names (a caller may not be granted them)."""
     url = connections.get(source.connection)
     if url is None:
         where = f"data.features.{index}.connection"
-        known = ", ".join(sorted(connections)) or "none (set RAILYARD_SQL_CONNECTIONS)"
         raise DataSourceError(
-            f"{where}: no SQL connection named {source.connection!r}; this server knows: "
-            f"{known}",
-            details=[{"field": where, "message": "unknown connection name",
-                      "known": sorted(connections)}])
+            f"{where}: no SQL connection named {source.connection!r} on this server; ask your "
+            "operator which connection names you may use (an operator may set "
+            "RAILYARD_SQL_CONNECTIONS and grant them to tokens with `railyard token create "
+            "--sql-connection NAME`)",
+            details=[{"field": where, "message": "unknown connection name"}])
     return url
 
 
@@ -85,15 +92,23 @@ def _dialect(url: str) -> str:
     return normalize_url(url).get_backend_name()
 
 
+def statement_timeout_ms(timeout_s: float | None = None) -> int:
+    """A statement's time limit in milliseconds: ``timeout_s`` or the server's
+    RAILYARD_SQL_STATEMENT_TIMEOUT_S (at least 1 ms; Postgres reads 0 as no limit)."""
+    seconds = get_settings().sql_statement_timeout_s if timeout_s is None else timeout_s
+    return max(1, int(seconds * 1000))
+
+
 @contextmanager
 def read_only(url: str, *, timeout_s: float | None = None) -> Iterator[Connection]:
-    """A connection in a read-only transaction (rolled back at the end)."""
+    """A connection in a read-only transaction (rolled back at the end); on Postgres each
+    statement stops after ``timeout_s`` (default RAILYARD_SQL_STATEMENT_TIMEOUT_S)."""
     with engine_for(url).connect() as conn:
         name = conn.dialect.name
         if name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            if timeout_s:
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms(timeout_s)}")
+            conn.exec_driver_sql("SET LOCAL standard_conforming_strings = on")
         elif name == "sqlite":
             conn.exec_driver_sql("PRAGMA query_only = ON")
         try:
@@ -103,10 +118,13 @@ def read_only(url: str, *, timeout_s: float | None = None) -> Iterator[Connectio
 
 
 class ConnectionFactory:
-    """Picklable DB-API connection factory for ``ray.data.read_sql``; sessions are read-only."""
+    """Picklable DB-API connection factory for ``ray.data.read_sql``; sessions are read-only
+    and, on Postgres, stop a statement after ``timeout_s`` (default
+    RAILYARD_SQL_STATEMENT_TIMEOUT_S, read where the factory is made)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float | None = None) -> None:
         self.url = url
+        self.timeout_ms = statement_timeout_ms(timeout_s)
 
     def __repr__(self) -> str:          # never print the URL: it may hold a password
         return f"ConnectionFactory({_dialect(self.url)})"
@@ -117,6 +135,8 @@ class ConnectionFactory:
         cursor = connection.cursor()
         if engine.dialect.name == "postgresql":
             cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.execute(f"SET statement_timeout = {int(self.timeout_ms)}")
+            cursor.execute("SET standard_conforming_strings = on")
         elif engine.dialect.name == "sqlite":
             cursor.execute("PRAGMA query_only = ON")
         cursor.close()
@@ -127,7 +147,14 @@ class ConnectionFactory:
 def database_error(exc: sa.exc.DBAPIError, source: SqlSource, index: int) -> Exception:
     """A RailyardError for a database failure, naming the source (never the URL)."""
     where = f"data.features.{index}"
-    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:500]
+    orig = getattr(exc, "orig", exc)
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:500]
+    if getattr(orig, "sqlstate", None) == QUERY_CANCELED:
+        return DataSourceError(
+            f"{where}: {source.label}: the database stopped the read ({reason}): it ran past "
+            "the statement timeout (RAILYARD_SQL_STATEMENT_TIMEOUT_S); read less (filters, "
+            "fewer columns, a simpler query) or ask your operator for a longer timeout",
+            details=[{"field": where, "message": "statement timeout"}])
     if isinstance(exc, sa.exc.OperationalError):
         return BackendUnavailableError(
             f"{where}: {source.label}: the database did not answer ({reason}); retry later")
@@ -137,16 +164,22 @@ def database_error(exc: sa.exc.DBAPIError, source: SqlSource, index: int) -> Exc
 
 # --------------------------------------------------------------------------- schema
 
-def _query_text(source: SqlSource) -> str:
+def _query_text(source: SqlSource, dialect: str | None = None, index: int = 0) -> str:
     """The query without a trailing ``;`` or comment, on its own lines, with ``:name`` escaped
-    so SQLAlchemy does not take it for a bound parameter."""
+    so SQLAlchemy does not take it for a bound parameter; checked by the guard in the
+    connection's ``dialect`` (SQLAlchemy's name) first: 422 naming the field."""
     assert source.query is not None, "a SqlSource without a table has a query (its validator)"
-    body = check_select_only(source.query)
+    try:
+        body = check_select_only(source.query, dialect)
+    except ValueError as exc:
+        where = f"data.features.{index}.query"
+        raise DataSourceError(f"{where}: {exc}",
+                              details=[{"field": where, "message": str(exc)}]) from None
     return "\n" + _BIND_COLON.sub(lambda m: "\\:", body) + "\n"
 
 
-def _from_clause_text(source: SqlSource) -> str:
-    return f"({_query_text(source)}) AS q"
+def _from_clause_text(source: SqlSource, dialect: str, index: int = 0) -> str:
+    return f"({_query_text(source, dialect, index)}) AS q"
 
 
 def _table(table: str, columns: list[sa.ColumnClause]) -> sa.TableClause:
@@ -167,7 +200,7 @@ def sql_schema(source: SqlSource, url: str, index: int = 0,
     """The columns of the table or query, from a ``LIMIT 0`` query (types from Postgres OIDs;
     elsewhere inferred from the first rows)."""
     relation = (_table(source.table, []) if source.table
-                else sa.text(_from_clause_text(source)))
+                else sa.text(_from_clause_text(source, _dialect(url), index)))
     head: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(relation)
     try:
         with read_only(url, timeout_s=timeout_s) as conn:
@@ -261,18 +294,19 @@ def filter_clause(flt: Filter, column: sa.ColumnElement, dtype: pa.DataType, whe
     }[p]()
 
 
-def relation(source: SqlSource, schema: pa.Schema) -> sa.FromClause:
-    """The table, or the query as a subquery ``q``, with typed columns."""
+def relation(source: SqlSource, schema: pa.Schema, dialect: str | None = None) -> sa.FromClause:
+    """The table, or the query as a subquery ``q``, with typed columns (the query checked in
+    ``dialect``, SQLAlchemy's name of the connection's database, where given)."""
     columns = [sa.column(f.name, sa_type(f.type)) for f in schema]
     if source.table:
         return _table(source.table, columns)
-    return sa.text(_query_text(source)).columns(*columns).subquery("q")
+    return sa.text(_query_text(source, dialect)).columns(*columns).subquery("q")
 
 
 def select_statement(source: SqlSource, schema: pa.Schema, columns: list[str],
                      filters: list[tuple[int, Filter]], dialect: str) -> sa.Select:
     """``SELECT columns FROM relation WHERE filters`` (filters indexed as in data.filters)."""
-    rel = relation(source, schema)
+    rel = relation(source, schema, dialect)
     conditions = [filter_clause(flt, rel.c[flt.feature_name],
                                 schema.field(flt.feature_name).type, filter_where(i, flt),
                                 dialect)
@@ -280,9 +314,10 @@ def select_statement(source: SqlSource, schema: pa.Schema, columns: list[str],
     return sa.select(*[rel.c[c] for c in columns]).where(*conditions)
 
 
-def count_statement(source: SqlSource, schema: pa.Schema) -> sa.Select:
+def count_statement(source: SqlSource, schema: pa.Schema, dialect: str | None = None
+                    ) -> sa.Select:
     """``SELECT count(*)`` over the unfiltered table or query."""
-    return sa.select(sa.func.count()).select_from(relation(source, schema))
+    return sa.select(sa.func.count()).select_from(relation(source, schema, dialect))
 
 
 # --------------------------------------------------------------------------- reads
@@ -364,10 +399,11 @@ def estimate_bytes(statement: sa.Select, url: str, source: SqlSource, index: int
 
 
 def ray_read_args(statement: sa.Select, url: str, *, shard_key: str | None = None,
-                  parallelism: int = 4) -> dict[str, Any]:
+                  parallelism: int = 4, timeout_s: float | None = None) -> dict[str, Any]:
     """The arguments of ``ray.data.read_sql`` for the statement: SQL with bound parameters in
-    the driver's style, a read-only connection factory, and on Postgres with a ``shard_key``
-    a split into ``parallelism`` tasks by ``hashtext(key)``."""
+    the driver's style, a read-only connection factory whose statements stop after
+    ``timeout_s`` (default RAILYARD_SQL_STATEMENT_TIMEOUT_S), and on Postgres with a
+    ``shard_key`` a split into ``parallelism`` tasks by ``hashtext(key)``."""
     engine = engine_for(url)
     compiled = statement.compile(dialect=engine.dialect,
                                  compile_kwargs={"render_postcompile": True})
@@ -375,7 +411,8 @@ def ray_read_args(statement: sa.Select, url: str, *, shard_key: str | None = Non
     if engine.dialect.paramstyle in ("qmark", "format", "numeric"):
         assert compiled.positiontup is not None, "positional paramstyles set positiontup"
         params = tuple(compiled.params[name] for name in compiled.positiontup)
-    args: dict[str, Any] = {"sql": str(compiled), "connection_factory": ConnectionFactory(url),
+    args: dict[str, Any] = {"sql": str(compiled),
+                            "connection_factory": ConnectionFactory(url, timeout_s),
                             "sql_params": params}
     if engine.dialect.name == "postgresql" and shard_key and parallelism > 1:
         quoted = engine.dialect.identifier_preparer.quote(shard_key)

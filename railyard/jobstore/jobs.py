@@ -40,9 +40,13 @@ def submission_id_for(job_id: str, attempt: int = 1) -> str:
 def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
                origin: str = "api", status: JobStatus = JobStatus.QUEUED,
                ray_submission_id: str | None = None, submitted_by: str | None = None,
-               idempotency_key: str | None = None, request_hash: str | None = None) -> Job:
+               idempotency_key: str | None = None, request_hash: str | None = None,
+               data_prefixes: list[str] | None = None,
+               sql_connections: list[str] | None = None) -> Job:
     """Insert a job and its first timeline event in one transaction. A second job with the
-    same (``submitted_by``, ``idempotency_key``) raises IntegrityError."""
+    same (``submitted_by``, ``idempotency_key``) raises IntegrityError. ``data_prefixes`` and
+    ``sql_connections`` are the submitting token's data access (None: not narrowed), which
+    the driver applies again when it reads."""
     job = Job(
         id=job_id or new_job_id(), status=status.value, owner=spec.owner, project=spec.project,
         trainer=spec.trainer, model_name=spec.model_name,
@@ -50,6 +54,7 @@ def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
         spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), origin=origin,
         ray_submission_id=ray_submission_id, submitted_by=submitted_by,
         idempotency_key=idempotency_key, request_hash=request_hash,
+        data_prefixes=data_prefixes or None, sql_connections=sql_connections,
     )
     with session_scope(engine) as session:
         session.add(job)

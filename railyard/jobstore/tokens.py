@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from sqlalchemy.engine import Engine
@@ -20,6 +21,7 @@ from sqlmodel import col, select
 from railyard.errors import ConflictError, NotFoundError, SpecError
 from railyard.jobstore.engine import session_scope
 from railyard.jobstore.tables import ApiToken, utcnow
+from railyard.spec.data import SQL_CONNECTION_PATTERN
 
 TOKEN_SCHEME = "ry_"
 PREFIX_LENGTH = len(TOKEN_SCHEME) + 8
@@ -50,16 +52,35 @@ def _check_team(team: str) -> str:
     return team
 
 
+def _check_connections(names: list[str] | None) -> list[str] | None:
+    if names is None:
+        return None
+    out = list(dict.fromkeys(name.strip() for name in names))
+    for name in out:
+        if len(name) > 128 or not re.fullmatch(SQL_CONNECTION_PATTERN, name):
+            raise SpecError(f"SQL connection name {name!r} is not valid: give a name of "
+                            "RAILYARD_SQL_CONNECTIONS (letters, digits, '_', '.', '-')",
+                            details=[{"field": "sql_connections", "message": "invalid name"}])
+    return out
+
+
 def issue(engine: Engine, *, team: str, admin: bool = False,
-          data_prefixes: list[str] | None = None) -> tuple[str, ApiToken]:
+          data_prefixes: list[str] | None = None,
+          sql_connections: list[str] | None = None) -> tuple[str, ApiToken]:
     """Create a token for ``team``; returns the token (the only time it exists in clear) and
-    its stored row."""
+    its stored row.
+
+    ``sql_connections`` are the SQL connection names the token may read through. None: the
+    token is not narrowed by name, so it reads every connection, unless it has
+    ``data_prefixes``, which then shut it out of SQL sources
+    (:meth:`railyard.control.access.Caller.granted_sql_connections`)."""
     team = _check_team(team)
     prefixes = [p.strip() for p in data_prefixes or [] if p.strip()] or None
+    connections = _check_connections(sql_connections)
     for _ in range(5):  # a prefix collision (48 random bits) is retried with a new token
         token = new_token()
         row = ApiToken(prefix=prefix_of(token), token_hash=hash_token(token), team=team,
-                       is_admin=admin, data_prefixes=prefixes)
+                       is_admin=admin, data_prefixes=prefixes, sql_connections=connections)
         try:
             with session_scope(engine) as session:
                 session.add(row)

@@ -27,7 +27,7 @@ from railyard.spec.common import (
     StrictModel,
     parse_datetime,
 )
-from railyard.spec.sql_guard import check_select_only
+from railyard.spec.sql_guard import check_select_only, check_table_name
 
 
 class Predicate(str, Enum):
@@ -156,6 +156,10 @@ class ParquetSource(StrictModel):
         return self.path
 
 
+SQL_CONNECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+"""A SQL connection name (``RAILYARD_SQL_CONNECTIONS`` keys, a token's ``--sql-connection``)."""
+
+
 class SqlSource(StrictModel):
     """Columns from a SQL database: a table (``name`` or ``schema.name``) or one read-only SELECT.
 
@@ -166,16 +170,27 @@ class SqlSource(StrictModel):
     names: list[ColumnName] = Field(min_length=1, max_length=MAX_COLUMNS)
     source: Literal["sql"]
     connection: Annotated[str, Field(min_length=1, max_length=128,
-                                     pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+                                     pattern=SQL_CONNECTION_PATTERN)]
     table: Annotated[str, Field(max_length=256, pattern=SQL_TABLE_PATTERN)] | None = None
     query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _read_only_query(cls, query: str | None) -> str | None:
+        # PostgreSQL syntax here; again in the connection's dialect when it is read.
+        if query is not None:
+            check_select_only(query)
+        return query
+
+    @field_validator("table")
+    @classmethod
+    def _data_table(cls, table: str | None) -> str | None:
+        return None if table is None else check_table_name(table)
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SqlSource:
         if (self.table is None) == (self.query is None):
             raise ValueError("source 'sql' needs exactly one of table or query")
-        if self.query is not None:
-            check_select_only(self.query)
         return self
 
     @property

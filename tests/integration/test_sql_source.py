@@ -185,8 +185,11 @@ def test_submit_time_checks_on_sql_sources(settings, postgres):
     with pytest.raises(DataSourceError, match="no column 'ghost'"):
         validate_spec(parse_spec(make_spec([sql(names=("row", "ghost", "y"), table="facts")])),
                       settings=settings)
-    with pytest.raises(DataSourceError, match="syntax error"):
-        validate_spec(parse_spec(make_spec([sql(query="SELECT FROM WHERE")])), settings=settings)
+    with pytest.raises(SpecError, match="could not be parsed"):      # the guard's parser
+        parse_spec(make_spec([sql(query="SELECT FROM WHERE")]))
+    with pytest.raises(DataSourceError, match="syntax error"):        # the database's
+        validate_spec(parse_spec(make_spec([sql(query="SELECT row, i, y FROM facts QUALIFY "
+                                                      "true")])), settings=settings)
     with pytest.raises(DataSourceError, match="more than once"):
         validate_spec(parse_spec(make_spec([sql(query="SELECT row, i, y, i FROM facts")])),
                       settings=settings)

@@ -173,13 +173,13 @@ def test_blog_spec_streams_to_two_workers_with_the_same_rows(platform, client):
 
 
 def test_serve_model_answers_predict_like_the_native_model(platform, client):
-    """`railyard serve-model` deploys the model beside the API; /predict equals the model
-    loaded with the SDK, and the API keeps answering."""
+    """`railyard serve-model` deploys the model beside the API; /predict (with the API token)
+    equals the model loaded with the SDK, and the API keeps answering."""
     from urllib.parse import urlparse
 
     import httpx
 
-    from railyard.serving.model_server import undeploy_model
+    from railyard.serving.model_server import route_prefix, undeploy_model
 
     spec = fraud_spec(platform, "xgboost", {"n_estimators": 15, "max_depth": 3})
     job = client.wait(client.submit(spec)["id"], timeout=300)
@@ -191,18 +191,22 @@ def test_serve_model_answers_predict_like_the_native_model(platform, client):
                          env=env, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     port = urlparse(platform.api_url).port
-    url = f"http://127.0.0.1:{port}/models/{job['id']}"
+    url = f"http://127.0.0.1:{port}{route_prefix(job['id'])}"
+    assert f"{url}/predict" in run.stdout
+    auth = {"Authorization": f"Bearer {platform.token}"}
     try:
         sample = platform.fraud.slice(100, 50)
         rows = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
                 for r in sample.select(spec["train"]["classifier_features"]).to_pylist()]
-        answer = httpx.post(f"{url}/predict", json={"rows": rows}, timeout=60)
+        assert httpx.post(f"{url}/predict", json={"rows": rows}, timeout=60).status_code == 401
+        answer = httpx.post(f"{url}/predict", json={"rows": rows}, headers=auth, timeout=60)
         assert answer.status_code == 200, answer.text
         served = np.asarray([p["prediction"] for p in answer.json()["predictions"]],
                             dtype=float)
         expected = client.load_model(job["id"]).predict(sample)
         np.testing.assert_allclose(served, expected, rtol=1e-6)
-        bad = httpx.post(f"{url}/predict", json={"rows": [{"nope": 1}]}, timeout=60)
+        bad = httpx.post(f"{url}/predict", json={"rows": [{"nope": 1}]}, headers=auth,
+                         timeout=60)
         assert bad.status_code == 422 and "charge_amount" in bad.text
         assert client.get(job["id"])["status"] == "SUCCEEDED"      # the API is still there
     finally:

@@ -20,7 +20,9 @@ def test_written_private_and_loaded_without_overriding(tmp_path, monkeypatch):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {
         "RAILYARD_DATABASE_URL": 0o600, "AWS_SECRET_ACCESS_KEY": 0o600}
-    monkeypatch.delenv("RAILYARD_DATABASE_URL", raising=False)
+    # setenv first: monkeypatch then removes what load() sets when the test ends.
+    monkeypatch.setenv("RAILYARD_DATABASE_URL", "")
+    monkeypatch.delenv("RAILYARD_DATABASE_URL")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "set-by-the-operator")
     monkeypatch.setenv(secrets.DIR_VARIABLE, str(directory))
     assert secrets.load() == ["RAILYARD_DATABASE_URL"]

@@ -283,3 +283,127 @@ def test_tokens_are_never_stored_in_clear_nor_logged(cli_env, tmp_path, caplog):
         secret = token[len(tokens.TOKEN_SCHEME) + 8:]
         assert not any(secret in cell for cell in cells)
         assert secret.encode() not in raw
+
+
+# ------------------------------------------------------------------ SQL connections: a privilege
+
+def _sql_platform(tmp_path: Path) -> ApiPlatform:
+    """An app whose server defines two SQL connections (one SQLite file holding ``facts``)."""
+    import sqlite3
+
+    path = tmp_path / "warehouse.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE facts (row integer, i integer, y integer)")
+        conn.executemany("INSERT INTO facts VALUES (?, ?, ?)",
+                         [(k, k % 7, k % 2) for k in range(50)])
+    url = f"sqlite:///{path}"
+    return ApiPlatform(tmp_path, sql_connections={"warehouse_main": url, "finance_ledger": url},
+                       allowed_data_prefixes=[str(tmp_path)])
+
+
+def _sql_job(owner: str, connection: str, **where) -> dict:
+    from tests.data_cases import make_spec
+
+    spec = make_spec([{"names": ["row", "i", "y"], "source": "sql", "connection": connection,
+                       **(where or {"table": "facts"})}])
+    spec["owner"] = owner
+    return spec
+
+
+def test_sql_connections_are_granted_per_token(tmp_path):
+    plat = _sql_platform(tmp_path)
+    engine = plat.service.engine
+
+    def post(token: str, spec: dict) -> httpx.Response:
+        return plat.http.post("/v1/jobs", json=spec, headers={"Authorization": f"Bearer {token}"})
+
+    # A token without data prefixes nor grants reads every connection.
+    for name in ("warehouse_main", "finance_ledger"):
+        r = post(plat.tokens[TEAM_A], _sql_job(TEAM_A, name))
+        assert r.status_code == 201, r.text
+    # Data prefixes and no grant: no SQL at all (paths under its prefixes still work).
+    narrowed, row = tokens.issue(engine, team="team-c", data_prefixes=[str(tmp_path)])
+    assert row.sql_connections is None
+    r = post(narrowed, _sql_job("team-c", "warehouse_main"))
+    assert r.status_code == 403, r.text
+    error = r.json()["error"]
+    assert error["details"][0]["field"] == "data.features.0.connection"
+    assert "no SQL connection grants" in error["message"]
+    assert "--sql-connection warehouse_main" in error["message"]
+    assert post(narrowed, plat.spec("team-c")).status_code == 201
+    # Data prefixes and a grant: that connection only.
+    granted, row = tokens.issue(engine, team="team-c", data_prefixes=[str(tmp_path)],
+                                sql_connections=["warehouse_main", " warehouse_main"])
+    assert row.sql_connections == ["warehouse_main"]
+    assert post(granted, _sql_job("team-c", "warehouse_main")).status_code == 201
+    r = post(granted, _sql_job("team-c", "finance_ledger"))
+    assert r.status_code == 403
+    assert "may read SQL only through 'warehouse_main'" in r.json()["error"]["message"]
+    # Grants on a token without prefixes narrow it too.
+    only, _ = tokens.issue(engine, team=TEAM_B, sql_connections=["finance_ledger"])
+    assert post(only, _sql_job(TEAM_B, "finance_ledger")).status_code == 201
+    assert post(only, _sql_job(TEAM_B, "warehouse_main")).status_code == 403
+    # Nothing was stored for the refused ones.
+    assert len(plat.backend.submitted) == 5
+
+
+def test_an_unknown_connection_does_not_list_the_others(tmp_path):
+    plat = _sql_platform(tmp_path)
+    r = plat.http.post("/v1/jobs", json=_sql_job(TEAM_A, "warehouse"),
+                       headers=plat.headers(TEAM_A))
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["details"][0]["field"] == "data.features.0.connection"
+    assert "no SQL connection named 'warehouse'" in error["message"]
+    assert "ask your operator" in error["message"]
+    assert "warehouse_main" not in r.text and "finance_ledger" not in r.text
+    # A token narrowed to grants gets its own 403 first: nothing about what exists.
+    granted, _ = tokens.issue(plat.service.engine, team=TEAM_A, sql_connections=["x"])
+    r = plat.http.post("/v1/jobs", json=_sql_job(TEAM_A, "warehouse"),
+                       headers={"Authorization": f"Bearer {granted}"})
+    assert r.status_code == 403 and "finance_ledger" not in r.text
+
+
+def test_queries_are_checked_in_the_connections_dialect(tmp_path):
+    plat = _sql_platform(tmp_path)
+    ok = _sql_job(TEAM_A, "warehouse_main",
+                  query="SELECT row, ifnull(i, 0) AS i, y FROM facts WHERE row >= 0;")
+    assert plat.http.post("/v1/jobs", json=ok, headers=plat.headers(TEAM_A)).status_code == 201
+    # to_char is PostgreSQL's: on this SQLite connection it is refused, naming it.
+    pg_only = _sql_job(TEAM_A, "warehouse_main",
+                       query="SELECT row, i, y, to_char(row, '999') AS s FROM facts")
+    r = plat.http.post("/v1/jobs", json=pg_only, headers=plat.headers(TEAM_A))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["field"] == "data.features.0.query"
+    assert "to_char()" in r.json()["error"]["message"]
+    for query, named in (("SELECT row, i, y, pg_read_file('/etc/passwd') AS f FROM facts",
+                          "pg_read_file()"),
+                         ("SELECT row, i, y FROM facts WHERE load_extension('x') IS NULL",
+                          "load_extension()")):
+        r = plat.http.post("/v1/jobs", json=_sql_job(TEAM_A, "warehouse_main", query=query),
+                           headers=plat.headers(TEAM_A))
+        assert r.status_code == 422 and named in r.json()["error"]["message"], r.text
+
+
+def test_token_cli_grants_sql_connections(cli_env):
+    runner = CliRunner()
+    created = runner.invoke(cli_app, ["token", "create", "--team", "fraud",
+                                      "--data-prefix", "s3://data/fraud",
+                                      "--sql-connection", "warehouse",
+                                      "--sql-connection", "ledger"])
+    assert created.exit_code == 0, created.output
+    assert "SQL connections: warehouse, ledger" in " ".join(created.stderr.split())
+    engine = get_engine(cli_env["RAILYARD_DATABASE_URL"])
+    row = tokens.authenticate(engine, created.stdout.strip())
+    assert row.sql_connections == ["warehouse", "ledger"]
+    plain = runner.invoke(cli_app, ["token", "create", "--team", "ops"])
+    assert tokens.authenticate(engine, plain.stdout.strip()).sql_connections is None
+    prefixed = runner.invoke(cli_app, ["token", "create", "--team", "risk",
+                                       "--data-prefix", "s3://data/risk"])
+    assert "SQL connections: none" in " ".join(prefixed.stderr.split())
+    listed = runner.invoke(cli_app, ["token", "list"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0
+    assert "sql connections" in listed.stdout and "warehouse, ledger" in listed.stdout
+    bad = runner.invoke(cli_app, ["token", "create", "--team", "x",
+                                  "--sql-connection", "postgresql://u:p@h/db"])
+    assert bad.exit_code == 1 and "not valid" in " ".join(bad.stderr.split())

@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 
 from serve_app.deps import ServiceFactory, authorize, default_service_factory
 from serve_app.errors import install_exception_handlers
+from serve_app.json_body import check_json_body
 from serve_app.openapi import document_spec_schema
 from serve_app.routes import api_router
 
@@ -18,7 +19,8 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     """The Railyard API. Pass a factory to swap the database or backend (tests do)."""
     app = FastAPI(title="Railyard", version="0.1.0",
                   description="Send a training spec; get a tracked job, a model, metrics, logs.",
-                  dependencies=[Depends(authorize)])
+                  # the token first, then the body (read once, checked as JSON: 413, 422)
+                  dependencies=[Depends(authorize), Depends(check_json_body)])
     app.state.service_factory = service_factory or default_service_factory()
     install_exception_handlers(app)
     app.include_router(api_router)

@@ -4,11 +4,12 @@ sweeps (``tune``) and partitioned training.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, RootModel, model_validator
 
-from railyard.spec.common import MAX_COLUMNS, ColumnName, Name, StrictModel
+from railyard.spec.common import MAX_COLUMNS, ColumnName, Name, StrictModel, unsafe_values
 
 
 class ResourcesSpec(StrictModel):
@@ -37,6 +38,9 @@ class SearchDomain(RootModel[dict[str, list[Any]]]):
             raise ValueError(f"use exactly one of {', '.join(SEARCH_DOMAINS)}, e.g. "
                              '{"uniform": [0.01, 0.3]}')
         kind, values = next(iter(self.root.items()))
+        problems = unsafe_values(values, prefix=kind, limit=1)
+        if problems:  # NaN, Infinity or a NUL character: JSON and the job database refuse it
+            raise ValueError(f"{problems[0]['field']}: {problems[0]['message']}")
         if kind in ("uniform", "loguniform", "randint"):
             if len(values) != 2 or not all(isinstance(v, (int, float)) and
                                            not isinstance(v, bool) for v in values):
@@ -98,6 +102,14 @@ class TuneSpec(StrictModel):
             raise ValueError("set both metric and mode, or neither (then the workflow's "
                              "main holdout metric is used)")
         return self
+
+    @property
+    def trial_count(self) -> int:
+        """How many trials the sweep runs: ``num_samples`` draws (one pass for search_alg
+        grid), each covering every combination of the grid domains, as Ray Tune expands it."""
+        combinations = math.prod(len(d.values) for d in self.search_space.values()
+                                 if d.kind == "grid")
+        return combinations * (1 if self.search_alg == "grid" else self.num_samples)
 
     @property
     def runs_in_driver(self) -> bool:

@@ -3,7 +3,8 @@ column (a country, a merchant), in parallel Ray tasks packed onto the pool's CPU
 (``train.resources.cpus_per_worker`` may be fractional for tiny models).
 
 Each partition's model, manifest and metrics go to ``<job>/models/<value>/``; a failed
-partition is recorded with its error and fails the job only when every partition fails.
+partition is recorded with its error and fails the job only when every partition fails. A job
+whose column has more distinct values than RAILYARD_MAX_PARTITIONS fails before any is trained.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from railyard.artifacts.artifact_store import ArtifactStore
+from railyard.config import get_settings
+from railyard.errors import SpecError
 from railyard.spec import TrainSpec
 from railyard.training.manifest import MANIFEST_FILE, ModelManifest
 from railyard.training.registry import get_workflow
@@ -64,6 +67,22 @@ def split_by(table: pa.Table, column: str) -> dict[str, pa.Table]:
                                                                          strict=True)}
 
 
+def check_partition_count(table: pa.Table, column: str, max_partitions: int) -> int:
+    """The number of partitions ``table`` splits into by ``column`` (nulls are one); a
+    SpecError naming train.partition_by and RAILYARD_MAX_PARTITIONS when over the cap."""
+    count = pc.count_distinct(table[column], mode="all").as_py() if table.num_rows else 0
+    if count > max_partitions:
+        raise SpecError(
+            f"train.partition_by: column {column!r} has {count} distinct values in the training "
+            f"rows, and this server trains at most {max_partitions} partitions per job "
+            "(RAILYARD_MAX_PARTITIONS); partition by a coarser column, or narrow the rows "
+            "with data.filters",
+            details=[{"field": "train.partition_by",
+                      "message": f"{count} partitions; at most {max_partitions} "
+                                 "(RAILYARD_MAX_PARTITIONS)"}])
+    return count
+
+
 def _fit_partition(value: str, train: pa.Table, holdout: pa.Table, train_spec: dict[str, Any],
                    features: list[str], label: str, artifact_root: str,
                    job_id: str) -> dict[str, Any]:
@@ -100,12 +119,16 @@ def _fit_partition(value: str, train: pa.Table, holdout: pa.Table, train_spec: d
 
 def run_fanout(data: TrainingData, train: TrainSpec, *, column: str, artifact_root: str,
                job_id: str, on_model: Callable[[PartitionModel], None],
-               placement: dict[str, Any] | None = None) -> list[PartitionModel]:
-    """Train every partition in parallel Ray tasks; return their records (sorted by value)."""
+               placement: dict[str, Any] | None = None,
+               max_partitions: int | None = None) -> list[PartitionModel]:
+    """Train every partition in parallel Ray tasks; return their records (sorted by value).
+    Over ``max_partitions`` (default RAILYARD_MAX_PARTITIONS) partitions, a SpecError before
+    any is split or trained."""
     import ray
 
     from railyard.data.fetch import ensure_ray
 
+    check_partition_count(data.train, column, max_partitions or get_settings().max_partitions)
     ensure_ray()
     trains, holdouts = split_by(data.train, column), split_by(data.holdout, column)
     cpus = float(train.resources.cpus_per_worker or 1)

@@ -74,6 +74,7 @@ def validate_spec(spec: TrainingSpec, *,
     workflow_cls = get_workflow(spec.train.workflow_name)
     workflow_cls.parse_params(spec.train.custom_params)
     if spec.train.tune is not None:
+        check_sweep_size(spec, settings.max_sweep_trials)
         check_search_space(workflow_cls, spec)
     if spec.train.partition_by and spec.train.partition_by not in spec.data.fetched_columns:
         from railyard.errors import SpecError
@@ -87,6 +88,28 @@ def validate_spec(spec: TrainingSpec, *,
     plan = plan_read(spec, derived=workflow_cls.derived_columns, schemas=schemas,
                      settings=settings)
     return workflow_cls, plan
+
+
+def check_sweep_size(spec: TrainingSpec, max_trials: int) -> None:
+    """A sweep may expand to at most ``max_trials`` trials (RAILYARD_MAX_SWEEP_TRIALS): its
+    configurations are drawn up front, so a huge grid must be a 422 now, not a driver out of
+    memory later."""
+    from railyard.errors import SpecError
+
+    tune = spec.train.tune
+    assert tune is not None, "called for specs with train.tune"
+    count = tune.trial_count
+    if count <= max_trials:
+        return
+    samples = 1 if tune.search_alg == "grid" else tune.num_samples
+    how = (f"{count // samples} grid combinations" if samples == 1 else
+           f"num_samples {samples} x {count // samples} grid combination(s)")
+    raise SpecError(
+        f"train.tune: this sweep expands to {count} trials ({how}); this server runs at most "
+        f"{max_trials} per job (RAILYARD_MAX_SWEEP_TRIALS): use fewer grid values or a smaller "
+        "num_samples, or sample the values (uniform, choice) instead of a grid",
+        details=[{"field": "train.tune", "message": f"{count} trials; at most {max_trials} "
+                                                    "(RAILYARD_MAX_SWEEP_TRIALS)"}])
 
 
 def check_search_space(workflow_cls: type[Workflow], spec: TrainingSpec) -> None:

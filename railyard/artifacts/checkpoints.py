@@ -23,6 +23,13 @@ effort: a failed save is logged and training goes on. A workflow uses it through
 
 A checkpoint whose fingerprint differs from the training's (other parameters, features, data)
 is ignored, and the next save replaces it.
+
+The pointer lists the SHA-256 of each file of a checkpoint, and ``Checkpoint.read`` refuses a
+file that does not match (an ArtifactIntegrityError: the built-in workflows then log why and
+train from scratch). The pointer sits in the same store, so this catches a damaged or
+half-replaced checkpoint, not someone who can rewrite the pointer too: checkpoint files must be
+formats that load no code (XGBoost UBJSON, LightGBM text, torch tensors read with
+``weights_only=True``), never a pickle (railyard.artifacts.integrity).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from railyard.artifacts.artifact_store import ArtifactStore, join, resolve
+from railyard.artifacts.integrity import check_digest, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +63,21 @@ class Checkpoint:
     uri: str  # the checkpoint's directory
     fingerprint: str | None = None
     created_at: float = 0.0
+    digests: dict[str, str] = field(default_factory=dict)  # SHA-256 by file (from the pointer)
     _store: CheckpointStore | None = field(default=None, repr=False, compare=False)
 
     def read(self, name: str) -> bytes:
-        """The bytes of one of the checkpoint's files."""
+        """The bytes of one of the checkpoint's files; an ArtifactIntegrityError when they are
+        not the bytes that were saved."""
         if name not in self.files:
             raise KeyError(f"checkpoint step {self.step} has no file {name!r}; "
                            f"it has {self.files}")
         fs, path = self._fs_path(name)
         with fs.open_input_stream(path) as src:
-            return src.read()
+            data = src.read()
+        if name in self.digests:
+            check_digest(join(self.uri, name), data, self.digests[name])
+        return data
 
     def download(self, directory: str | Path) -> Path:
         """Copy every file of the checkpoint into a local directory; return it."""
@@ -117,7 +130,8 @@ class CheckpointStore:
                           files=list(entry.get("files") or []),
                           uri=join(self.uri, entry["dir"]),
                           fingerprint=entry.get("fingerprint"),
-                          created_at=float(entry.get("created_at") or 0.0), _store=self)
+                          created_at=float(entry.get("created_at") or 0.0),
+                          digests=dict(entry.get("sha256") or {}), _store=self)
 
     def _read_pointer(self) -> dict[str, Any]:
         """latest.json; saves keep a cached copy current (this process is its only writer
@@ -167,7 +181,8 @@ class CheckpointStore:
         for rel, data in blobs.items():
             self._put(f"{self._base}/{name}/{rel}", data)
         entry = {"step": int(step), "dir": name, "files": sorted(blobs), "meta": meta,
-                 "fingerprint": fingerprint, "created_at": time.time()}
+                 "fingerprint": fingerprint, "created_at": time.time(),
+                 "sha256": {rel: sha256_hex(data) for rel, data in sorted(blobs.items())}}
         kept = [entry, *previous][:self.keep]
         pointer = {"format": FORMAT, "checkpoints": kept}
         self._write_pointer(json.dumps(pointer, indent=1).encode())

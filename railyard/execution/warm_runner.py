@@ -14,6 +14,11 @@ without the server. Without a server the entrypoint runs the job itself.
     python -m railyard.execution.warm_runner serve --socket /path/to/warm.sock
 
 The server never initialises Ray; each child connects as the job's own driver.
+
+One stalled client never holds up the others: the server reads every connection's request at
+the same time (one selector, in the thread that forks) and drops a connection that has not
+sent a whole request within REQUEST_TIMEOUT_S, or sent more than MAX_REQUEST bytes. The socket
+is its owner's alone (mode 0600): whoever may connect may run a driver as the server's user.
 """
 
 from __future__ import annotations
@@ -21,16 +26,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import selectors
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SOCKET_ENV = "RAILYARD_WARM_SOCKET"
 FORKED_ENV = "RAILYARD_WARM_FORKED_FROM"     # set in a forked driver: the server's pid
 MAX_MESSAGE = 1 << 20
+MAX_REQUEST = 16 * MAX_MESSAGE    # a request's environment is far smaller
+REQUEST_TIMEOUT_S = 5.0           # to send a whole request, from the moment it connects
+SOCKET_MODE = 0o600
+CHECK_INTERVAL_S = 5.0            # how often the server checks its socket is still its own
 # What every driver imports; importing it once here is the point of the server.
 PRELOAD = ("railyard.execution.driver", "railyard.data.fetch", "railyard.training.streamed",
            "railyard.training.metrics", "railyard.artifacts.checkpoints",
@@ -83,48 +94,176 @@ def preload() -> None:
 
 
 def serve(socket_path: str) -> None:
-    """Preload, then fork a driver for every request until killed."""
+    """Preload, then fork a driver for every request until killed (or until the socket is
+    removed or taken over by a newer server)."""
     preload()
     path = Path(socket_path)
+    server = listen(path)
+    inode = path.stat().st_ino
+    print(f"railyard warm: serving on {path} (pid {os.getpid()})", flush=True)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    pending: dict[int, _Pending] = {}         # by descriptor
+    open_connections: set[socket.socket] = set()
+    standby = _Standby(socket_path)
+    next_check = time.monotonic() + CHECK_INTERVAL_S
+
+    def close_inherited() -> None:
+        """In a forked child: what belongs to the server and to other jobs' launchers."""
+        selector.close()
+        server.close()
+        for other in list(pending.values()):
+            other.close()
+        for other_conn in list(open_connections):
+            other_conn.close()
+
+    while True:
+        deadline = min([next_check, *(p.deadline for p in pending.values())])
+        for key, _ in selector.select(max(0.0, deadline - time.monotonic())):
+            if key.fileobj is server:
+                _accept(server, selector, pending)
+                continue
+            waiting = pending.get(key.fd)
+            if waiting is None:                  # dropped earlier in this round
+                continue
+            conn = waiting.conn
+            try:
+                request = waiting.read()
+            except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
+                _drop(selector, pending, waiting, f"bad request: {exc}")
+                continue
+            if request is None:
+                continue
+            selector.unregister(conn)
+            del pending[key.fd]
+            conn.setblocking(True)
+            _start(conn, request, waiting.take_fds(), open_connections, standby,
+                   close_inherited)
+        now = time.monotonic()
+        for waiting in [p for p in pending.values() if p.deadline <= now]:
+            _drop(selector, pending, waiting,
+                  f"no whole request within {REQUEST_TIMEOUT_S:.0f}s; connection closed")
+        if now >= next_check:
+            next_check = now + CHECK_INTERVAL_S
+            # Gone (its cluster was stopped and cleaned up) or taken over by a newer server.
+            if not path.exists() or path.stat().st_ino != inode:
+                close_inherited()
+                return
+
+
+def listen(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path`` that only this user may connect to (created with
+    mode 0600: no moment when it is more open), non-blocking."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
+    previous = os.umask(0o777 & ~SOCKET_MODE)
+    try:
+        server.bind(str(path))
+    finally:
+        os.umask(previous)
+    os.chmod(path, SOCKET_MODE)
     server.listen(64)
-    inode = path.stat().st_ino
-    print(f"railyard warm: serving on {path} (pid {os.getpid()})", flush=True)
-    server.settimeout(5.0)
-    open_connections: set[socket.socket] = set()
-    standby = _Standby(socket_path)
-    while True:
+    server.setblocking(False)
+    return server
+
+
+class _Pending:
+    """A connection whose request is still being read (without blocking), with its deadline."""
+
+    def __init__(self, conn: socket.socket, deadline: float) -> None:
+        self.conn, self.deadline = conn, deadline
+        self.buffer = b""
+        self.fds: list[int] = []
+
+    def read(self) -> dict | None:
+        """Read what has arrived; the request once it is whole, else None. Raises on a closed
+        or oversized connection, or a request that is not a JSON object with three
+        descriptors."""
         try:
-            conn, _ = server.accept()
-        except TimeoutError:                   # socket.timeout is an alias of it
-            # Gone (its cluster was stopped and cleaned up) or taken over by a newer server.
-            if not path.exists() or path.stat().st_ino != inode:
-                return
-            continue
-        conn.settimeout(None)
-        try:
-            request, fds = recv_message(conn, max_fds=3)
-            if request is None or len(fds) != 3:
-                raise ValueError("expected a request with stdin, stdout and stderr")
-        except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
-            print(f"railyard warm: bad request: {exc}", file=sys.stderr, flush=True)
-            conn.close()
-            continue
+            if not self.fds:
+                chunk, fds, _, _ = socket.recv_fds(self.conn, MAX_MESSAGE, 3)
+                self.fds.extend(fds)
+            else:
+                chunk = self.conn.recv(MAX_MESSAGE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if not chunk:
+            raise ValueError("the client closed the connection before a whole request")
+        self.buffer += chunk
+        if len(self.buffer) > MAX_REQUEST:
+            raise ValueError(f"request over {MAX_REQUEST} bytes")
+        if not self.buffer.endswith(b"\n"):
+            return None
+        request = json.loads(self.buffer)
+        if not isinstance(request, dict) or len(self.fds) != 3 \
+                or not isinstance(request.get("argv"), list) \
+                or not isinstance(request.get("env"), dict) \
+                or not isinstance(request.get("cwd"), str) \
+                or not isinstance(request.get("launcher_pid"), int):
+            raise ValueError("expected a request with argv, env, cwd, launcher_pid and "
+                             "stdin, stdout and stderr")
+        return request
+
+    def take_fds(self) -> list[int]:
+        """The descriptors that came with the request, now the caller's to close."""
+        fds, self.fds = self.fds, []
+        return fds
+
+    def close(self) -> None:
+        for fd in self.take_fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.conn.close()
+
+
+def _accept(server: socket.socket, selector: selectors.BaseSelector,
+            pending: dict[int, _Pending]) -> None:
+    try:
+        conn, _ = server.accept()
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as exc:                     # e.g. out of descriptors: drop the oldest
+        print(f"railyard warm: accept failed: {exc}", file=sys.stderr, flush=True)
+        if pending:
+            oldest = min(pending.values(), key=lambda p: p.deadline)
+            _drop(selector, pending, oldest, "dropped to accept others")
+        return
+    conn.setblocking(False)
+    pending[conn.fileno()] = _Pending(conn, time.monotonic() + REQUEST_TIMEOUT_S)
+    selector.register(conn, selectors.EVENT_READ)
+
+
+def _drop(selector: selectors.BaseSelector, pending: dict[int, _Pending],
+          waiting: _Pending, why: str) -> None:
+    print(f"railyard warm: {why}", file=sys.stderr, flush=True)
+    selector.unregister(waiting.conn)
+    del pending[waiting.conn.fileno()]
+    waiting.close()
+
+
+def _start(conn: socket.socket, request: dict, fds: list[int], open_connections: set,
+           standby: _Standby, close_inherited: Callable[[], None]) -> None:
+    """Fork the job's driver for ``request``; a thread reports its pid and exit code."""
+    try:
         pid = os.fork()
-        if pid == 0:
-            server.close()
-            for other in list(open_connections):  # other jobs' launchers are not ours
-                other.close()
-            _run_child(conn, request, fds)       # never returns
+    except OSError as exc:                     # the launcher then sees the server hang up
+        print(f"railyard warm: could not fork: {exc}", file=sys.stderr, flush=True)
         for fd in fds:
             os.close(fd)
-        open_connections.add(conn)
-        standby.saw_job(request["env"])
-        threading.Thread(target=_report_exit, args=(conn, pid, open_connections, standby),
-                         daemon=True).start()
+        conn.close()
+        return
+    if pid == 0:
+        close_inherited()                      # other jobs' launchers are not ours
+        _run_child(conn, request, fds)         # never returns
+    for fd in fds:
+        os.close(fd)
+    open_connections.add(conn)
+    standby.saw_job(request["env"])
+    threading.Thread(target=_report_exit, args=(conn, pid, open_connections, standby),
+                     daemon=True).start()
 
 
 class _Standby:

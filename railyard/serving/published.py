@@ -13,12 +13,20 @@ Prediction columns by task: ``prediction`` (probability of label 1 for binary; t
 regression and forecasting; the vector for embeddings); multiclass adds ``probability_<k>`` per
 class and makes ``prediction`` the most probable class. ``RailyardClient.load_model(job_id)``,
 ``railyard predict`` and ``railyard serve-model`` all go through here.
+
+Nothing is loaded that the job database does not vouch for (railyard.artifacts.integrity): the
+job's ``artifacts.manifest_sha256`` (given as ``trusted``, else looked up in the job database
+this process is configured with) checks ``manifest.json``, whose ``digests`` check every other
+file; the checked files are copied into a private directory and loaded from there. A file that
+does not match is an ArtifactIntegrityError naming it. Without a recorded digest (a model
+published before digests were, or no job database to ask) a pickle (a scikit-learn model) is
+refused and the other files load unchecked.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,9 +36,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
 
-from railyard.artifacts.artifact_store import resolve
+from railyard.artifacts.integrity import check_digest, checked_copy, read_files
 from railyard.errors import DataSourceError, NotFoundError
 from railyard.spec import TrainSpec
 from railyard.training.manifest import (
@@ -44,9 +51,89 @@ from railyard.training.workflow import Workflow
 
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
+log = logging.getLogger(__name__)
 
 TableLike: TypeAlias = (pa.Table | pd.DataFrame | Sequence[Mapping[str, Any]]
                         | Mapping[str, Sequence[Any]])
+
+# Rows sent for prediction (``check_records``): the JSON values a column of each trained type
+# accepts; null is always accepted (a missing value).
+KIND_TEXT = {"string": "a string", "integer": "an integer", "number": "a number",
+             "bool": "true or false", "temporal": "a date/time string (or epoch number)",
+             "scalar": "a string, number or boolean", "": "any value"}
+MAX_RECORD_PROBLEMS = 50  # details listed in the error (the message gives the count)
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """What a JSON record sent for prediction must hold: every ``required`` column (with the
+    JSON kind its value must be, None: not checked); no other key unless ``closed`` is false
+    (a workflow that derives columns may read more, e.g. a forecaster's date and history);
+    ``ignored`` keys (the label) are accepted and not used."""
+
+    required: dict[str, str | None]
+    types: dict[str, str]
+    ignored: frozenset[str] = frozenset()
+    closed: bool = True
+
+
+def json_kind(type_name: str | None) -> str | None:
+    """The kind of JSON value a column of trained Arrow type ``type_name`` (as the manifest's
+    ``feature_types`` writes it) accepts: string, integer, number, bool or temporal; None
+    when unknown (any value is tried)."""
+    if not type_name:
+        return None
+    name = type_name
+    if name.startswith("dictionary<values="):
+        name = name[len("dictionary<values="):].split(",", 1)[0]
+    try:
+        arrow_type = pa.type_for_alias(name)
+    except ValueError:
+        return "temporal" if name.startswith(("timestamp", "date", "time")) else None
+    checks = (("string", (pa.types.is_string, pa.types.is_large_string)),
+              ("bool", (pa.types.is_boolean,)),
+              ("integer", (pa.types.is_integer,)),
+              ("number", (pa.types.is_floating, pa.types.is_decimal)),
+              ("temporal", (pa.types.is_temporal,)))
+    for kind, predicates in checks:
+        if any(predicate(arrow_type) for predicate in predicates):
+            return kind
+    return None
+
+
+def _accepts(kind: str | None, value: Any) -> bool:
+    if value is None or kind is None:
+        return True
+    if kind == "string":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return kind in ("bool", "scalar")
+    if kind == "integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind == "number":
+        return isinstance(value, int | float)
+    if kind == "temporal":
+        return isinstance(value, str | int | float)
+    if kind == "scalar":
+        return isinstance(value, str | int | float)
+    return False  # bool, given something else
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list | tuple) else "an object"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class _Predictions(ABC):
@@ -74,9 +161,57 @@ class _Predictions(ABC):
             table = table.append_column(name, values)
         return table
 
+    @abstractmethod
+    def record_schema(self) -> RecordSchema:
+        """What a JSON record sent for prediction must hold."""
+
+    def check_records(self, records: Sequence[Any]) -> None:
+        """A DataSourceError (422) naming the row index and the column of every record that
+        lacks an input column, has a key the model does not know, or a value of the wrong
+        JSON type for the trained column type (``"charge_type": 5`` for a string feature)."""
+        schema = self.record_schema()
+        problems: list[dict[str, Any]] = []
+        count = 0
+
+        def add(row: int, field: str, message: str) -> None:
+            nonlocal count
+            count += 1
+            if len(problems) < MAX_RECORD_PROBLEMS:
+                problems.append({"row": row, "field": field, "message": message})
+
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                add(i, "(row)", f"row {i} is {_json_type(record)}, not an object of columns")
+                continue
+            for name, kind in schema.required.items():
+                if name not in record:
+                    add(i, name, f"row {i}: feature {name!r} is missing")
+                elif not _accepts(kind, record[name]):
+                    trained = (f" (the model was trained on {schema.types[name]})"
+                               if name in schema.types else "")
+                    add(i, name, f"row {i}: feature {name!r} must be {KIND_TEXT[kind or '']}"
+                                 f"{trained}, got {_json_type(record[name])} "
+                                 f"{_short(record[name])}")
+            if schema.closed:
+                for key in record:
+                    if key not in schema.required and key not in schema.ignored:
+                        add(i, str(key), f"row {i}: {key!r} is not a feature of this model "
+                                         f"(its features: {', '.join(schema.required)})")
+        if count:
+            shown = "; ".join(p["message"] for p in problems[:5])
+            more = f"; and {count - 5} more" if count > 5 else ""
+            raise DataSourceError(f"{count} problem(s) in the rows: {shown}{more}",
+                                  details=problems)
+
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """One dict of prediction columns per input record (the serving endpoint's answer)."""
-        return self.predict_table(list(records), keep_input=False).to_pylist()
+        """One dict of prediction columns per input record (the serving endpoint's answer),
+        after :meth:`check_records`; a value Arrow still cannot convert is a DataSourceError."""
+        self.check_records(records)
+        try:
+            return self.predict_table(list(records), keep_input=False).to_pylist()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise DataSourceError(f"the rows do not convert to the model's input: {exc}",
+                                  details=[{"field": "rows", "message": str(exc)}]) from None
 
 
 @dataclass
@@ -108,6 +243,15 @@ class PublishedModel(_Predictions):
         """Columns a prediction input must have (features the workflow does not derive)."""
         derived = self.workflow.derived_columns
         return [f for f in self.features if f not in derived]
+
+    def record_schema(self) -> RecordSchema:
+        """Every input column, typed by the manifest's ``feature_types``; the label may be
+        sent and is ignored; other keys are refused unless the workflow derives columns."""
+        types = dict(self.manifest.get("feature_types") or {})
+        label = self.manifest.get("label")
+        return RecordSchema(required={c: json_kind(types.get(c)) for c in self.input_columns},
+                            types=types, ignored=frozenset([label] if label else []),
+                            closed=not self.workflow.derived_columns)
 
     def describe(self) -> dict[str, Any]:
         """The manifest's facts about the model, for humans and the /info endpoint."""
@@ -180,25 +324,43 @@ def prediction_columns(task: str, scores: np.ndarray) -> dict[str, pa.Array]:
     return {PREDICTION: pa.FixedSizeListArray.from_arrays(flat, scores.shape[1])}
 
 
-def fetch_model_dir(uri: str | Path, into: Path | None = None) -> Path:
-    """A local directory holding the model files: the directory itself for a local path, else
-    a copy of every file under ``uri`` (e.g. ``s3://…/model``) in ``into`` or a new temp dir."""
-    fs, path = resolve(str(uri))
-    if isinstance(fs, pafs.LocalFileSystem):
-        local = Path(path)
-        if not (local / MANIFEST_FILE).is_file():
-            raise NotFoundError(f"no published model at {uri}: {MANIFEST_FILE} is missing")
-        return local
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    files = [i for i in infos if i.type == pafs.FileType.File]
-    if not any(i.base_name == MANIFEST_FILE for i in files):
+def model_files(uri: str | Path) -> dict[str, bytes]:
+    """Every file of the model directory at ``uri`` (a local path or e.g. ``s3://…/model``), by
+    name; a NotFoundError when it has no manifest."""
+    files = read_files(str(uri))
+    if MANIFEST_FILE not in files:
         raise NotFoundError(f"no published model at {uri}: {MANIFEST_FILE} is missing")
-    target = into or Path(tempfile.mkdtemp(prefix="railyard-model-"))
-    target.mkdir(parents=True, exist_ok=True)
-    for info in files:
-        with fs.open_input_stream(info.path) as src:
-            (target / info.base_name).write_bytes(src.read())
-    return target
+    return files
+
+
+def fetch_model_dir(uri: str | Path, into: Path | None = None, *,
+                    expected: Mapping[str, str] | None = None) -> Path:
+    """A private local directory (``into`` or a new temporary one) holding the files of the
+    model directory at ``uri``, checked against ``expected`` (file name → SHA-256; without it
+    a pickle is refused: railyard.artifacts.integrity.checked_copy)."""
+    return checked_copy(str(uri), model_files(uri), expected, into)
+
+
+def recorded_artifacts(job_id: str | None) -> Mapping[str, Any] | None:
+    """The job's ``artifacts`` in the job database this process is configured with
+    (RAILYARD_DATABASE_URL); None when there is no such job or no database to ask."""
+    if not job_id:
+        return None
+    from railyard.config import get_settings
+    from railyard.jobstore import jobs
+    from railyard.jobstore.engine import get_engine
+
+    url = get_settings().resolved_database_url
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).is_file():
+        return None        # the default SQLite file of a machine that has no job database
+    try:
+        return dict(jobs.get_job(get_engine(url), job_id=str(job_id)).artifacts or {})
+    except NotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - no database here: nothing vouches for the files
+        log.warning("could not look up job %s in the job database: %s", job_id,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return None
 
 
 def workflow_for(manifest: ModelManifest | Mapping[str, Any]) -> Workflow:
@@ -240,6 +402,22 @@ class PartitionedModel(_Predictions):
         first = next(iter(self.models.values()), None)
         return [self.column, *(first.input_columns if first else [])]
 
+    def record_schema(self) -> RecordSchema:
+        """The partition column (any scalar) and every partition's input columns."""
+        required: dict[str, str | None] = {self.column: "scalar"}
+        types: dict[str, str] = {}
+        ignored: set[str] = set()
+        closed = True
+        for model in self.models.values():
+            schema = model.record_schema()
+            for name, kind in schema.required.items():
+                required.setdefault(name, kind)
+            types = schema.types | types
+            ignored |= schema.ignored
+            closed = closed and schema.closed
+        return RecordSchema(required=required, types=types, ignored=frozenset(ignored),
+                            closed=closed)
+
     def describe(self) -> dict[str, Any]:
         """The manifest's facts about the models, for humans and the /info endpoint."""
         keys = ("job_id", "workflow", "partitioned_by", "spec_hash")
@@ -262,18 +440,51 @@ class PartitionedModel(_Predictions):
         return out
 
 
-def load_published(model_dir: str | Path, *,
-                   into: Path | None = None) -> PublishedModel | PartitionedModel:
-    """Load the model published at ``model_dir`` (local path, ``file://`` or ``s3://``); a
-    fan-out job's manifest loads every partition's model."""
-    directory = fetch_model_dir(model_dir, into)
-    raw = json.loads((directory / MANIFEST_FILE).read_text())
+def load_published(model_dir: str | Path, *, into: Path | None = None,
+                   trusted: Mapping[str, Any] | None = None
+                   ) -> PublishedModel | PartitionedModel:
+    """Load the model published at ``model_dir`` (local path, ``file://`` or ``s3://``) into
+    ``into`` (empty, or a new temporary directory); a fan-out job's manifest loads every
+    partition's model. ``trusted``: the job's ``artifacts`` as the job database holds them
+    (what the API returns); without it they are looked up by the manifest's job id (see the
+    module docstring). A file that does not match its digest is an ArtifactIntegrityError."""
+    files = model_files(model_dir)
+    if trusted is None:
+        try:
+            job_id = json.loads(files[MANIFEST_FILE]).get("job_id")
+        except (ValueError, AttributeError):
+            job_id = None
+        trusted = recorded_artifacts(job_id)
+    digest = (trusted or {}).get("manifest_sha256")
+    if not digest:
+        log.warning("no manifest digest is recorded for the model at %s: its files are not "
+                    "checked, and a pickle among them is refused", model_dir)
+    return _load(str(model_dir), files, {MANIFEST_FILE: str(digest)} if digest else None, into)
+
+
+def _load(where: str, files: dict[str, bytes], expected: dict[str, str] | None,
+          into: Path | None) -> PublishedModel | PartitionedModel:
+    """The model in ``files`` (read from ``where``), checked against ``expected`` (trusted
+    digests by file name, the manifest's among them) and the digests the checked manifest
+    lists."""
+    if expected is not None and MANIFEST_FILE in expected:
+        check_digest(f"{where.rstrip('/')}/{MANIFEST_FILE}", files[MANIFEST_FILE],
+                     expected[MANIFEST_FILE])
+    raw = json.loads(files[MANIFEST_FILE])
     manifest = read_manifest(raw)
     if isinstance(manifest, PartitionedManifest):
-        models = {value: load_published(entry.model_dir)
+        # Each partition's files are checked against the digests this manifest lists for it.
+        models = {value: _load(entry.model_dir, model_files(entry.model_dir),
+                               dict(entry.digests) if expected and entry.digests else None,
+                               None)
                   for value, entry in sorted(manifest.partitions.items())
                   if entry.status == "SUCCEEDED" and entry.model_dir}
         return PartitionedModel(manifest=raw, column=manifest.partitioned_by, models=models)
+    if expected is not None:
+        expected = {**(manifest.digests or {}), **expected}
+        if set(expected) == {MANIFEST_FILE}:
+            expected = None   # a checked manifest that vouches for no file
+    directory = checked_copy(where, files, expected, into)
     workflow = workflow_for(manifest)
     return PublishedModel(manifest=raw, workflow=workflow,
                           model=workflow.load(directory), directory=directory)

@@ -9,6 +9,11 @@ write them; railyard.serving.published reads them.
 Reading ignores keys it does not know and every field but the workflow (the partition column
 for a fan-out) is optional, so models published by older versions still load. Writing keeps
 exactly the keys that were set, in the order below, as ``json.dumps(..., indent=2)``.
+
+A manifest lists the SHA-256 ``digests`` of the files beside it (a fan-out manifest, of each
+partition's files), and the job database holds the manifest's own digest
+(``Job.artifacts["manifest_sha256"]``): loading checks the chain before it reads a model file
+(railyard.artifacts.integrity).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class ModelManifest(_Manifest):
     # train.custom_params of the workflow that saved the model; absent from manifests
     # published before it was recorded (the workflow then loads with default parameters).
     custom_params: dict[str, Any] | None = None
+    # SHA-256 of every other file of the model directory, by name (railyard.artifacts.integrity):
+    # trusted once the manifest's own digest matches the one the job database holds.
+    digests: dict[str, str] | None = None
 
 
 
@@ -64,6 +72,8 @@ class PartitionEntry(_Manifest):
     model_dir: str | None = None
     key: str | None = None                   # the path-safe folder name of the value
     status: str | None = None                # SUCCEEDED | FAILED
+    # SHA-256 of every file of the partition's model directory (its manifest.json included)
+    digests: dict[str, str] | None = None
 
 
 class PartitionedManifest(_Manifest):

@@ -84,7 +84,8 @@ class SklearnParams(WorkflowParams):
 @register_workflow
 class SklearnWorkflow(Workflow):
     """A scikit-learn estimator in a Pipeline (imputer and scaler where needed), saved with
-    joblib."""
+    joblib: a pickle, which ``load`` must only be given once its digest was checked
+    (railyard.artifacts.integrity; railyard.serving.published and the sweeps do)."""
 
     name = "sklearn"
     framework = "sklearn"

@@ -5,14 +5,29 @@ Each trial fits the job's workflow with one point of the search space, reports h
 rule can stop bad trials early), and checkpoints its model. Every trial becomes a record on the
 job; the best trial's model becomes the job's model. A failed trial is recorded with its error
 and fails the job only when every trial fails.
+
+Nothing is unpickled from the artifact store (railyard.artifacts.integrity). A trial reports the
+SHA-256 of its checkpoint's files with its final result, which reaches the driver through Ray,
+not the store; the best trial's checkpoint is loaded only from a private copy of files that
+match. A retried attempt does not restore Ray Tune's experiment state (pickles in the store):
+it resumes from the trial records the earlier attempt stored in the job database. Those
+trials are kept as recorded and only the rest run, in a new experiment: ``num_samples`` less
+the kept ones, or the grid points no kept trial covered (a resumed Optuna or HyperOpt search
+starts afresh for the remaining trials; ASHA and the median rule see only the new ones). When
+a kept trial is the best, its configuration is fitted once more in the driver, as the driver
+engine does (railyard.training.sweeps.in_driver).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
-import os
+import shutil
 import tempfile
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
+from railyard.artifacts.integrity import (
+    ArtifactIntegrityError,
+    checked_copy,
+    directory_digests,
+    read_files,
+)
 from railyard.spec import SearchDomain, TrainSpec, TuneSpec
 from railyard.training.registry import get_workflow
 from railyard.training.workflow import TrainContext, TrainingData, Workflow
@@ -36,7 +57,11 @@ log = logging.getLogger(__name__)
 MAIN_METRIC = {"binary": ("auc", "max"), "multiclass": ("accuracy", "max"),
                "regression": ("rmse", "min"), "forecasting": ("rmse", "min")}
 INTERMEDIATE_REPORTS = 20
-EXPERIMENT_NAME = "sweep"
+EXPERIMENT_NAME = "sweep"      # each attempt's experiment is sweep-<random>
+# A trial's final result: the SHA-256 of each file of its checkpoint, as JSON.
+CHECKPOINT_DIGESTS = "checkpoint_sha256"
+# A resumed grid sweep's remaining grid points, as one grid domain of whole configurations.
+GRID_KEY = "__railyard_grid"
 
 
 @dataclass
@@ -134,6 +159,13 @@ def eval_metric_for(metric: str) -> str | None:
     return metric if metric in ("auc", "rmse", "logloss", "mae", "error") else None
 
 
+def flat_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A trial's parameters (a resumed grid sweep's grid point merged in)."""
+    config = dict(config or {})
+    point = config.pop(GRID_KEY, None) or {}
+    return {**config, **point}
+
+
 def trial_workflow(train_spec: dict[str, Any], config: dict[str, Any],
                    eval_metric: str | None) -> Workflow:
     """The job's workflow with one point of the search space over its base params."""
@@ -152,7 +184,7 @@ def _trainable(config: dict[str, Any], *, train_spec: dict[str, Any], data: Trai
     """One trial, in a Ray worker: fit with ``config`` over the base params, report, checkpoint."""
     from ray import tune
 
-    workflow = trial_workflow(train_spec, config, eval_metric)
+    workflow = trial_workflow(train_spec, flat_config(config), eval_metric)
 
     def report(metrics: dict[str, float]) -> None:
         tune.report({**metrics, "final": 0})
@@ -163,14 +195,19 @@ def _trainable(config: dict[str, Any], *, train_spec: dict[str, Any], data: Trai
     metrics = workflow.evaluate(model, data)
     with tempfile.TemporaryDirectory() as directory:
         workflow.save(model, Path(directory))
-        tune.report({**metrics, "final": 1},
+        digests = json.dumps(directory_digests(Path(directory)), sort_keys=True)
+        tune.report({**metrics, "final": 1, CHECKPOINT_DIGESTS: digests},
                     checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
               storage_path: str, on_trial: Callable[[TrialRecord], None] | None = None,
-              placement: dict[str, Any] | None = None) -> SweepResult:
-    """Run the sweep; return the best trial's model and every trial's record."""
+              placement: dict[str, Any] | None = None,
+              earlier: list[dict[str, Any]] | None = None) -> SweepResult:
+    """Run the sweep; return the best trial's model and every trial's record. ``earlier``:
+    the trial records an earlier attempt of the job stored (railyard.jobstore.jobs.list_trials);
+    when not given they are read through ``on_trial`` when it names the job (its
+    ``database_url`` and ``job_id``, as railyard.execution.plans.sweep.TrialRecorder does)."""
     from ray import tune
 
     from railyard.data.fetch import ensure_ray
@@ -179,63 +216,120 @@ def run_sweep(workflow: Workflow, data: TrainingData, train: TrainSpec, *,
     assert tune_spec is not None
     ensure_ray()
     metric, mode = objective(tune_spec, workflow, data)
-    space = {name: tune_domain(domain) for name, domain in tune_spec.search_space.items()}
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, train_spec=train.model_dump(mode="json"), data=data,
-                             eval_metric=eval_metric_for(metric)),
-        trial_resources(tune_spec.cpus_per_trial, placement))
-    # Tune saves its experiment state at most every 10 s by default; a retried attempt can
-    # only skip trials whose end made it into that state, so save more often.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    experiment = f"{storage_path.rstrip('/')}/{EXPERIMENT_NAME}"
-    resumed = 0
-    if tune.Tuner.can_restore(experiment):
-        # An earlier attempt of this job ran the sweep: go on from its state instead of
-        # starting again (finished trials are kept; unfinished and errored ones run again).
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, param_space=space,
-                                   resume_unfinished=True, resume_errored=True)
-        try:
-            # ResultGrid iterates through __getitem__ (no __iter__, which mypy needs)
-            resumed = sum(1 for r in tuner.get_results()  # type: ignore[attr-defined, misc]
-                          if r.error is None and (r.metrics or {}).get("final") == 1)
-        except Exception:  # noqa: BLE001 - the count is for the record only
-            resumed = 0
-        log.info("restored the sweep of an earlier attempt from %s: %d trials already "
-                 "finished", experiment, resumed)
-        return _finish(tuner, workflow, metric, mode, resumed)
-    tuner = tune.Tuner(
-        trainable, param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=metric, mode=mode, search_alg=_search_alg(tune_spec, metric, mode),
-            scheduler=_scheduler(tune_spec),
-            num_samples=1 if tune_spec.search_alg == "grid" else tune_spec.num_samples,
-            max_concurrent_trials=tune_spec.max_concurrent_trials,
-            time_budget_s=tune_spec.time_budget_s,
-            # One trial's worker process serves the next: starting an actor per trial costs
-            # more than a tiny model's whole fit.
-            reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=storage_path, name=EXPERIMENT_NAME, verbose=0,
-                                  callbacks=[_RecordTrials(on_trial)] if on_trial else None))
-    return _finish(tuner, workflow, metric, mode, resumed)
-
-
-def _finish(tuner: Any, workflow: Workflow, metric: str, mode: str,
-            resumed: int) -> SweepResult:
-    """Run ``tuner`` to the end; the best trial's model and every trial's record."""
-    started = time.monotonic()
-    grid = tuner.fit()
-    log.info("sweep of %d trials took %.1fs", len(grid), time.monotonic() - started)
-    records = [_record(result) for result in grid]
-    finished = [r for r in zip(grid, records, strict=True) if r[1].status == "SUCCEEDED"]
+    kept = kept_records(earlier if earlier is not None else _earlier_records(on_trial))
+    space, num_samples = remaining_space(tune_spec, kept)
+    train_json = train.model_dump(mode="json")
+    eval_metric = eval_metric_for(metric)
+    ran: list[tuple[TrialRecord, Result | None]] = [(record, None) for record in kept]
+    if kept:
+        log.info("resuming the sweep: %d trials kept from an earlier attempt, %s to run", len(kept),
+                 f"{num_samples} more" if GRID_KEY not in space
+                 else f"{len(space[GRID_KEY]['grid_search'])} grid points")
+    if num_samples:
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, train_spec=train_json, data=data,
+                                 eval_metric=eval_metric),
+            trial_resources(tune_spec.cpus_per_trial, placement))
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=metric, mode=mode, search_alg=_search_alg(tune_spec, metric, mode),
+                scheduler=_scheduler(tune_spec), num_samples=num_samples,
+                max_concurrent_trials=tune_spec.max_concurrent_trials,
+                time_budget_s=tune_spec.time_budget_s,
+                # One trial's worker process serves the next: starting an actor per trial
+                # costs more than a tiny model's whole fit.
+                reuse_actors=True),
+            # A new experiment per attempt: an earlier attempt's state is never read back.
+            run_config=tune.RunConfig(storage_path=storage_path,
+                                      name=f"{EXPERIMENT_NAME}-{uuid.uuid4().hex[:8]}",
+                                      verbose=0,
+                                      callbacks=[_RecordTrials(on_trial)] if on_trial else None))
+        started = time.monotonic()
+        grid = tuner.fit()
+        log.info("sweep of %d trials took %.1fs", len(grid), time.monotonic() - started)
+        results = [grid[i] for i in range(len(grid))]  # ResultGrid has no __iter__ for mypy
+        ran += [(_record(result), result) for result in results]
+    records = [record for record, _ in ran]
+    finished = [pair for pair in ran if pair[0].status == "SUCCEEDED"]
     if not finished:
         errors = "; ".join(f"{r.trial_id}: {r.error}" for r in records if r.error)[:2000]
         raise RuntimeError(f"all {len(records)} trials failed or were stopped. {errors}")
-    best_result, best = max(finished, key=lambda pair: pair[1].metrics.get(metric, float("nan"))
-                            if mode == "max" else -pair[1].metrics.get(metric, float("nan")))
-    with best_result.checkpoint.as_directory() as directory:
-        model = workflow.load(Path(directory))
+    best, best_result = max(finished, key=lambda pair: pair[0].metrics.get(metric, float("nan"))
+                            if mode == "max" else -pair[0].metrics.get(metric, float("nan")))
+    if best_result is None:  # a kept trial: fit its configuration once more
+        log.info("the best trial %s ran in an earlier attempt: fitting its configuration again",
+                 best.trial_id)
+        model = trial_workflow(train_json, best.params, eval_metric).fit(
+            data, TrainContext(resources={"num_workers": 1}))
+    else:
+        model = load_trial_checkpoint(workflow, best_result, best.trial_id)
     return SweepResult(model=model, best_params=best.params, best_trial_id=best.trial_id,
-                       metric=metric, mode=mode, trials=records, resumed_trials=resumed)
+                       metric=metric, mode=mode, trials=records, resumed_trials=len(kept))
+
+
+def kept_records(earlier: list[dict[str, Any]]) -> list[TrialRecord]:
+    """The trials an earlier attempt finished (succeeded, stopped early or failed): kept as
+    they were recorded, not run again."""
+    fields = TrialRecord.__dataclass_fields__
+    return [TrialRecord(**{k: v for k, v in record.items() if k in fields})
+            for record in earlier
+            if record.get("status") in ("SUCCEEDED", "STOPPED", "FAILED")
+            and record.get("trial_id")]
+
+
+def remaining_space(tune_spec: TuneSpec, kept: list[TrialRecord]) -> tuple[dict[str, Any], int]:
+    """(param_space, num_samples) of the trials still to run after the ``kept`` ones: the whole
+    sweep when nothing is kept; else the non-grid domains with ``num_samples`` less the kept
+    trials, or, with grid domains, one grid domain (GRID_KEY) over the grid points each
+    still owed (a point is owed once per sample)."""
+    from ray import tune
+
+    domains = tune_spec.search_space
+    samples = 1 if tune_spec.search_alg == "grid" else tune_spec.num_samples
+    if not kept:
+        return {name: tune_domain(d) for name, d in domains.items()}, samples
+    space = {name: tune_domain(d) for name, d in domains.items() if d.kind != "grid"}
+    grid_names = [name for name, d in domains.items() if d.kind == "grid"]
+    if not grid_names:
+        return space, max(0, samples - len(kept))
+    done = Counter(tuple(json.dumps(r.params.get(n)) for n in grid_names) for r in kept)
+    owed: list[dict[str, Any]] = []
+    for values in itertools.product(*(domains[n].values for n in grid_names)):
+        key = tuple(json.dumps(v) for v in values)
+        owed += [dict(zip(grid_names, values, strict=True))] * max(0, samples - done[key])
+    if not owed:
+        return space, 0
+    return {**space, GRID_KEY: tune.grid_search(owed)}, 1
+
+
+def _earlier_records(on_trial: Any) -> list[dict[str, Any]]:
+    """The job's trial records in the job database, when ``on_trial`` names the job."""
+    url, job_id = getattr(on_trial, "database_url", None), getattr(on_trial, "job_id", None)
+    if not isinstance(url, str) or not isinstance(job_id, str):
+        return []
+    from railyard.jobstore import jobs
+    from railyard.jobstore.engine import get_engine
+    from railyard.jobstore.retrying_store import call_with_db_retry
+
+    return call_with_db_retry(lambda: jobs.list_trials(get_engine(url), job_id=job_id))
+
+
+def load_trial_checkpoint(workflow: Workflow, result: Any, trial_id: str) -> Any:
+    """The model in a trial's checkpoint, loaded from a private copy of its files once they
+    match the digests the trial reported (an ArtifactIntegrityError naming the file else)."""
+    checkpoint = result.checkpoint
+    where = f"the checkpoint of trial {trial_id} at {checkpoint.path}"
+    reported = (result.metrics or {}).get(CHECKPOINT_DIGESTS)
+    if not reported:
+        raise ArtifactIntegrityError(f"{where}: the trial reported no digests of its files; "
+                                     "refusing to load it")
+    files = read_files(checkpoint.path, filesystem=checkpoint.filesystem)
+    directory = checked_copy(checkpoint.path, files, json.loads(reported))
+    try:
+        return workflow.load(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _record(result: Result) -> TrialRecord:
@@ -251,7 +345,8 @@ def _record(result: Result) -> TrialRecord:
         status, error = "SUCCEEDED", None
     else:
         status, error = "STOPPED", "stopped early by the scheduler"
-    return TrialRecord(trial_id=str(trial_id), params=dict(result.config or {}), metrics=metrics,
+    return TrialRecord(trial_id=str(trial_id), params=flat_config(result.config),
+                       metrics=metrics,
                        status=status, duration_s=(result.metrics or {}).get("time_total_s"),
                        error=error,
                        iterations=int((result.metrics or {}).get("training_iteration", 0)))
@@ -276,7 +371,7 @@ def _live_record(trial: Trial, status: str) -> TrialRecord:
     result = trial.last_result or {}
     if status == "SUCCEEDED" and result.get("final") != 1:
         status = "STOPPED"
-    return TrialRecord(trial_id=trial.trial_id, params=dict(trial.config or {}),
+    return TrialRecord(trial_id=trial.trial_id, params=flat_config(trial.config),
                        metrics={k: float(v) for k, v in result.items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)
                                 and k in ("auc", "rmse", "logloss", "accuracy", "mae", "r2",

@@ -1,12 +1,15 @@
 """Warm runners with real processes (no Ray cluster: the NoOp workflow on a local Parquet
 file trains in the driver): a forked driver runs the job with the launcher's environment and
-stdio, and dies with its launcher; without a server the launcher runs the job itself."""
+stdio, and dies with its launcher; without a server the launcher runs the job itself. A client
+that sends half a request holds up no job, and only the server's user may connect."""
 
 from __future__ import annotations
 
 import copy
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 
@@ -113,3 +116,32 @@ def test_sigterm_reaches_the_forked_driver(home, warm_server):
     run.communicate(timeout=30)
     assert run.returncode != 0          # -SIGTERM, or 128 + SIGTERM from the driver's code
     driver.wait(timeout=10)
+
+
+def stall(socket_path: str) -> socket.socket:
+    """A client that connects, sends half a request and holds the connection open."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(socket_path)
+    client.sendall(b'{"argv": ["job-')
+    return client
+
+
+def test_a_stalled_client_holds_up_no_job_and_is_dropped(home, warm_server):
+    settings, data = home
+    assert stat.S_IMODE(os.stat(warm_server).st_mode) == 0o600
+    # More than a job could wait out one by one (each is dropped after REQUEST_TIMEOUT_S).
+    stalled = [stall(warm_server) for _ in range(30)]
+    try:
+        job_id = noop_job(settings, data)
+        run = launch(settings, job_id, warm_server)
+        output, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, output
+        assert "running in a warm driver (forked from pid" in output
+        job = jobs.get_job(get_engine(settings.resolved_database_url), job_id=job_id)
+        assert job.status == "SUCCEEDED"
+        for client in stalled:                  # the server gave up on them
+            client.settimeout(60)
+            assert client.recv(1) == b""
+    finally:
+        for client in stalled:
+            client.close()

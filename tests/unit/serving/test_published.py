@@ -23,12 +23,18 @@ import typer
 import xgboost as xgb
 from typer.testing import CliRunner
 
+from railyard.artifacts.integrity import sha256_hex
 from railyard.cli.models import predict as predict_command
 from railyard.cli.models import serve_model as serve_model_command
 from railyard.client.sdk import RailyardClient
 from railyard.errors import DataSourceError, NotFoundError
 from railyard.serving import model_server
-from railyard.serving.published import load_published, prediction_columns
+from railyard.serving.published import (
+    PartitionedModel,
+    json_kind,
+    load_published,
+    prediction_columns,
+)
 from railyard.training.builtin.torch_mlp import TabularMLP
 from railyard.training.encoding import encode, to_matrix
 from railyard.training.workflow import TrainContext
@@ -92,12 +98,24 @@ NATIVE = {"xgboost": native_xgboost, "lightgbm": native_lightgbm, "sklearn": nat
           "torch": native_torch}
 
 
+def vouch(directory: Path) -> dict[str, str]:
+    """What the publish phase adds (railyard.execution.publish): the manifest's digests of the
+    other files; returns the job's ``artifacts`` that vouch for the manifest (a scikit-learn
+    pickle loads only then)."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["digests"] = {p.name: sha256_hex(p.read_bytes()) for p in sorted(directory.iterdir())
+                           if p.is_file() and p.name != "manifest.json"}
+    raw = json.dumps(manifest, indent=2).encode()
+    (directory / "manifest.json").write_bytes(raw)
+    return {"model_dir": str(directory), "manifest_sha256": sha256_hex(raw)}
+
+
 @pytest.mark.parametrize("task", ["binary", "multiclass"])
 @pytest.mark.parametrize("name", ["xgboost", "lightgbm", "sklearn", "torch"])
 def test_published_predictions_equal_the_model_and_the_native_loader(name, task, tmp_path):
     workflow, model, data = trained(name, task)
     directory = publish(workflow, model, data, tmp_path / "job-1" / "model")
-    published = load_published(directory)
+    published = load_published(directory, trusted=vouch(directory))
     assert published.job_id == "job-1" and published.task == task
     assert published.manifest["framework"] == name
     rows = data.holdout
@@ -146,6 +164,13 @@ def test_published_forecaster_and_word2vec(tmp_path):
     assert np.allclose(scores, booster.predict(encode(forecaster.prepare(history), inner)))
     with pytest.raises(DataSourceError, match="sales"):
         published.predict(history.drop_columns(["sales"]))
+    # Rows as JSON records: a workflow that derives columns may read keys beyond its features
+    # (here the date, store and sales history); its features are still type-checked.
+    records = history.to_pylist()
+    served = published.predict_records(records)
+    assert np.allclose([r["prediction"] for r in served], scores)
+    with pytest.raises(DataSourceError, match="row 1: feature 'promo' must be an integer"):
+        published.predict_records([records[0], dict(records[1], promo="yes")])
 
     w2v = make("Word2Vec", "text", ["text"], epochs=1, embedding_dim=8)
     text = split(corpus(600), "text", ["text"], holdout=100)
@@ -173,6 +198,46 @@ def test_missing_columns_and_types_are_checked(tmp_path):
         published.predict([{"x1": "not a number", "c": "red", "x2": 0.0, "flag": False}])
     with pytest.raises(NotFoundError, match="manifest.json"):
         load_published(tmp_path / "nothing-here")
+
+
+def test_records_are_checked_by_row_and_feature(tmp_path):
+    workflow, model, data = trained("xgboost", "binary")
+    published = load_published(publish(workflow, model, data, tmp_path / "model"))
+    schema = published.record_schema()
+    assert schema.required == {"x1": "number", "c": "string", "x2": "number", "flag": "bool"}
+    assert schema.closed and schema.ignored == {"y_binary"}
+    row = {"x1": 1.0, "c": "red", "x2": 0.5, "flag": True}
+    published.check_records([row, dict(row, x1=None, y_binary=0)])
+    with pytest.raises(DataSourceError) as info:
+        published.check_records([row, dict(row, c=5, x1="abc", extra=1), "not a row"])
+    assert [(d["row"], d["field"]) for d in info.value.details] == [
+        (1, "x1"), (1, "c"), (1, "extra"), (2, "(row)")]
+    assert info.value.message.startswith("4 problem(s) in the rows: row 1: feature 'x1' must "
+                                         "be a number (the model was trained on double), got "
+                                         "a string 'abc'")
+    # A fan-out's rows: the partition column (any scalar) and the partitions' features.
+    fanout = PartitionedModel(manifest={"job_id": "job-f", "partitioned_by": "region"},
+                              column="region", models={"eu": published, "us": published})
+    assert list(fanout.record_schema().required) == ["region", "x1", "c", "x2", "flag"]
+    scores = fanout.predict_records([dict(row, region="eu"), dict(row, region="mars")])
+    assert scores[0]["prediction"] == pytest.approx(float(published.predict([row])[0]))
+    assert scores[1]["prediction"] is None or np.isnan(scores[1]["prediction"])
+    with pytest.raises(DataSourceError, match="row 0: feature 'region' is missing"):
+        fanout.check_records([row])
+    with pytest.raises(DataSourceError, match="row 0: feature 'region' must be a string, "
+                                              "number or boolean, got an object"):
+        fanout.check_records([dict(row, region={"a": 1})])
+
+
+@pytest.mark.parametrize("type_name, kind", [
+    ("string", "string"), ("large_string", "string"), ("int64", "integer"),
+    ("uint8", "integer"), ("double", "number"), ("float", "number"),
+    ("decimal128(10, 2)", None), ("bool", "bool"), ("timestamp[us]", "temporal"),
+    ("timestamp[ns, tz=UTC]", "temporal"), ("date32[day]", "temporal"),
+    ("dictionary<values=string, indices=int32, ordered=0>", "string"),
+    ("list<item: float>", None), (None, None)])
+def test_json_kind_of_trained_types(type_name, kind):
+    assert json_kind(type_name) == kind
 
 
 def test_prediction_columns_by_task():
@@ -203,12 +268,13 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, jobs: dict[str, dict[str, Any]]) -
     monkeypatch.setattr("railyard.client.sdk.RailyardClient", Client)
 
 
-def test_client_load_model_and_predict_command(monkeypatch, tmp_path):
+def test_client_load_model_and_predict_command(monkeypatch, tmp_path, job_database):
     workflow, model, data = trained("sklearn", "multiclass")
     directory = publish(workflow, model, data, tmp_path / "artifacts" / "job-1" / "model")
+    artifacts = vouch(directory)
+    job_database("job-1", artifacts)   # the pickle loads once the job's record vouches for it
     fake_api(monkeypatch, {
-        "job-1": {"id": "job-1", "status": "SUCCEEDED",
-                  "artifacts": {"model_dir": str(directory)}},
+        "job-1": {"id": "job-1", "status": "SUCCEEDED", "artifacts": artifacts},
         "job-2": {"id": "job-2", "status": "FAILED", "artifacts": {}}})
     from railyard.client import sdk as client_module
 
@@ -238,11 +304,15 @@ def test_client_load_model_and_predict_command(monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- serving (no Serve)
 
-def test_serve_config_keeps_running_apps_and_http_options(monkeypatch):
+def test_serve_config_keeps_running_apps_and_http_options(monkeypatch, tmp_path):
     api_app = {"name": "railyard", "route_prefix": "/", "import_path": "serve_app.deployment:app"}
+    old = {"name": model_server.app_name("job-1")}
     details = {"http_options": {"host": "0.0.0.0", "port": 8123},
                "applications": {"railyard": {"deployed_app_config": api_app},
-                                "model-job-1": {"deployed_app_config": {"name": "model-job-1"}}}}
+                                # a deploy from before serving keys, then the current one
+                                "model-job-1": {"deployed_app_config": {"name": "model-job-1"}},
+                                old["name"]: {"deployed_app_config": old},
+                                "model-x": {"deployed_app_config": {"name": "model-x"}}}}
     deployed: list[dict[str, Any]] = []
 
     class FakeServeClient:
@@ -257,20 +327,42 @@ def test_serve_config_keeps_running_apps_and_http_options(monkeypatch):
 
     monkeypatch.setattr("ray.dashboard.modules.serve.sdk.ServeSubmissionClient",
                         FakeServeClient)
-    monkeypatch.setattr(httpx, "get",
-                        lambda url, timeout: httpx.Response(200, json={}))
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    def get(url: str, *, headers: dict[str, str], timeout: float) -> httpx.Response:
+        asked.append((url, headers))
+        return httpx.Response(200, json={})
+
+    monkeypatch.setattr(httpx, "get", get)
     from railyard.config import Settings
 
-    url = model_server.deploy_model(Settings(), job_id="job-1", model_dir="s3://m/job-1/model",
-                                     address="http://ray:8265", port=9999, num_replicas=2)
-    assert url == "http://127.0.0.1:8123/models/job-1"
+    url = model_server.deploy_model(Settings(home=tmp_path), job_id="job-1",
+                                     model_dir="s3://m/job-1/model", address="http://ray:8265",
+                                     port=9999, num_replicas=2, token="ry_secret")
+    key = model_server.serving_key("job-1")
+    assert url == f"http://127.0.0.1:8123/models/{key}" and "job-1" not in url
+    assert asked == [(f"{url}/", {"Authorization": "Bearer ry_secret"})]
     config = deployed[0]
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8123}
-    assert [a["name"] for a in config["applications"]] == ["railyard", "model-job-1"]
+    assert [a["name"] for a in config["applications"]] == ["railyard", "model-x", f"model-{key}"]
     assert config["applications"][0] == api_app
-    model_app = config["applications"][1]
+    model_app = config["applications"][2]
     assert model_app["import_path"] == "railyard.serving.model_server:build_app"
-    assert model_app["args"] == {"model_dir": "s3://m/job-1/model"}
+    assert model_app["route_prefix"] == f"/models/{key}"
+    assert model_app["args"] == {"model_dir": "s3://m/job-1/model", "job_id": "job-1"}
+    # The replicas get the API's runtime env (none here: the API reads the nodes' environment),
+    # not the deployer's settings, so they check tokens in the API's job database.
+    assert "runtime_env" not in model_app
+    api_app["runtime_env"] = {"env_vars": {"RAILYARD_DATABASE_URL": "postgresql://api/db"}}
+    model_server.deploy_model(Settings(home=tmp_path, database_url="sqlite:///x.db"),
+                              job_id="job-1", model_dir="s3://m/job-1/model",
+                              address="http://ray:8265")
+    assert deployed[1]["applications"][-1]["runtime_env"] == api_app["runtime_env"]
+    assert model_server.api_runtime_env({}, "serve_app.deployment:app") is None
+    # No API found: the deployer's settings (as a Ray job gets them).
+    fallback = model_server.model_app_config(Settings(home=tmp_path), job_id="job-1",
+                                             model_dir="/m")
+    assert fallback["runtime_env"] == {"env_vars": Settings(home=tmp_path).runtime_env_vars()}
     assert model_app["deployments"] == [{"name": "RailyardModel", "num_replicas": 2}]
     # With Serve not running yet, the asked-for port is used.
     fresh = model_server.serve_config_with({}, model_app, drop="", host="127.0.0.1", port=9999)
@@ -281,5 +373,7 @@ def test_serving_helpers():
     assert model_server.json_ready({"a": [1.0, float("nan")], "b": float("inf"), "c": "x"}) \
         == {"a": [1.0, None], "b": None, "c": "x"}
     assert type(model_server.build_app({"model_dir": "/m"})).__name__ == "Application"
+    assert type(model_server.build_app({"model_dir": "/m", "job_id": "job-1"})).__name__ \
+        == "Application"
     with pytest.raises(ValueError):
         model_server.PredictRequest(rows=[])

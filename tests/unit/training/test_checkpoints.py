@@ -1,6 +1,6 @@
 """Checkpoints: the store (a local directory here; S3 in
-tests/integration/test_artifacts_s3.py), and built-in workflows resuming a killed attempt's
-training from the last checkpoint."""
+tests/integration/test_artifacts_s3.py), built-in workflows resuming a killed attempt's
+training from the last checkpoint, and refusing one whose files changed after it was saved."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from railyard.artifacts.artifact_store import ArtifactStore
 from railyard.artifacts.checkpoints import CheckpointStore
+from railyard.artifacts.integrity import ArtifactIntegrityError
 from railyard.spec import TrainSpec
 from railyard.training.registry import get_workflow
 from railyard.training.resume import training_fingerprint
@@ -243,3 +244,26 @@ def test_xgboost_with_early_stopping_resumes(tmp_path):
     rounds = model["booster"].num_boosted_rounds()
     assert 3 < rounds < 200 and json.loads(
         json.dumps(workflow.evaluate(model, data)))["best_iteration"] < rounds
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+def test_a_checkpoint_file_changed_after_it_was_saved_is_refused(name, tmp_path, caplog):
+    """The pointer's SHA-256 of each file: a changed file is not loaded; the training starts
+    over and the log says why."""
+    params, _, kill_at, _ = RESUMABLE[name]
+    workflow, data = make(name, **params), training_data()
+    with pytest.raises(AttemptKilled):
+        workflow.fit(data, context(job_store(tmp_path), [], kill_at=kill_at))
+    saved = job_store(tmp_path).latest()
+    assert saved is not None
+    for file in saved.files:
+        path = tmp_path / "job-1" / "checkpoints" / saved.uri.rsplit("/", 1)[-1] / file
+        path.write_bytes(path.read_bytes() + b" ")
+    with pytest.raises(ArtifactIntegrityError, match="does not match the SHA-256"):
+        job_store(tmp_path).latest().read(saved.files[0])
+    messages: list[str] = []
+    with caplog.at_level(logging.WARNING):
+        workflow.fit(data, context(job_store(tmp_path), messages))
+    assert not any("resumed" in m for m in messages)
+    assert _steps_trained(messages)[0] == 1
+    assert "does not match the SHA-256" in caplog.text

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -128,10 +129,16 @@ async def load(url: str, token: str, spec: dict, keys: list[str | None], clients
     return result
 
 
-def check_database(database_url: str, rounds: list[Round]) -> dict:
+def check_database(database_url: str, rounds: list[Round], token: str) -> dict:
     """The job table against what the clients were told: one row per accepted key, no key
-    twice, every 201 id exactly once, every 200 replay the first job's id, all QUEUED."""
-    sent = [s for r in rounds for s in r.sent]
+    twice, every 201 id exactly once, every 200 replay the first job's id, all QUEUED. (Keys
+    are stored scoped by the sending token: railyard.control.service.scoped_idempotency_key.)"""
+    from railyard.control.access import Caller
+    from railyard.control.service import scoped_idempotency_key
+
+    caller = Caller.from_token(tokens.authenticate(get_engine(database_url), token))
+    sent = [dataclasses.replace(s, key=scoped_idempotency_key(caller, s.key) if s.key else None)
+            for r in rounds for s in r.sent]
     conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute("SELECT id, idempotency_key, status FROM job "
@@ -252,7 +259,7 @@ def run_mode(mode: str, pg: Postgres, work: Path, spec: dict, args: argparse.Nam
         if mode == "serve":
             local_cluster.stop_local_cluster(settings)
     return summarise(mode, measured,
-                     check_database(settings.resolved_database_url, [warm, measured]))
+                     check_database(settings.resolved_database_url, [warm, measured], token))
 
 
 def main() -> None:

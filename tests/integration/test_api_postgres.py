@@ -51,6 +51,6 @@ def test_racing_requests_with_one_key_make_one_job(postgres, tmp_path):
     assert len({r.json()["id"] for r in responses}) == 1
     assert len(jobs.list_jobs(engine)[0]) == 1 and len(backend.submitted) == 1
 
-    spec["model_name"] = "another model"
+    spec["model_name"] = "another_model"
     conflict = http.post("/v1/jobs", json=spec, headers=headers)
     assert conflict.status_code == 409 and conflict.json()["error"]["type"] == "ConflictError"

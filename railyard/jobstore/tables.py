@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint, false
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -87,9 +87,25 @@ class Job(SQLModel, table=True):
     data_prefixes: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     sql_connections: list[str] | None = Field(default=None,
                                               sa_column=Column(JSON, nullable=True))
+    # The spec's priority (0-100, default 50): the queue releases higher ones first.
+    priority: int = Field(default=50, sa_column_kwargs={"server_default": "50"})
 
+    # Every list filter (none, owner, project, status, their combinations) and the queue walk
+    # one of these in (created_at, id) order (migration 0006).
     __table_args__ = (UniqueConstraint("submitted_by", "idempotency_key",
-                                       name="uq_job_submitted_by_idempotency_key"),)
+                                       name="uq_job_submitted_by_idempotency_key"),
+                      Index("ix_job_created_id", "created_at", "id"),
+                      Index("ix_job_owner_created_id", "owner", "created_at", "id"),
+                      Index("ix_job_project_created_id", "project", "created_at", "id"),
+                      Index("ix_job_status_created_id", "status", "created_at", "id"),
+                      Index("ix_job_owner_status_created_id", "owner", "status", "created_at",
+                            "id"),
+                      Index("ix_job_owner_project_created_id", "owner", "project", "created_at",
+                            "id"),
+                      Index("ix_job_project_status_created_id", "project", "status",
+                            "created_at", "id"),
+                      Index("ix_job_status_priority_created_id", "status", "priority",
+                            "created_at", "id"))
 
 
 class ApiToken(SQLModel, table=True):
@@ -158,3 +174,17 @@ class JobAttempt(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_job_attempt_number"),)
 
+
+
+class TeamQuota(SQLModel, table=True):
+    """An admin's override of the per-team quotas (RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM,
+    RAILYARD_MAX_CPUS_PER_TEAM) for one team; None keeps the server's default."""
+
+    __tablename__ = "team_quota"
+
+    team: str = Field(primary_key=True, max_length=256)
+    max_jobs: int | None = None
+    max_cpus: float | None = None
+    updated_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_by: str | None = Field(default=None, max_length=256)

@@ -16,6 +16,7 @@
 | RAILYARD_PENDING_TIMEOUT_S   | 600 (max: RAILYARD_MAX_PENDING_TIMEOUT_S, 86400) |
 | RAILYARD_RUN_TIMEOUT_S       | 86400 (max: RAILYARD_MAX_RUN_TIMEOUT_S, 604800)  |
 | RAILYARD_RECONCILE_INTERVAL_S | 5 (background status reconciliation)    |
+| RAILYARD_TOKEN_CACHE_TTL_S   | 5 (seconds a Serve replica trusts a checked API token; 0: off) |
 | RAILYARD_SQL_CONNECTIONS     | {} (JSON {"name": "postgresql://..."}; specs use the names) |
 | RAILYARD_SQL_STATEMENT_TIMEOUT_S | 600 (a SQL read's statement_timeout on Postgres) |
 | RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path (else comma-separated prefixes; 403 outside) |
@@ -23,6 +24,8 @@
 | RAILYARD_TOKEN               | API token of the CLI and SDK (else $RAILYARD_HOME/token) |
 | RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM | 10 (an owner's jobs on Ray at once; more wait    |
 |                              | QUEUED; 0: no limit)                     |
+| RAILYARD_MAX_CPUS_PER_TEAM   | 0 (CPUs of an owner's jobs on Ray at once; 0: no limit) |
+| RAILYARD_PREEMPTION          | false (a priority >= 90 job may stop a full pool's lowest) |
 | RAILYARD_HEARTBEAT_TIMEOUT_S | 420 (> RAILYARD_DB_RETRY_WINDOW_S, 300, + the interval) |
 | RAILYARD_SECRETS_DIR         | $RAILYARD_HOME/secrets (railyard.secrets: one file per secret) |
 | RAILYARD_RAY_TOKEN_AUTH      | true (a local cluster runs with Ray's token authentication) |
@@ -73,6 +76,9 @@ class Settings(BaseSettings):
     run_timeout_s: int = 86_400
     max_run_timeout_s: int = 7 * 86_400
     reconcile_interval_s: float = 5.0
+    # How long the Ray Serve deployment trusts a checked token without asking the database
+    # again (per replica): a revoked token keeps working that long. 0: every request checks.
+    token_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     # SQL sources: connection *names* a spec may use → SQLAlchemy URLs (JSON object in the env).
     sql_connections: dict[str, str] = Field(default_factory=dict, repr=False)
     # A statement of a SQL source's read stops after this long (Postgres statement_timeout).
@@ -86,6 +92,12 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     # Jobs of one owner (team) submitted to Ray at once; later ones wait QUEUED. 0: no limit.
     max_concurrent_jobs_per_team: int = Field(default=10, ge=0)
+    # CPUs (train.resources: num_workers x cpus_per_worker) of one team's jobs on Ray at once;
+    # later ones wait QUEUED. 0: no limit. An admin overrides both per team (railyard team set).
+    max_cpus_per_team: float = Field(default=0.0, ge=0)
+    # A queued job of priority >= 90 that its pool is too full to start stops the pool's
+    # lowest-priority job on Ray, which goes back to the queue (no retry budget used).
+    preemption: bool = False
     # Operator switch: accept and store jobs but submit none to Ray (maintenance, load tests);
     # they wait QUEUED and go out once it is switched off again.
     submission_paused: bool = False

@@ -1,24 +1,72 @@
 """The Ray Serve deployment of the API. Import path for Serve configs and KubeRay's
-RayService: ``serve_app.deployment:app``."""
+RayService: ``serve_app.deployment:app``.
+
+Sized for throughput (benchmarks/bench_api_wrk.py): one replica takes up to
+``MAX_ONGOING_REQUESTS`` at once (the API's handlers wait on Postgres, not the CPU; Starlette's
+threadpool has 40 threads and the engine's pool 30 connections) and keeps no per-request
+access log; the dependencies every request runs are async and skip the database for a token
+checked in the last RAILYARD_TOKEN_CACHE_TTL_S seconds (serve_app.deps). The background
+reconciler is kept off the request path: a pass runs at most ``RECONCILER_DUTY`` of the time
+(a slow pass spaces the next out), at a lower CPU priority. The KubeRay RayService
+(railyard.cluster.kuberay.serve_config) carries the same options. One replica: admission is
+serialised per team by a lock inside this process (railyard.control.team_limits).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import cast
+import time
+from typing import Any, cast
 
 from ray import serve
 from ray.serve import Deployment
 
 from railyard.config import get_settings
 from serve_app.app import create_app
+from serve_app.deps import TokenCache
 
 log = logging.getLogger(__name__)
 api = create_app()
+# Checked tokens are trusted for RAILYARD_TOKEN_CACHE_TTL_S (5 s) per replica: a revoked token
+# keeps working that long here.
+api.state.token_cache = TokenCache()
+
+DEPLOYMENT_NAME = "RailyardAPI"
+MAX_ONGOING_REQUESTS = 100
+# No runtime_env here: the application's (RAILYARD_* settings, from the Serve config) must reach
+# the replica as it is.
+DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": DEPLOYMENT_NAME,
+    "num_replicas": 1,
+    "max_ongoing_requests": MAX_ONGOING_REQUESTS,
+    "ray_actor_options": {"num_cpus": 0},
+    "logging_config": {"enable_access_log": False},
+}
+# The reconciler's share of the time: after a pass of t seconds it waits at least
+# t * (1 - duty) / duty (and at least RAILYARD_RECONCILE_INTERVAL_S).
+RECONCILER_DUTY = 0.2
+RECONCILER_NICE = 10
 
 
-@serve.deployment(name="RailyardAPI", num_replicas=1, ray_actor_options={"num_cpus": 0},
-                  max_ongoing_requests=64)
+def reconcile_pause(interval_s: float, pass_s: float, duty: float = RECONCILER_DUTY) -> float:
+    """Seconds to wait before the next reconcile pass: the interval, longer after a slow pass
+    (so the reconciler takes at most ``duty`` of the time), but never more than 3 intervals —
+    queued jobs are released by these passes."""
+    return min(max(interval_s, pass_s * (1 - duty) / duty), 3 * interval_s)
+
+
+def lower_thread_priority(niceness: int = RECONCILER_NICE) -> None:
+    """Make the calling thread yield the CPU to the request handlers (Linux: per-thread nice;
+    elsewhere, or without permission, nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
+
+
+@serve.deployment(**DEPLOYMENT_OPTIONS)
 @serve.ingress(api)
 class RailyardAPI:
     """FastAPI ingress; settings come from the replica's environment (RAILYARD_*).
@@ -37,9 +85,12 @@ class RailyardAPI:
     def _reconcile_loop(self) -> None:
         from railyard.control.leader import ReconcilerLease
 
+        lower_thread_priority()
         interval = get_settings().reconcile_interval_s
         lease: ReconcilerLease | None = None
-        while not self._stop.wait(interval):
+        pause = interval
+        while not self._stop.wait(pause):
+            started = time.monotonic()
             try:
                 service = api.state.service_factory()
                 lease = lease or ReconcilerLease(service.engine)
@@ -47,6 +98,7 @@ class RailyardAPI:
                     service.reconcile_all()
             except Exception:  # keep the loop alive through outages
                 log.exception("background reconcile failed")
+            pause = reconcile_pause(interval, time.monotonic() - started)
         if lease is not None:
             lease.release()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import SQLModel
 
 from railyard.jobstore.jobs import as_utc
@@ -88,6 +89,10 @@ class JobList(SQLModel):
     next_cursor: str | None = None
 
 
+# The only event kinds phases_from_events reads: a list page loads just these.
+PHASE_EVENT_KINDS = ("attempt_started", "phase_started", "phase_finished")
+
+
 def phases_from_events(events: list[JobEvent]) -> list[PhasePublic]:
     """Fold phase start/finish events into one entry per phase, in run order."""
     phases: dict[str, PhasePublic] = {}
@@ -127,6 +132,14 @@ def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
     )
 
 
+def to_job_list(page: list[Job], next_cursor: str | None,
+                events: dict[str, list[JobEvent]]) -> JobList:
+    """The API view of a list page, given every listed job's events in one mapping (loaded
+    in one query: ``jobs.list_events_for``)."""
+    return JobList(jobs=[to_public(job, events.get(job.id, [])) for job in page],
+                   next_cursor=next_cursor)
+
+
 def to_event_public(ev: JobEvent) -> EventPublic:
     """The API view of a timeline entry."""
     return EventPublic(at=as_utc(ev.at), kind=ev.kind, phase=ev.phase, message=ev.message)
@@ -139,3 +152,55 @@ def to_attempt_public(attempt: JobAttempt) -> AttemptPublic:
                          error=attempt.error, error_phase=attempt.error_phase,
                          started_at=as_utc(attempt.started_at),
                          finished_at=as_utc(attempt.finished_at))
+
+
+class TeamQuotaPublic(SQLModel):
+    """A team's quota: the limits in force (0: no limit), the admin's override of each (None:
+    the server's RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM / RAILYARD_MAX_CPUS_PER_TEAM), and what
+    the team's jobs use now."""
+
+    team: str
+    max_jobs: int
+    max_cpus: float
+    override_max_jobs: int | None = None
+    override_max_cpus: float | None = None
+    jobs_on_ray: int
+    cpus_on_ray: float
+    queued: int
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class TeamQuotaUpdate(BaseModel):
+    """The body of ``PUT /v1/teams/{team}/quota``: both limits (0: no limit; null: the server's
+    default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_jobs: int | None = None
+    max_cpus: float | None = None
+
+
+class QueuedJobPublic(SQLModel):
+    """A queued job's place: ``position`` among all the pool's queued jobs (1 goes next)."""
+
+    job_id: str
+    owner: str
+    priority: int
+    position: int
+    created_at: datetime
+    reason: str | None = None
+
+
+class PoolQueuePublic(SQLModel):
+    """One pool's queue: how many jobs wait in it, and those the caller may see, in order."""
+
+    pool: str
+    queued: int
+    jobs: list[QueuedJobPublic]
+
+
+class QueuePublic(SQLModel):
+    """The queue, per pool (``GET /v1/queue``)."""
+
+    pools: list[PoolQueuePublic]

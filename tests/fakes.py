@@ -33,7 +33,10 @@ class InMemoryBackend:
         self.statuses: dict[str, BackendStatus] = {}
         self.available = True
         self.pools: dict[str, int] = {}
+        self.cpus: dict[str, float] = {}      # CPUs per pool (capacity admission); {}: no limit
         self.placements: list[dict] = []
+        self.status_calls = 0                 # how often Ray would have been asked
+        self.list_calls = 0
 
     def submit(self, job_id, *, env_vars, placement=None, attempt=1):
         if not self.available:
@@ -45,7 +48,16 @@ class InMemoryBackend:
         return sid
 
     def status(self, submission_id):
+        self.status_calls += 1
         return self.statuses.get(submission_id, BackendStatus("PENDING"))
+
+    def list_statuses(self):
+        if not self.available:
+            raise BackendUnavailableError("cluster down")
+        self.list_calls += 1
+        listed = {sid: BackendStatus("PENDING") for sid in self.submitted}
+        listed.update(self.statuses)
+        return listed
 
     def stop(self, submission_id):
         self.stopped.append(submission_id)
@@ -55,6 +67,9 @@ class InMemoryBackend:
 
     def node_pools(self):
         return dict(self.pools)
+
+    def pool_cpus(self):
+        return dict(self.cpus)
 
 
 class FakeClock:

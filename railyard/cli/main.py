@@ -171,24 +171,6 @@ def submit(spec_file: Path = typer.Argument(..., exists=True, readable=True),
 
 
 @app.command()
-def jobs(owner: str | None = None, project: str | None = None,
-         status: str | None = None, limit: int = 20) -> None:
-    """List jobs, newest first."""
-    try:
-        page = _client().list(owner=owner, project=project, status=status, limit=limit)
-    except RailyardError as exc:
-        _fail(exc)
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    for column in ("status", "phase", "owner", "model", "workflow", "created"):
-        table.add_column(column)
-    for job in page["jobs"]:
-        table.add_row(job["id"], job["status"], job.get("phase") or "", job["owner"],
-                      job["model_name"], job["workflow_name"], job["created_at"][:19])
-    console.print(table)
-
-
-@app.command()
 def status(job_id: str) -> None:
     """Show one job."""
     try:
@@ -319,12 +301,16 @@ app.add_typer(cluster_app, name="cluster")
 
 
 def _mount_subcommands() -> None:
+    from railyard.cli.jobs import jobs_app
     from railyard.cli.kuberay import kuberay_app
     from railyard.cli.models import predict, serve_model
+    from railyard.cli.teams import team_app
     from railyard.cli.tokens import token_app
 
     app.add_typer(kuberay_app, name="kuberay", help="Render and validate KubeRay manifests.")
     app.add_typer(token_app, name="token", help="Issue, list and revoke API tokens.")
+    app.add_typer(team_app, name="team", help="Show and set a team's quota.")
+    app.add_typer(jobs_app, name="jobs")    # `railyard jobs` lists; `railyard jobs prune`
     app.command("predict")(predict)
     app.command("serve-model")(serve_model)
 

@@ -160,9 +160,22 @@ def cluster_spec(pools: dict[str, Pool], *, image: str, ray_address: str) -> dic
 
 
 def serve_config() -> str:
-    """The Serve config (``serveConfigV2``) of the Railyard API."""
-    config = {"applications": [{"name": "railyard", "import_path": SERVE_IMPORT_PATH,
-                                "route_prefix": "/"}]}
+    """The Serve config (``serveConfigV2``) of the Railyard API: a proxy on every node, and
+    the API deployment with serve_app.deployment's options (100 ongoing requests, no access
+    log). One replica: admission (team limits, pool capacity) is serialised per team by a lock
+    inside the API process (railyard.control.team_limits), so a second replica could admit
+    past a limit until that lock lives in the database."""
+    deployment = {
+        "name": "RailyardAPI",
+        "num_replicas": 1,
+        "max_ongoing_requests": 100,
+        "ray_actor_options": {"num_cpus": 0},
+        "logging_config": {"enable_access_log": False},
+    }
+    config = {"proxy_location": "EveryNode",
+              "http_options": {"host": "0.0.0.0", "port": 8000, "keep_alive_timeout_s": 60},
+              "applications": [{"name": "railyard", "import_path": SERVE_IMPORT_PATH,
+                                "route_prefix": "/", "deployments": [deployment]}]}
     return yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
 
 

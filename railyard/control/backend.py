@@ -38,11 +38,19 @@ class JobBackend(Protocol):
 
     def status(self, submission_id: str) -> BackendStatus: ...
 
+    def list_statuses(self) -> dict[str, BackendStatus]:
+        """Every submission the backend knows, ended ones included, in one call."""
+        ...
+
     def stop(self, submission_id: str) -> None: ...
 
     def logs(self, submission_id: str) -> str: ...
 
     def node_pools(self) -> dict[str, int]: ...
+
+    def pool_cpus(self) -> dict[str, float]:
+        """The CPUs of each pool's alive nodes, summed."""
+        ...
 
 
 class RayJobsBackend:
@@ -55,7 +63,7 @@ class RayJobsBackend:
         # request that asked and the reconciler with it.
         self.request_timeout_s = request_timeout_s
         self._client: JobSubmissionClient | None = None
-        self._pools_cache: tuple[float, dict[str, int]] | None = None
+        self._pools_cache: tuple[float, dict[str, int], dict[str, float]] | None = None
         self._pools_lock = threading.Lock()
         # Every read of a live job asks Ray for its status (GET /v1/jobs/{id} reconciles); a
         # client polling a running job 4 times a second made the API replica, the dashboard
@@ -116,6 +124,31 @@ class RayJobsBackend:
             self._status_cache[submission_id] = (time.monotonic(), status)
         return status
 
+    def list_statuses(self) -> dict[str, BackendStatus]:
+        """Every Ray job's status by submission id, in ONE request (the reconciler's tick):
+        one call per active job was one dashboard request and one GCS read each, every tick.
+        Ray keeps ended jobs in the list; their answers are final. Live answers refresh the
+        cache ``status`` reads from."""
+        try:
+            details = self.client.list_jobs()
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"cannot list Ray jobs: {exc}") from None
+        now = time.monotonic()
+        found: dict[str, BackendStatus] = {}
+        for info in details:
+            if not info.submission_id:
+                continue                         # a driver started outside the Jobs API
+            status = BackendStatus(str(getattr(info.status, "value", info.status)),
+                                   info.message)
+            found[info.submission_id] = status
+            if status.is_terminal:
+                self._status_cache.pop(info.submission_id, None)
+            elif info.submission_id in self._status_cache or len(self._status_cache) < 10_000:
+                self._status_cache[info.submission_id] = (now, status)
+        return found
+
     def _fetch_status(self, submission_id: str) -> BackendStatus:
         try:
             info = self.client.get_job_info(submission_id)
@@ -149,12 +182,21 @@ class RayJobsBackend:
 
     def node_pools(self, max_age_s: float = 5.0) -> dict[str, int]:
         """Alive nodes per pool label (``railyard.io/pool``), from Ray's state API."""
+        return self._alive_pools(max_age_s)[0]
+
+    def pool_cpus(self, max_age_s: float = 5.0) -> dict[str, float]:
+        """Total CPUs of each pool's alive nodes (Ray's ``CPU`` resource), from the same
+        cached node list as ``node_pools``: what capacity admission fills
+        (railyard.control.capacity)."""
+        return self._alive_pools(max_age_s)[1]
+
+    def _alive_pools(self, max_age_s: float) -> tuple[dict[str, int], dict[str, float]]:
         from railyard.cluster.pools import POOL_LABEL
 
         with self._pools_lock:
             cached = self._pools_cache
             if cached and time.monotonic() - cached[0] < max_age_s:
-                return cached[1]
+                return cached[1], cached[2]
         from ray.util.state import list_nodes
 
         try:
@@ -164,13 +206,16 @@ class RayJobsBackend:
         except Exception as exc:  # noqa: BLE001
             raise BackendUnavailableError(f"cannot list Ray nodes: {exc}") from None
         counts: dict[str, int] = {}
+        cpus: dict[str, float] = {}
         for node in nodes:
             pool = (node.labels or {}).get(POOL_LABEL)
             if pool:
                 counts[pool] = counts.get(pool, 0) + 1
+                total = (getattr(node, "resources_total", None) or {}).get("CPU", 0.0)
+                cpus[pool] = cpus.get(pool, 0.0) + float(total)
         with self._pools_lock:
-            self._pools_cache = (time.monotonic(), counts)
-        return counts
+            self._pools_cache = (time.monotonic(), counts, cpus)
+        return counts, cpus
 
 
 def _client_with_timeout(address: str, timeout_s: float) -> JobSubmissionClient:

@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from railyard.cluster import placement
 from railyard.cluster.pools import choose_pool
 from railyard.config import Settings
-from railyard.control import team_limits
+from railyard.control import capacity, team_limits
 from railyard.control.access import SYSTEM, Caller, check_job, check_submit, owner_filter
-from railyard.control.backend import JobBackend
+from railyard.control.backend import BackendStatus, JobBackend
 from railyard.errors import BackendUnavailableError, ConflictError, NotFoundError, SpecError
 from railyard.jobstore import jobs
 from railyard.jobstore.retries import end_failed_attempt
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 PAUSED_REASON = "queued: submission is paused by the operator (RAILYARD_SUBMISSION_PAUSED)"
+PREEMPTING_PRIORITY = 90     # with RAILYARD_PREEMPTION, the least priority that preempts
 
 
 class Created(NamedTuple):
@@ -142,11 +143,11 @@ class JobService:
                   project: str | None = None, status: JobStatus | None = None,
                   limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:
         """A page of the jobs ``caller`` may see (its team's; every team's for an admin),
-        newest first, each reconciled with Ray."""
-        page, next_cursor = jobs.list_jobs(self.engine, owner=owner_filter(caller, owner),
-                                            project=project, status=status, limit=limit,
-                                            cursor=cursor)
-        return [self.reconcile(j) for j in page], next_cursor
+        newest first, as the database has them: no call to Ray on the list path (a page of
+        50 would be 50 status calls); the background reconciler keeps the stored statuses
+        true, and ``get`` reconciles the one job it reads."""
+        return jobs.list_jobs(self.engine, owner=owner_filter(caller, owner), project=project,
+                              status=status, limit=limit, cursor=cursor)
 
     def _check_lifecycle(self, spec: TrainingSpec) -> None:
         limits = {"pending_timeout_s": self.settings.max_pending_timeout_s,
@@ -186,22 +187,76 @@ class JobService:
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
 
     def _submit(self, job: Job, spec: TrainingSpec) -> Job:
-        """Submit a QUEUED job to Ray if its team is under the concurrency limit; otherwise
-        leave it QUEUED with the reason."""
+        """Submit a QUEUED job to Ray if the queue releases it now (railyard.control.queue:
+        priority, fair share, first in first out, within its team's quotas); otherwise leave it
+        QUEUED with the reason and its place in the queue."""
         with team_limits.team_lock(job.owner):
             job = jobs.get_job(self.engine, job_id=job.id)
             if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
                 return job                                # submitted or cancelled meanwhile
             waiting = PAUSED_REASON if self.settings.submission_paused else \
-                team_limits.wait_reason(self.engine, job,
-                                      self.settings.max_concurrent_jobs_per_team)
+                team_limits.wait_reason(self.engine, self.settings, job)
+            if waiting is None:   # what the pool can start now (railyard.control.capacity)
+                waiting = capacity.wait_reason(self.engine, job, spec, self.backend)
+                if waiting is not None and self.settings.preemption:
+                    self._preempt_for(job)
             if waiting is None:
                 return self._submit_now(job, spec)
-            if waiting != job.status_reason:
-                if not (job.status_reason or "").startswith("queued:"):
-                    jobs.add_event(self.engine, job_id=job.id, kind="queued", message=waiting)
-                jobs.update_job(self.engine, job_id=job.id, status_reason=waiting)
-            return jobs.get_job(self.engine, job_id=job.id)
+            return self._note_waiting(job, waiting)
+
+    def _preempt_for(self, job: Job) -> None:
+        """RAILYARD_PREEMPTION: a queued job of priority >= PREEMPTING_PRIORITY that its pool
+        is too full to start stops the pool's lowest-priority job on Ray (below its own), which
+        goes back to the queue as its next attempt, counted against neither retry budget. One
+        preemption per job at a time: the pool needs a tick or two to show the CPUs free."""
+        victim = team_limits.preemption_victim(self.engine, job, PREEMPTING_PRIORITY)
+        if victim is None:
+            return
+        attempt = victim.attempt or 1
+        why = (f"preempted by job {job.id} (priority {job.priority}, team {job.owner!r}) to "
+               f"free pool {victim.pool}; attempt {attempt + 1} queued (no retry budget used)")
+        if not jobs.finish_attempt(self.engine, job_id=victim.id, attempt=attempt,
+                                   status=JobStatus.CANCELLED, error=why,
+                                   ray_submission_id=victim.ray_submission_id):
+            return
+        if not jobs.requeue_for_retry(self.engine, job_id=victim.id, from_attempt=attempt,
+                                      message=why):
+            return
+        log.info("job %s: %s", victim.id, why)
+        self._stop_quietly(victim)
+        jobs.add_event(self.engine, job_id=job.id, kind="preempted",
+                       message=f"stopped job {victim.id} (priority {victim.priority}) on pool "
+                               f"{victim.pool} to start sooner")
+
+    def _note_waiting(self, job: Job, waiting: str) -> Job:
+        """Store why a QUEUED job waits; its timeline gets a ``queued`` event the first time."""
+        if waiting != job.status_reason:
+            if not (job.status_reason or "").startswith("queued:"):
+                jobs.add_event(self.engine, job_id=job.id, kind="queued", message=waiting)
+            jobs.update_job(self.engine, job_id=job.id, status_reason=waiting)
+        return jobs.get_job(self.engine, job_id=job.id)
+
+    def _release_queue(self) -> None:
+        """Offer the queued jobs to Ray in the queue's order (each decided again under its
+        team's lock), then refresh the place and reason of those still waiting."""
+        released = team_limits.current_plan(self.engine, self.settings).released
+        for work in released:
+            try:
+                job = jobs.get_job(self.engine, job_id=work.id)
+                self._submit(job, TrainingSpec.model_validate(job.spec))
+            except Exception:
+                log.exception("submitting queued job %s failed", work.id)
+        plan, stored = team_limits.plan_with_jobs(self.engine, self.settings)
+        for place in plan.places:
+            reason = PAUSED_REASON if self.settings.submission_paused else place.reason
+            if place.released or reason is None or stored[place.job.id].status_reason == reason:
+                continue           # released: not held by the queue (a pool's capacity may be)
+            try:
+                job = jobs.get_job(self.engine, job_id=place.job.id)
+                if job.status == JobStatus.QUEUED.value and job.ray_submission_id is None:
+                    self._note_waiting(job, reason)
+            except Exception:
+                log.exception("updating queued job %s failed", place.job.id)
 
     def _submit_now(self, job: Job, spec: TrainingSpec) -> Job:
         where = self._placement(spec)
@@ -226,18 +281,20 @@ class JobService:
                          placement_reason=where.reason, status_reason=None)
         return jobs.get_job(self.engine, job_id=job.id)
 
-    def reconcile(self, job: Job) -> Job:
-        """Bring a non-terminal job in line with what Ray knows about it."""
+    def reconcile(self, job: Job, *, ray_status: BackendStatus | None = None) -> Job:
+        """Bring a non-terminal job in line with what Ray knows about it: ``ray_status`` when
+        the caller has it (the reconciler's one listing per tick), else asked of Ray."""
         if JobStatus(job.status).is_terminal():
             return job
         if job.status == JobStatus.QUEUED.value and job.ray_submission_id is None:
             return self._submit(job, TrainingSpec.model_validate(job.spec))
         if job.ray_submission_id is None:
             return job
-        try:
-            ray_status = self.backend.status(job.ray_submission_id)
-        except BackendUnavailableError:
-            return job
+        if ray_status is None:
+            try:
+                ray_status = self.backend.status(job.ray_submission_id)
+            except BackendUnavailableError:
+                return job
         if not ray_status.is_terminal:
             return self._check_waiting_and_timeouts(job, ray_status.status)
         fresh = jobs.get_job(self.engine, job_id=job.id)   # the runner may have just finished
@@ -335,14 +392,34 @@ class JobService:
                 log.warning("could not stop Ray job %s", job.ray_submission_id)
 
     def reconcile_all(self) -> int:
-        """Reconcile every non-terminal job (the background reconciler calls this)."""
-        count = 0
-        for job in jobs.list_active_jobs(self.engine):
+        """Reconcile every non-terminal job (the background reconciler calls this).
+
+        Ray is asked ONCE per tick: one listing of every Ray job (``list_statuses``), read
+        after the job table so every submission id read was already on Ray. A job the listing
+        lacks is asked about alone (``status``: Ray lost it, or it was just submitted); with
+        Ray unreachable, the jobs on Ray wait for the next tick and queued jobs stay QUEUED."""
+        active = jobs.list_active_jobs(self.engine)
+        statuses: dict[str, BackendStatus] | None = {}
+        if active:
             try:
-                self.reconcile(job)
+                statuses = self.backend.list_statuses()
+            except BackendUnavailableError as exc:
+                log.warning("reconcile: cannot list Ray jobs: %s", exc.message)
+                statuses = None
+        if statuses is not None:
+            capacity.note_ray_statuses(statuses)
+        count = 0
+        for job in active:
+            try:
+                if job.ray_submission_id is None:
+                    if job.status != JobStatus.QUEUED.value:   # queued: released below
+                        self.reconcile(job)
+                elif statuses is not None:
+                    self.reconcile(job, ray_status=statuses.get(job.ray_submission_id))
                 count += 1
             except Exception:
                 log.exception("reconciling job %s failed", job.id)
+        self._release_queue()            # in the queue's order, after the jobs that ended
         return count
 
     def get(self, job_id: str) -> Job:

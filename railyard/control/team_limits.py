@@ -1,25 +1,35 @@
-"""Per-team concurrency: at most RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM jobs of one owner are on
-Ray (submitted and not finished) at a time. A job over the limit is stored and stays QUEUED
-with a ``status_reason``; the reconciler submits a team's queued jobs in creation order as its
-jobs finish.
+"""Per-team quotas and the queue, read from the job store: at most
+RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM jobs and RAILYARD_MAX_CPUS_PER_TEAM CPUs of one owner are
+on Ray (submitted and not finished) at a time, unless an admin set the team's own quota
+(``team_quota``: ``railyard team set``, ``PUT /v1/teams/{team}/quota``). Jobs over a quota are
+stored and stay QUEUED with a ``status_reason``; the order in which the queue releases them
+(priority, fair share, first in first out) is :mod:`railyard.control.queue`'s.
 
 Admission is decided under a per-team lock of the process, so concurrent requests to one API
-replica cannot overshoot the limit; with several replicas it can be exceeded briefly by the
+replica cannot overshoot a quota; with several replicas it can be exceeded briefly by the
 number of replicas submitting for the same team at the same moment.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
 
-from railyard.jobstore.engine import session_scope
-from railyard.jobstore.tables import ACTIVE_STATUSES, Job, JobStatus
+from railyard.cluster.pools import Pool, choose_pool, load_pools
+from railyard.config import Settings
+from railyard.control import queue
+from railyard.control.access import Caller
+from railyard.errors import ForbiddenError, RailyardError
+from railyard.jobstore import jobs, team_quotas
+from railyard.jobstore.tables import Job, JobStatus, TeamQuota
+from railyard.spec.train import ResourcesSpec
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -34,34 +44,171 @@ def team_lock(team: str) -> Iterator[None]:
         yield
 
 
-def on_ray_count(engine: Engine, team: str) -> int:
-    """How many of the team's jobs are submitted to Ray and not finished."""
-    with session_scope(engine) as session:
-        query = select(func.count()).select_from(Job).where(
-            Job.owner == team, col(Job.ray_submission_id).is_not(None),
-            col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))
-        return session.exec(query).one()
+def default_quota(settings: Settings) -> queue.Quota:
+    """The server's quota for a team without its own."""
+    return queue.Quota(max_jobs=settings.max_concurrent_jobs_per_team,
+                       max_cpus=settings.max_cpus_per_team)
 
 
-def queued_ahead(engine: Engine, job: Job) -> int:
-    """How many of the team's unsubmitted QUEUED jobs were created before ``job``."""
-    with session_scope(engine) as session:
-        query = select(func.count()).select_from(Job).where(
-            Job.owner == job.owner, Job.status == JobStatus.QUEUED.value,
-            col(Job.ray_submission_id).is_(None), Job.id != job.id,
-            or_(col(Job.created_at) < job.created_at,
-                and_(col(Job.created_at) == job.created_at, col(Job.id) < job.id)))
-        return session.exec(query).one()
+def effective_quota(row: TeamQuota | None, settings: Settings) -> queue.Quota:
+    """A team's quota: its override where set, else the server's default."""
+    default = default_quota(settings)
+    if row is None:
+        return default
+    return queue.Quota(max_jobs=default.max_jobs if row.max_jobs is None else row.max_jobs,
+                       max_cpus=default.max_cpus if row.max_cpus is None else row.max_cpus)
 
 
-def wait_reason(engine: Engine, job: Job, limit: int) -> str | None:
-    """None when ``job`` may be submitted now; else why it waits. 0 means no limit."""
-    if limit <= 0:
+def _pool_estimate(job: Job, pools: dict[str, Pool] | None) -> str:
+    """The job's pool: where it was placed, else what its resources ask for (the data size
+    can still move an unplaced job to highmem when it is submitted)."""
+    if job.pool:
+        return job.pool
+    try:
+        resources = ResourcesSpec.model_validate(_resources(job))
+        return choose_pool(resources, 0, pools=pools)
+    except (RailyardError, ValueError):
+        return "any"
+
+
+def _resources(job: Job) -> dict[str, Any]:
+    return ((job.spec or {}).get("train") or {}).get("resources") or {}
+
+
+def as_work(job: Job, pools: dict[str, Pool] | None = None) -> queue.Work:
+    """An active job as the queue sees it."""
+    return queue.Work(id=job.id, owner=job.owner, priority=job.priority or 0,
+                      created_at=jobs.as_utc(job.created_at),
+                      pool=_pool_estimate(job, pools), cpus=queue.job_cpus(_resources(job)),
+                      on_ray=job.ray_submission_id is not None)
+
+
+def current_plan(engine: Engine, settings: Settings) -> queue.Plan:
+    """The queue now: every active job and every team's quota from the job store."""
+    return _plan_of(jobs.list_active_jobs(engine), engine, settings)
+
+
+def plan_with_jobs(engine: Engine, settings: Settings) -> tuple[queue.Plan, dict[str, Job]]:
+    """The queue now, and the active jobs it was made from, by id."""
+    active = jobs.list_active_jobs(engine)
+    return _plan_of(active, engine, settings), {j.id: j for j in active}
+
+
+def _plan_of(active: list[Job], engine: Engine, settings: Settings) -> queue.Plan:
+    try:
+        pools: dict[str, Pool] | None = load_pools()
+    except RailyardError:
+        pools = None
+    work = [as_work(j, pools) for j in active
+            if j.ray_submission_id is not None or j.status == JobStatus.QUEUED.value]
+    quotas = {row.team: effective_quota(row, settings)
+              for row in team_quotas.list_quotas(engine)}
+    return queue.plan(work, quotas, default_quota(settings),
+                      paused=settings.submission_paused)
+
+
+def wait_reason(engine: Engine, settings: Settings, job: Job) -> str | None:
+    """None when the queue releases ``job`` now; else why it waits and where it is."""
+    place = current_plan(engine, settings).place_of(job.id)
+    return None if place is None else place.reason
+
+
+# --- what the API reads and writes --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeamQuotaView:
+    """A team's quota as the API shows it: the limits in force (0: no limit), the admin's
+    override of each (None: the server's default), and what the team uses now."""
+
+    team: str
+    max_jobs: int
+    max_cpus: float
+    override_max_jobs: int | None
+    override_max_cpus: float | None
+    jobs_on_ray: int
+    cpus_on_ray: float
+    queued: int
+    updated_at: datetime | None
+    updated_by: str | None
+
+
+def _check_team(caller: Caller, team: str) -> None:
+    if not caller.is_admin and caller.team != team:
+        raise ForbiddenError(f"this token acts for team {caller.team!r}: it reads only its own "
+                             f"quota (GET /v1/teams/{caller.team}/quota)")
+
+
+def read_quota(engine: Engine, settings: Settings, *, caller: Caller,
+               team: str) -> TeamQuotaView:
+    """The team's quota and use (a team reads its own; an admin any)."""
+    _check_team(caller, team)
+    row = team_quotas.get_quota(engine, team=team)
+    quota = effective_quota(row, settings)
+    mine = [as_work(j) for j in jobs.list_active_jobs(engine) if j.owner == team]
+    on_ray = [w for w in mine if w.on_ray]
+    return TeamQuotaView(team=team, max_jobs=quota.max_jobs, max_cpus=quota.max_cpus,
+                         override_max_jobs=row.max_jobs if row else None,
+                         override_max_cpus=row.max_cpus if row else None,
+                         jobs_on_ray=len(on_ray), cpus_on_ray=sum(w.cpus for w in on_ray),
+                         queued=len(mine) - len(on_ray),
+                         updated_at=jobs.as_utc(row.updated_at) if row else None,
+                         updated_by=row.updated_by if row else None)
+
+
+def write_quota(engine: Engine, settings: Settings, *, caller: Caller, team: str,
+                max_jobs: int | None, max_cpus: float | None) -> TeamQuotaView:
+    """Set the team's override (admin only); the queue applies it at its next decision."""
+    if not caller.is_admin:
+        raise ForbiddenError("only an admin token sets a team's quota (railyard team set "
+                             f"{team} --max-jobs N --max-cpus N on the server)")
+    team_quotas.set_quota(engine, team=team, max_jobs=max_jobs, max_cpus=max_cpus,
+                          updated_by=caller.token_prefix or caller.team)
+    return read_quota(engine, settings, caller=caller, team=team)
+
+
+def visible_queue(engine: Engine, settings: Settings, *, caller: Caller
+                  ) -> tuple[dict[str, tuple[int, list[queue.Place]]], dict[str, str | None]]:
+    """The queue of each pool: how many jobs wait there and the places ``caller`` may see (its
+    team's jobs; every job for an admin), with positions among all the pool's jobs; and each
+    active job's stored ``status_reason`` (why a job the quotas let go still waits)."""
+    active = jobs.list_active_jobs(engine)
+    stored = {j.id: j.status_reason for j in active}
+    out = {}
+    for pool, places in _plan_of(active, engine, settings).by_pool().items():
+        out[pool] = (len(places), [p for p in places
+                                   if caller.is_admin or p.job.owner == caller.team])
+    return out, stored
+
+
+# --- preemption (RAILYARD_PREEMPTION) ------------------------------------------------------
+
+PREEMPTION_GRACE_S = 120.0      # one preemption per waiting job in this long
+_preempted_for: dict[str, float] = {}
+
+
+def preemption_victim(engine: Engine, job: Job, min_priority: int) -> Job | None:
+    """The job on Ray that queued ``job`` (priority >= ``min_priority``, its pool full) may
+    stop: the lowest-priority one of its pool, below its own priority; None when there is none
+    or ``job`` already preempted one in the last PREEMPTION_GRACE_S (the pool shows the freed
+    CPUs only once Ray has ended the stopped job)."""
+    now = time.monotonic()
+    with _locks_guard:
+        for job_id, since in list(_preempted_for.items()):
+            if now - since > PREEMPTION_GRACE_S:
+                del _preempted_for[job_id]
+        if job.id in _preempted_for:
+            return None
+    try:
+        pools: dict[str, Pool] | None = load_pools()
+    except RailyardError:
+        pools = None
+    active = {j.id: j for j in jobs.list_active_jobs(engine)}
+    victim = queue.preemption_victim([as_work(j, pools) for j in active.values()
+                                      if j.ray_submission_id is not None],
+                                     as_work(job, pools), min_priority=min_priority)
+    if victim is None:
         return None
-    running = on_ray_count(engine, job.owner)
-    ahead = queued_ahead(engine, job)
-    if running + ahead < limit:
-        return None
-    return (f"queued: team {job.owner!r} has {running} jobs on Ray (pending or running; limit "
-            f"{limit})" + (f" and {ahead} queued before this one" if ahead else "")
-            + "; it starts when one of them finishes (RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM)")
+    with _locks_guard:
+        _preempted_for[job.id] = now
+    return active[victim.id]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import delete, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -16,6 +17,7 @@ from railyard.errors import NotFoundError, SpecError
 from railyard.jobstore.engine import session_scope
 from railyard.jobstore.tables import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     FailureKind,
     Job,
     JobAttempt,
@@ -55,6 +57,7 @@ def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
         ray_submission_id=ray_submission_id, submitted_by=submitted_by,
         idempotency_key=idempotency_key, request_hash=request_hash,
         data_prefixes=data_prefixes or None, sql_connections=sql_connections,
+        priority=spec.priority,
     )
     with session_scope(engine) as session:
         session.add(job)
@@ -97,7 +100,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None = None,
               status: JobStatus | None = None, limit: int = 50,
               cursor: str | None = None) -> tuple[list[Job], str | None]:
-    """A page of jobs, newest first, and the cursor of the next page (None on the last)."""
+    """A page of jobs, newest first, and the cursor of the next page (None on the last).
+
+    Keyset pagination: the filters are equalities and the cursor is one row comparison
+    ``(created_at, id) < (…)``, ordered by ``created_at DESC, id DESC``, so every filter walks
+    one of the (filter columns…, created_at, id) indexes of migration 0006 backwards and reads
+    only the rows of the page, however deep the page (never an OFFSET)."""
     query = select(Job)
     if owner:
         query = query.where(Job.owner == owner)
@@ -107,8 +115,7 @@ def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None =
         query = query.where(Job.status == status.value)
     if cursor:
         created, job_id = _decode_cursor(cursor)
-        query = query.where(or_(col(Job.created_at) < created,
-                                and_(col(Job.created_at) == created, col(Job.id) < job_id)))
+        query = query.where(tuple_(col(Job.created_at), col(Job.id)) < (created, job_id))
     query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
     with session_scope(engine) as session:
         jobs = list(session.exec(query).all())
@@ -165,6 +172,25 @@ def list_events(engine: Engine, *, job_id: str) -> list[JobEvent]:
     with session_scope(engine) as session:
         query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id))
         return list(session.exec(query).all())
+
+
+def list_events_for(engine: Engine, *, job_ids: Iterable[str],
+                    kinds: Collection[str] | None = None) -> dict[str, list[JobEvent]]:
+    """The timelines of several jobs in one query (a list page's): job id -> its events,
+    oldest first; a job without events maps to []. ``kinds`` keeps only events of those kinds
+    (the list's phases need only the phase and attempt events, not trial records)."""
+    ids = list(dict.fromkeys(job_ids))
+    found: dict[str, list[JobEvent]] = {job_id: [] for job_id in ids}
+    if not ids:
+        return found
+    query = select(JobEvent).where(col(JobEvent.job_id).in_(ids))
+    if kinds is not None:
+        query = query.where(col(JobEvent.kind).in_(list(kinds)))
+    query = query.order_by(col(JobEvent.job_id), col(JobEvent.id))      # ix_job_event_job_id_id
+    with session_scope(engine) as session:
+        for event in session.exec(query).all():
+            found[event.job_id].append(event)
+    return found
 
 
 @overload
@@ -313,3 +339,57 @@ def requeue_for_retry(engine: Engine, *, job_id: str, from_attempt: int,
         session.add(JobEvent(job_id=job_id, kind="retry", message=message))
     return True
 
+
+
+# ---------------------------------------------------------------------- retention
+def prune_jobs(engine: Engine, *, finished_before: datetime,
+               statuses: Collection[JobStatus] = TERMINAL_STATUSES, batch_size: int = 1000,
+               dry_run: bool = False,
+               keep: Callable[[list[str]], Collection[str]] | None = None) -> int:
+    """Delete the jobs in ``statuses`` (terminal ones only) that finished before
+    ``finished_before``, with their events and attempts, ``batch_size`` jobs per transaction
+    (short transactions: the API and the reconciler keep working meanwhile). Active jobs are
+    never touched: the delete itself is guarded by status too. Returns how many jobs were
+    deleted (with ``dry_run``: how many would be, deleting nothing).
+
+    ``keep`` is the hook for whatever must outlive retention: given a batch of candidate ids
+    it returns those to keep. A model registry that keeps registered models' jobs (their
+    spec, metrics and timeline) passes its lookup here; nothing does yet.
+    """
+    wanted = {JobStatus(s) for s in statuses}
+    if not wanted or not wanted <= TERMINAL_STATUSES:
+        active = sorted(s.value for s in wanted - TERMINAL_STATUSES)
+        raise SpecError(f"only finished jobs can be pruned, not {', '.join(active) or 'none'}; "
+                        "pass some of SUCCEEDED, FAILED, CANCELLED",
+                        details=[{"field": "status", "message": "not a terminal status"}])
+    values = sorted(s.value for s in wanted)
+    # finished_at >= created_at, so created_at < cutoff narrows the walk to the
+    # (status, created_at, id) index's old end; the keyset (created_at, id) > last moves on.
+    base = (col(Job.status).in_(values), col(Job.created_at) < finished_before,
+            col(Job.finished_at) < finished_before)
+    total = 0
+    last: tuple[datetime, str] | None = None
+    while True:
+        query = select(Job.id, Job.created_at).where(*base)
+        if last is not None:
+            query = query.where(tuple_(col(Job.created_at), col(Job.id)) > last)
+        query = query.order_by(col(Job.created_at), col(Job.id)).limit(batch_size)
+        with session_scope(engine) as session:
+            rows = list(session.exec(query).all())
+            if not rows:
+                return total
+            last = (rows[-1][1], rows[-1][0])
+            ids = [job_id for job_id, _ in rows]
+            if keep is not None:
+                kept = set(keep(ids))
+                ids = [job_id for job_id in ids if job_id not in kept]
+            if not ids:
+                continue
+            if dry_run:
+                total += len(ids)
+                continue
+            session.exec(delete(JobEvent).where(col(JobEvent.job_id).in_(ids)))
+            session.exec(delete(JobAttempt).where(col(JobAttempt.job_id).in_(ids)))
+            result = session.exec(delete(Job).where(col(Job.id).in_(ids),
+                                                    col(Job.status).in_(values)))
+            total += result.rowcount

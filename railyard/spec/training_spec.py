@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from railyard.errors import SpecError
 from railyard.spec.common import Name, StrictModel, Text
@@ -50,6 +50,16 @@ class TrainingSpec(StrictModel):
     data: DataSpec
     train: TrainSpec
     lifecycle: LifecycleSpec = Field(default_factory=LifecycleSpec)
+    # The queue releases higher priorities first (0-100); within one, teams share fairly.
+    priority: Annotated[int, Field(ge=0, le=100, strict=True)] = 50
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_in_range(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= 100:
+            raise ValueError(f"{value} is out of range: give 0 (lowest) to 100 (highest); "
+                             "the default is 50")
+        return value
 
     def spec_hash(self) -> str:
         """Stable hash of the spec's content (used for idempotency and model manifests)."""

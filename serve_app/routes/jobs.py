@@ -18,12 +18,14 @@ from railyard.jobstore.tables import JobStatus
 from serve_app.deps import CurrentCaller, Service
 from serve_app.errors import error_responses
 from serve_app.schemas import (
+    PHASE_EVENT_KINDS,
     AttemptPublic,
     EventPublic,
     JobList,
     JobPublic,
     to_attempt_public,
     to_event_public,
+    to_job_list,
     to_public,
 )
 
@@ -61,8 +63,9 @@ def list_jobs(svc: Service, caller: CurrentCaller, owner: str | None = None,
     team's jobs only (``owner`` of another team is a 403); an admin token lists all."""
     page, next_cursor = svc.list_jobs(caller=caller, owner=owner, project=project,
                                       status=status, limit=limit, cursor=cursor)
-    return JobList(jobs=[to_public(j, jobs.list_events(svc.engine, job_id=j.id))
-                         for j in page], next_cursor=next_cursor)
+    return to_job_list(page, next_cursor,
+                       jobs.list_events_for(svc.engine, job_ids=[j.id for j in page],
+                                            kinds=PHASE_EVENT_KINDS))
 
 
 @router.get("/{job_id}", response_model=JobPublic)

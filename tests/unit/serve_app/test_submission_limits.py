@@ -87,9 +87,9 @@ def test_jobs_over_the_team_limit_wait_queued_then_start_in_order(plat):
     assert [j["status"] for j in ids] == ["PENDING", "PENDING", "QUEUED", "QUEUED"]
     waiting = ids[2]
     assert waiting["ray_submission_id"] is None
-    assert waiting["status_reason"].startswith("queued: team 'team-a' has 2 jobs on Ray")
-    assert "limit 2" in waiting["status_reason"]
-    assert "1 queued before this one" in ids[3]["status_reason"]
+    assert waiting["status_reason"] == ("queued: position 1 of 1 in pool cpu (team 'team-a' at "
+                                        "its limit of 2 running)")
+    assert ids[3]["status_reason"].startswith("queued: position 2 of 2 in pool cpu")
     # Another team is not held up.
     assert post(plat, TEAM_B, plat.spec(TEAM_B)).json()["status"] == "PENDING"
     assert len(plat.backend.submitted) == 3

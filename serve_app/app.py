@@ -10,7 +10,7 @@ from serve_app.deps import ServiceFactory, authorize, default_service_factory
 from serve_app.errors import install_exception_handlers
 from serve_app.json_body import check_json_body
 from serve_app.openapi import document_spec_schema
-from serve_app.routes import api_router, queue, teams
+from serve_app.routes import api_router
 
 __all__ = ["ServiceFactory", "create_app", "default_service_factory"]
 
@@ -24,7 +24,5 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     app.state.service_factory = service_factory or default_service_factory()
     install_exception_handlers(app)
     app.include_router(api_router)
-    app.include_router(teams.router)
-    app.include_router(queue.router)
     document_spec_schema(app)
     return app

@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter
 
-from serve_app.routes import health, jobs, workflows
+from serve_app.routes import health, jobs, queue, teams, workflows
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(jobs.router)
 api_router.include_router(workflows.router)
+api_router.include_router(teams.router)
+api_router.include_router(queue.router)

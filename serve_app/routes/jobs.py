@@ -12,11 +12,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from railyard.errors import PayloadTooLargeError, SpecError
+from railyard.errors import SpecError
 from railyard.jobstore import jobs
 from railyard.jobstore.tables import JobStatus
 from serve_app.deps import CurrentCaller, Service
 from serve_app.errors import error_responses
+from serve_app.json_body import read_body
 from serve_app.schemas import (
     PHASE_EVENT_KINDS,
     AttemptPublic,
@@ -45,7 +46,7 @@ async def create_job(request: Request, response: Response, svc: Service,
     while the owner's team is at its concurrency limit). With an ``Idempotency-Key``
     header, a repeat with the same body answers 200 with the first job
     (``Idempotent-Replayed: true``); the same key with another body is a 409."""
-    payload = _parse_json(await _read_body(request, svc.settings.max_body_bytes))
+    payload = _parse_json(await read_body(request, svc.settings.max_body_bytes))
     job, replayed = await _in_thread(
         lambda: svc.create(payload, caller=caller, idempotency_key=idempotency_key))
     if replayed:
@@ -125,19 +126,6 @@ def job_logs(job_id: str, svc: Service,
     return PlainTextResponse(text, headers={
         "X-Log-Size": str(size), "X-Log-Source": getattr(text, "source", "unknown"),
         "X-Job-Status": job.status})
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with a 413 once it is (or declares to be) over ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-    return bytes(body)
 
 
 def _parse_json(body: bytes) -> Any:

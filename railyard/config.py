@@ -17,6 +17,7 @@
 | RAILYARD_RUN_TIMEOUT_S       | 86400 (max: RAILYARD_MAX_RUN_TIMEOUT_S, 604800)  |
 | RAILYARD_RECONCILE_INTERVAL_S | 5 (background status reconciliation)    |
 | RAILYARD_TOKEN_CACHE_TTL_S   | 5 (seconds a Serve replica trusts a checked API token; 0: off) |
+| RAILYARD_MODEL_ALIAS_POLL_S  | 10 (seconds between a served alias's lookups: it follows moves) |
 | RAILYARD_SQL_CONNECTIONS     | {} (JSON {"name": "postgresql://..."}; specs use the names) |
 | RAILYARD_SQL_STATEMENT_TIMEOUT_S | 600 (a SQL read's statement_timeout on Postgres) |
 | RAILYARD_ALLOWED_DATA_PREFIXES | empty: any path (else comma-separated prefixes; 403 outside) |
@@ -30,6 +31,18 @@
 | RAILYARD_SECRETS_DIR         | $RAILYARD_HOME/secrets (railyard.secrets: one file per secret) |
 | RAILYARD_RAY_TOKEN_AUTH      | true (a local cluster runs with Ray's token authentication) |
 | RAILYARD_RAY_REQUEST_TIMEOUT_S | 30 (every call from the API to Ray's dashboard)  |
+| RAILYARD_WEBHOOK_ALLOWED_HOSTS | empty (comma-separated webhook hosts allowed on private, |
+|                              | loopback or link-local addresses; refused otherwise) |
+| RAILYARD_WEBHOOK_TIMEOUT_S   | 10 (one webhook delivery attempt gives up after this long) |
+| RAILYARD_WEBHOOK_RETRY_BASE_S | 10 (first retry's delay; doubles, with jitter, up to the max) |
+| RAILYARD_WEBHOOK_RETRY_MAX_S | 3600 (the longest wait between two attempts) |
+| RAILYARD_WEBHOOK_RETRY_WINDOW_S | 86400 (a delivery is retried this long, then failed) |
+| RAILYARD_WEBHOOK_SECRET_KEY  | unset: secrets dir/webhook-secrets.key, made on first use (a |
+|                              | Fernet key; encrypts the webhooks' signing secrets) |
+| RAILYARD_UI_SESSION_KEY      | unset: derived (signs the web UI's session cookies) |
+| RAILYARD_MLFLOW_TRACKING_URI | unset: no export (else every SUCCEEDED job is logged to MLflow) |
+| RAILYARD_MLFLOW_RETRY_BASE_S | 10 (first retry of a failed export; doubles, up to 3600) |
+| RAILYARD_MLFLOW_MAX_ATTEMPTS | 10 (then the export is failed; the job is not) |
 
 ``AWS_ENDPOINT_URL`` (standard AWS variable) points boto3 and pyarrow's S3 filesystem at any
 S3-compatible store.
@@ -79,6 +92,9 @@ class Settings(BaseSettings):
     # How long the Ray Serve deployment trusts a checked token without asking the database
     # again (per replica): a revoked token keeps working that long. 0: every request checks.
     token_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+    # a model served by its alias (serve-model models:/OWNER/NAME@ALIAS) looks the alias up
+    # this often and swaps in the version it points at when it moved
+    model_alias_poll_s: float = Field(default=10.0, gt=0)
     # SQL sources: connection *names* a spec may use → SQLAlchemy URLs (JSON object in the env).
     sql_connections: dict[str, str] = Field(default_factory=dict, repr=False)
     # A statement of a SQL source's read stops after this long (Postgres statement_timeout).
@@ -131,6 +147,29 @@ class Settings(BaseSettings):
     ray_token_auth: bool = True
     # Every call from the API or the CLI to Ray's dashboard gives up after this long.
     ray_request_timeout_s: float = Field(default=30.0, gt=0)
+    # Webhooks (railyard.control.webhooks*): hosts allowed although they resolve to private,
+    # loopback or link-local addresses; one attempt's timeout; the retry schedule (exponential
+    # from the base, with jitter, capped at the max, for the window); the key that encrypts the
+    # endpoints' signing secrets (unset: the file webhook-secrets.key in the secrets directory,
+    # created on first use); how often the dispatcher looks for work.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_s: float = Field(default=10.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    webhook_retry_window_s: float = Field(default=86_400.0, gt=0)
+    webhook_secret_key: SecretStr | None = Field(default=None, repr=False)
+    webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Signs the web UI's session cookies (serve_app.ui.session). Unset: derived from the
+    # database URL; a session also carries a fingerprint of its token's stored hash, so it is
+    # never forged without the database, and ends when the token is revoked.
+    ui_session_key: SecretStr | None = Field(default=None, repr=False)
+    # MLflow (railyard.control.mlflow_export, the railyard[mlflow] extra): with a tracking URI,
+    # the API logs every SUCCEEDED job as an MLflow run and registered model version in the
+    # background; an attempt that fails is retried after base, 2 x base, ... (at most 1 h)
+    # until max attempts, then the export is ``failed`` (the job is not).
+    mlflow_tracking_uri: str | None = None
+    mlflow_retry_base_s: float = Field(default=10.0, gt=0)
+    mlflow_max_attempts: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _heartbeat_outlasts_a_database_outage(self) -> Settings:
@@ -143,7 +182,7 @@ class Settings(BaseSettings):
                 "or shorten the window")
         return self
 
-    @field_validator("allowed_data_prefixes", mode="before")
+    @field_validator("allowed_data_prefixes", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_prefixes(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -213,6 +252,16 @@ class Settings(BaseSettings):
         # The job's driver obeys the same path prefixes.
         if self.allowed_data_prefixes:
             env["RAILYARD_ALLOWED_DATA_PREFIXES"] = ",".join(self.allowed_data_prefixes)
+        # The API replica's webhook dispatcher obeys the same hosts and schedule.
+        if self.webhook_allowed_hosts:
+            env["RAILYARD_WEBHOOK_ALLOWED_HOSTS"] = ",".join(self.webhook_allowed_hosts)
+        env["RAILYARD_WEBHOOK_RETRY_BASE_S"] = str(self.webhook_retry_base_s)
+        env["RAILYARD_WEBHOOK_RETRY_MAX_S"] = str(self.webhook_retry_max_s)
+        # The API replica's MLflow exporter.
+        if self.mlflow_tracking_uri:
+            env["RAILYARD_MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
+            env["RAILYARD_MLFLOW_RETRY_BASE_S"] = str(self.mlflow_retry_base_s)
+            env["RAILYARD_MLFLOW_MAX_ATTEMPTS"] = str(self.mlflow_max_attempts)
         if os.environ.get("RAILYARD_POOLS_FILE"):
             env["RAILYARD_POOLS_FILE"] = os.environ["RAILYARD_POOLS_FILE"]
         for name in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,8 +43,9 @@ def write(directory: Path, values: Mapping[str, str]) -> None:
         if value is None:
             path.unlink(missing_ok=True)
         elif _read(path) != value:
-            staged = directory / f".{name}.tmp"
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # a staging file of its own (0600): threads and processes writing the same
+            # secrets at once must not rename each other's
+            fd, staged = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
             with os.fdopen(fd, "w") as handle:
                 handle.write(value)
             os.replace(staged, path)

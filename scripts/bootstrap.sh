@@ -34,10 +34,17 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
 fi
 
 if [[ $want_tests == 1 ]]; then
+  # Debian packages the tests start for real: PostgreSQL's server, and Chromium for the UI's
+  # browser tests (Playwright drives /usr/bin/chromium; it never downloads a browser of its own).
+  missing=()
   if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    echo "bootstrap: installing PostgreSQL server binaries for the test suite"
+    missing+=(postgresql)
+  fi
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  if (( ${#missing[@]} )); then
+    echo "bootstrap: installing ${missing[*]} (Debian packages) for the test suite"
     if [[ $(id -u) == 0 ]]; then sudo=""; else sudo="sudo"; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi

@@ -10,3 +10,13 @@ echo "=== lint-imports (layers, no cycles)"
 .venv/bin/lint-imports
 echo "=== mypy"
 .venv/bin/mypy
+# The Airflow provider is its own distribution: typed against Airflow's real types, in the
+# virtualenv scripts/airflow_venv.sh builds (Airflow 3, no Ray).
+if airflow_venv="$(bash scripts/airflow_venv.sh --no-build 2>/dev/null)"; then
+  echo "=== mypy (Airflow provider)"
+  .venv/bin/mypy --python-executable "$airflow_venv/bin/python" \
+    integrations/airflow/src/railyard_airflow integrations/airflow/tests \
+    tests/integration/airflow_dags examples/airflow
+else
+  echo "=== mypy (Airflow provider): skipped, no Airflow virtualenv; scripts/test.sh builds it"
+fi

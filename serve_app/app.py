@@ -11,6 +11,7 @@ from serve_app.errors import install_exception_handlers
 from serve_app.json_body import check_json_body
 from serve_app.openapi import document_spec_schema
 from serve_app.routes import api_router
+from serve_app.ui import install_ui
 
 __all__ = ["ServiceFactory", "create_app", "default_service_factory"]
 
@@ -24,5 +25,8 @@ def create_app(service_factory: ServiceFactory | None = None) -> FastAPI:
     app.state.service_factory = service_factory or default_service_factory()
     install_exception_handlers(app)
     app.include_router(api_router)
+    # The web UI: Starlette routes outside the app-wide bearer-token and JSON-body
+    # dependencies above (they apply to the API's routes); it signs in with a session cookie.
+    install_ui(app)
     document_spec_schema(app)
     return app

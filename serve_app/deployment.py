@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from ray import serve
 from ray.serve import Deployment
@@ -26,6 +27,9 @@ from ray.serve import Deployment
 from railyard.config import get_settings
 from serve_app.app import create_app
 from serve_app.deps import TokenCache
+
+if TYPE_CHECKING:
+    from railyard.control.service import JobService
 
 log = logging.getLogger(__name__)
 api = create_app()
@@ -66,6 +70,27 @@ def lower_thread_priority(niceness: int = RECONCILER_NICE) -> None:
         pass
 
 
+def _webhook_dispatcher(service: JobService) -> Any:
+    """The webhook dispatcher (railyard.control.webhooks) of this replica."""
+    from railyard.control.webhooks import WebhookDispatcher
+
+    return WebhookDispatcher(service.engine, service.settings,
+                             thread_setup=lower_thread_priority)
+
+
+def _mlflow_exporter(service: JobService) -> Any:
+    """The MLflow exporter (railyard.control.mlflow_export), or None without
+    RAILYARD_MLFLOW_TRACKING_URI."""
+    if not service.settings.mlflow_tracking_uri:
+        return None
+    from railyard.control.mlflow_export import MlflowExporter
+    from railyard.serving.published import load_published
+
+    return MlflowExporter(service.engine, service.settings,
+                          load_model=lambda uri, artifacts: load_published(uri,
+                                                                           trusted=artifacts))
+
+
 @serve.deployment(**DEPLOYMENT_OPTIONS)
 @serve.ingress(api)
 class RailyardAPI:
@@ -78,9 +103,38 @@ class RailyardAPI:
 
     def __init__(self) -> None:
         self._stop = threading.Event()
+        # Set while this replica holds the reconciler lock: the webhook dispatcher and the
+        # MLflow exporter work then.
+        self._leading = threading.Event()
         self._thread = threading.Thread(target=self._reconcile_loop, name="reconciler",
                                         daemon=True)
         self._thread.start()
+        self._webhooks = threading.Thread(target=self._while_leading, name="webhooks",
+                                          args=("webhook dispatcher", _webhook_dispatcher),
+                                          daemon=True)
+        self._webhooks.start()
+        self._mlflow = threading.Thread(target=self._while_leading, name="mlflow-export",
+                                        args=("MLflow exporter", _mlflow_exporter),
+                                        daemon=True)
+        self._mlflow.start()
+
+    def _while_leading(self, what: str, build: Callable[[JobService], Any]) -> None:
+        """Build a background worker (the webhook dispatcher, the MLflow exporter) once the
+        database answers and run it, at low priority, until the replica stops: it works only
+        while this replica holds the reconciler lease. ``build`` returns None when the
+        worker is switched off."""
+        lower_thread_priority()          # as the reconciler: requests come first
+        worker = None
+        while worker is None and not self._stop.wait(1.0):
+            try:
+                worker = build(api.state.service_factory())
+            except Exception:  # the database is not up yet: try again
+                log.exception("%s not started", what)
+                continue
+            if worker is None:
+                return
+        if worker is not None:
+            worker.run(self._stop, leading=self._leading.is_set)
 
     def _reconcile_loop(self) -> None:
         from railyard.control.leader import ReconcilerLease
@@ -95,7 +149,10 @@ class RailyardAPI:
                 service = api.state.service_factory()
                 lease = lease or ReconcilerLease(service.engine)
                 if lease.held():             # one replica reconciles; the others stand by
+                    self._leading.set()
                     service.reconcile_all()
+                else:
+                    self._leading.clear()
             except Exception:  # keep the loop alive through outages
                 log.exception("background reconcile failed")
             pause = reconcile_pause(interval, time.monotonic() - started)

@@ -79,6 +79,7 @@ class JobPublic(SQLModel):
     status_reason: str | None = None
     submitted_by: str | None = None
     attempt: int = 1
+    rerun_of: str | None = None     # the job this one reruns (POST /v1/jobs/{id}/rerun)
     spec: dict[str, Any]
 
 
@@ -129,6 +130,7 @@ def to_public(job: Job, events: list[JobEvent]) -> JobPublic:
         phases=phases_from_events(events), ray_submission_id=job.ray_submission_id,
         pool=job.pool, placement_reason=job.placement_reason, status_reason=job.status_reason,
         submitted_by=job.submitted_by, attempt=job.attempt or 1, spec=job.spec,
+        rerun_of=getattr(job, "rerun_of", None),
     )
 
 
@@ -204,3 +206,70 @@ class QueuePublic(SQLModel):
     """The queue, per pool (``GET /v1/queue``)."""
 
     pools: list[PoolQueuePublic]
+
+
+class WebhookCreate(BaseModel):
+    """The body of ``POST /v1/webhooks``: where to send which events of the jobs of ``owner``
+    (a team token: its own team, the default; an admin token: any team, or leave it out for
+    every team's), and the signing secret (16-256 characters; left out: the server makes one
+    and returns it this once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    events: list[str]
+    secret: str | None = None
+    owner: str | None = None
+
+
+class WebhookPublic(SQLModel):
+    """A registered webhook (never its secret)."""
+
+    id: str
+    url: str
+    events: list[str]
+    owner: str | None = None
+    created_by: str
+    created_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    """The answer to ``POST /v1/webhooks``: ``secret`` only when the server generated it."""
+
+    secret: str | None = None
+
+
+class WebhookList(SQLModel):
+    """The caller's webhooks (an admin: every one)."""
+
+    webhooks: list[WebhookPublic]
+
+
+class WebhookAttemptPublic(SQLModel):
+    """One HTTP attempt of a delivery."""
+
+    at: datetime
+    http_status: int | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+    next_retry_at: datetime | None = None
+
+
+class WebhookDeliveryPublic(SQLModel):
+    """One event owed to an endpoint: ``pending`` (``next_attempt_at`` says when),
+    ``delivered`` or ``failed`` (retries ran out), with every attempt."""
+
+    id: int
+    event_id: str
+    event_type: str
+    job_id: str
+    status: str
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    attempts: list[WebhookAttemptPublic]
+
+
+class WebhookDeliveryList(SQLModel):
+    """An endpoint's deliveries, newest first."""
+
+    deliveries: list[WebhookDeliveryPublic]

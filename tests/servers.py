@@ -8,6 +8,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -155,3 +156,91 @@ def s3_server() -> Iterator[S3Server]:
         process.terminate()
         process.wait(timeout=30)
 
+
+
+@dataclass
+class MlflowServer:
+    """A running `mlflow server` (from scripts/mlflow_venv.sh's virtualenv); ``stop`` and
+    ``start`` it again on the same port and store for outage tests."""
+
+    url: str
+    command: list[str]
+    env: dict[str, str]
+    base: Path               # its SQLite store and log
+    artifacts: str           # s3://bucket/prefix where it stores the runs' artifacts
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers /health."""
+        with (self.base / "server.log").open("ab") as log_file:
+            # Its own process group: `mlflow server` runs uvicorn as a child process.
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log_file,
+                                            stderr=subprocess.STDOUT, cwd=self.base,
+                                            start_new_session=True)
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {process.returncode}: "
+                                   f"{(self.base / 'server.log').read_text()[-2000:]}")
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+
+        wait_for(answers, 120, "mlflow server to answer", ignore=(httpx.HTTPError,))
+
+    def stop(self) -> None:
+        """Stop the server (and its workers)."""
+        if self.process is None:
+            return
+        group = os.getpgid(self.process.pid)
+        os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(group, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        try:                          # the workers, should any outlive the parent
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process = None
+
+
+def mlflow_venv() -> Path:
+    """The MLflow server's virtualenv (scripts/mlflow_venv.sh --no-build); a RuntimeError
+    saying how to build it when it is missing."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "mlflow_venv.sh"
+    found = subprocess.run(["bash", str(script), "--no-build"], capture_output=True, text=True,
+                           timeout=120)
+    if found.returncode != 0:
+        raise RuntimeError(f"the MLflow server is not installed: {found.stderr.strip()} "
+                           "(bootstrap step: bash scripts/mlflow_venv.sh)")
+    return Path(found.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def mlflow_server(s3: S3Server, bucket: str = "railyard-mlflow") -> Iterator[MlflowServer]:
+    """`mlflow server` on a free loopback port: its own SQLite backend in a temporary
+    directory, the runs' artifacts proxied to ``s3://<bucket>/mlflow`` on the S3 server."""
+    import boto3
+
+    venv = mlflow_venv()
+    boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id="testing",
+                 aws_secret_access_key=SECRET_ACCESS_KEY,
+                 region_name="us-east-1").create_bucket(Bucket=bucket)
+    base = Path(tempfile.mkdtemp(prefix="railyard-mlflow-"))
+    port = free_port()
+    artifacts = f"s3://{bucket}/mlflow"
+    server = MlflowServer(
+        url=f"http://127.0.0.1:{port}",
+        command=[str(venv / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                 str(port), "--workers", "1",
+                 "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
+                 "--artifacts-destination", artifacts],
+        env={**os.environ, **s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint},
+        base=base, artifacts=artifacts)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

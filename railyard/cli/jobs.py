@@ -71,8 +71,9 @@ def prune(older_than: str = typer.Option(..., "--older-than",
           batch_size: int = typer.Option(1000, "--batch-size", min=1,
                                          help="jobs deleted per transaction")) -> None:
     """Delete finished jobs (with their events and attempts) older than --older-than.
-    QUEUED, PENDING and RUNNING jobs are never deleted."""
-    from railyard.jobstore import jobs
+    QUEUED, PENDING and RUNNING jobs are never deleted, nor jobs that registered a model
+    version."""
+    from railyard.jobstore import jobs, registry
     from railyard.jobstore.engine import get_engine, migrate
     from railyard.jobstore.tables import JobStatus, utcnow
 
@@ -86,8 +87,12 @@ def prune(older_than: str = typer.Option(..., "--older-than",
     migrate(url)
     cutoff = utcnow() - age
     try:
-        count = jobs.prune_jobs(get_engine(url), finished_before=cutoff, statuses=statuses,
-                                batch_size=batch_size, dry_run=dry_run)
+        engine = get_engine(url)
+        # a job that registered a model version stays: the registry points at its spec,
+        # metrics, lineage and artifacts
+        count = jobs.prune_jobs(engine, finished_before=cutoff, statuses=statuses,
+                                batch_size=batch_size, dry_run=dry_run,
+                                keep=lambda ids: registry.registered_job_ids(engine, ids))
     except RailyardError as exc:
         _fail(exc)
     names = ",".join(s.value for s in statuses)

@@ -76,6 +76,7 @@ def up(port: int = typer.Option(8000, help="HTTP port of the API"),
     with console.status("deploying the API on Ray Serve…"):
         url = local_cluster.deploy_api(settings, address=ray_address, host=host, port=port)
     console.print(f"[green]Railyard API ready[/green] at {url}  (docs: {url}/docs)")
+    console.print(f"web UI: {url}/  (sign in with an API token)")
     console.print(f"database: {redact(settings.resolved_database_url)}")
     console.print(f"artifacts: {settings.resolved_artifact_root}")
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
@@ -245,6 +246,7 @@ def demo(rows: int = typer.Option(100_000, help="rows of generated charges"),
         job = client.wait(job["id"], on_update=lambda j: live.update(_phase_table(j)))
     _print_result(job)
     console.print(f"end to end: {time.perf_counter() - started:.1f}s")
+    console.print(f"see it in the web UI: http://127.0.0.1:{port}/jobs/{job['id']}")
     raise typer.Exit(code=0 if job["status"] == "SUCCEEDED" else 1)
 
 
@@ -303,9 +305,10 @@ app.add_typer(cluster_app, name="cluster")
 def _mount_subcommands() -> None:
     from railyard.cli.jobs import jobs_app
     from railyard.cli.kuberay import kuberay_app
-    from railyard.cli.models import predict, serve_model
+    from railyard.cli.models import diff, models_app, predict, rerun, serve_model
     from railyard.cli.teams import team_app
     from railyard.cli.tokens import token_app
+    from railyard.cli.webhooks import webhooks_app
 
     app.add_typer(kuberay_app, name="kuberay", help="Render and validate KubeRay manifests.")
     app.add_typer(token_app, name="token", help="Issue, list and revoke API tokens.")
@@ -313,6 +316,10 @@ def _mount_subcommands() -> None:
     app.add_typer(jobs_app, name="jobs")    # `railyard jobs` lists; `railyard jobs prune`
     app.command("predict")(predict)
     app.command("serve-model")(serve_model)
+    app.add_typer(models_app, name="models")
+    app.command("rerun")(rerun)
+    app.command("diff")(diff)
+    app.add_typer(webhooks_app, name="webhooks")
 
 
 _mount_subcommands()

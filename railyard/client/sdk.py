@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -151,6 +152,31 @@ class RailyardClient:
         """Registered workflows."""
         return self._request("GET", "/v1/workflows").json()
 
+    # ---------------------------------------------------------------- webhooks
+    def create_webhook(self, url: str, events: builtins.list[str], *,
+                       secret: str | None = None, owner: str | None = None) -> dict[str, Any]:
+        """Register a webhook for some of RUNNING, SUCCEEDED, FAILED, CANCELLED; without
+        ``secret`` the server makes one and returns it (this once) as ``secret``. Check
+        deliveries with ``railyard.client.webhooks.verify``."""
+        body: dict[str, Any] = {"url": url, "events": events}
+        body.update({k: v for k, v in (("secret", secret), ("owner", owner)) if v is not None})
+        return self._request("POST", "/v1/webhooks", json=body).json()
+
+    def webhooks(self) -> builtins.list[dict[str, Any]]:
+        """The team's webhooks (an admin token: every one)."""
+        return self._request("GET", "/v1/webhooks").json()["webhooks"]
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Remove a webhook and its delivery log."""
+        self._request("DELETE", f"/v1/webhooks/{quote(webhook_id, safe='')}")
+
+    def webhook_deliveries(self, webhook_id: str, *,
+                           limit: int = 50) -> builtins.list[dict[str, Any]]:
+        """A webhook's newest deliveries, each with its attempts (time, HTTP status, error,
+        next retry)."""
+        return self._request("GET", f"/v1/webhooks/{quote(webhook_id, safe='')}/deliveries",
+                             params={"limit": limit}).json()["deliveries"]
+
     def load_model(self, job_id: str, *,
                    into: Path | None = None) -> PublishedModel | PartitionedModel:
         """The job's published model, loaded from its artifacts (``artifacts.model_dir``);
@@ -165,6 +191,59 @@ class RailyardClient:
                                 f"{job.get('status')}); only SUCCEEDED jobs publish one")
         # The API's record of the job vouches for the files (their SHA-256 digests).
         return load_published(model_dir, into=into, trusted=job.get("artifacts"))
+
+    # ---------------------------------------------------------------- model registry
+    def registered_models(self, *, owner: str | None = None,
+                          q: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Registered models (``owner``, ``q`` in the name) with latest version and aliases."""
+        params = {k: v for k, v in {"owner": owner, "q": q}.items() if v is not None}
+        return self._request("GET", "/v1/models", params=params).json()
+
+    def registered_model(self, owner: str, name: str) -> dict[str, Any]:
+        """A model's versions, aliases and alias moves."""
+        return self._request("GET", f"/v1/models/{quote(owner, safe='')}/"
+                                    f"{quote(name, safe='')}").json()
+
+    def alias(self, owner: str, name: str, alias: str) -> dict[str, Any]:
+        """The version (and its job id) ``alias`` points at."""
+        return self._request("GET", _alias_path(owner, name, alias)).json()
+
+    def set_alias(self, owner: str, name: str, alias: str, version: int, *,
+                  message: str | None = None) -> dict[str, Any]:
+        """Point ``alias`` at ``version``."""
+        body: dict[str, Any] = {"version": version}
+        if message:
+            body["message"] = message
+        return self._request("PUT", _alias_path(owner, name, alias), json=body).json()
+
+    def delete_alias(self, owner: str, name: str, alias: str) -> None:
+        """Remove ``alias``."""
+        self._request("DELETE", _alias_path(owner, name, alias))
+
+    def resolve_model(self, ref: str) -> str:
+        """The job id behind ``ref``: a job id, ``models:/OWNER/NAME@ALIAS`` or
+        ``models:/OWNER/NAME/VERSION``."""
+        from railyard.control.registry import MODEL_REF_PREFIX, parse_model_ref
+
+        if not ref.startswith(MODEL_REF_PREFIX):
+            return ref
+        owner, name, which = parse_model_ref(ref)
+        if isinstance(which, str):
+            return str(self.alias(owner, name, which)["job_id"])
+        for version in self.registered_model(owner, name)["versions"]:
+            if version["version"] == which:
+                return str(version["job_id"])
+        raise NotFoundError(f"model {owner}/{name} has no version {which}")
+
+    def lineage(self, job_id: str) -> dict[str, Any]:
+        """What the job read and ran: files (size, ETag/version, mtime), SQL, code, seeds."""
+        return self._request("GET", f"/v1/jobs/{job_id}/lineage").json()
+
+    def rerun(self, job_id: str, *, allow_changed_data: bool = False) -> dict[str, Any]:
+        """Submit the job again pinned to its files (a ConflictError naming a changed file
+        unless ``allow_changed_data``); the new job."""
+        return self._request("POST", f"/v1/jobs/{job_id}/rerun",
+                             json={"allow_changed_data": allow_changed_data}).json()
 
     def healthy(self) -> bool:
         """True when /healthz answers 200."""
@@ -187,6 +266,11 @@ class RailyardClient:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s; "
                                    f"timeline: {self.events(job_id)}")
             time.sleep(poll)
+
+
+def _alias_path(owner: str, name: str, alias: str) -> str:
+    return (f"/v1/models/{quote(owner, safe='')}/{quote(name, safe='')}/aliases/"
+            f"{quote(alias, safe='')}")
 
 
 def _error_from(response: httpx.Response) -> RailyardError:

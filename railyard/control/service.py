@@ -78,12 +78,14 @@ class JobService:
         self.clock = clock
 
     def create(self, payload: Any, *, caller: Caller = SYSTEM,
-               idempotency_key: str | None = None) -> Created:
+               idempotency_key: str | None = None,
+               extra: dict[str, Any] | None = None) -> Created:
         """Validate a spec, store the job, submit it (or queue it while the owner's team is at
         its concurrency limit). Nothing is stored for an invalid or forbidden spec.
 
         With ``idempotency_key``, the caller's team gets one job per key: the same body again
-        returns that job (``replayed``), another body is a 409.
+        returns that job (``replayed``), another body is a 409. ``extra``: more job columns
+        stored before it is submitted (a rerun's ``rerun_of`` and ``pinned_files``).
         """
         body_hash = stored_key = None
         if idempotency_key is not None:
@@ -126,6 +128,8 @@ class JobService:
             if existing is None:
                 raise
             return Created(self._replay(caller, existing, idempotency_key, body_hash), True)
+        if extra:
+            jobs.update_job(self.engine, job_id=job.id, **extra)
         return Created(self._submit(job, spec), False)
 
     @staticmethod
@@ -420,7 +424,32 @@ class JobService:
             except Exception:
                 log.exception("reconciling job %s failed", job.id)
         self._release_queue()            # in the queue's order, after the jobs that ended
+        self._register_missed()
         return count
+
+    def _register_missed(self) -> None:
+        """At most once a minute: register the SUCCEEDED jobs of the last day whose driver
+        ended before it registered their model (railyard.jobstore.registry), so every
+        success is a model version exactly once."""
+        from datetime import timedelta
+
+        from railyard.jobstore import registry
+
+        now = self.clock()
+        last = getattr(self, "_registry_swept_at", None)
+        if last is not None and now - last < timedelta(seconds=60):
+            return
+        self._registry_swept_at = now
+        try:
+            missed = registry.unregistered_succeeded(
+                self.engine, created_after=now - timedelta(days=1),
+                finished_before=now - timedelta(seconds=30))
+            for job in missed:
+                row = registry.register_succeeded(self.engine, job=job)
+                log.info("registered job %s as %s/%s version %d (missed by its driver)",
+                         job.id, job.owner, job.model_name, row.version)
+        except Exception:
+            log.exception("registering missed model versions failed")
 
     def get(self, job_id: str) -> Job:
         """A job, reconciled with Ray first."""

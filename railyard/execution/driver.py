@@ -224,7 +224,41 @@ class JobRun:
                               **results):
             self.db.finish_attempt(job_id=self.job_id, attempt=self.attempt,
                                    status=JobStatus.SUCCEEDED)
+            self.register()
         return 0
+
+    def register(self) -> None:
+        """Register the SUCCEEDED job's model in the model registry and apply its promotion
+        gate (railyard.execution.promotion); a failure here is logged, the job stays
+        SUCCEEDED."""
+        from railyard.execution.promotion import register_and_promote
+
+        try:
+            register_and_promote(self.engine, job_id=self.job_id,
+                                 deadline_s=self.settings.db_retry_window_s)
+        except Exception as exc:  # noqa: BLE001 - the training succeeded; say what failed
+            log.error("could not register job %s in the model registry: %s", self.job_id, exc)
+            self.upload_log()
+
+    def record_lineage(self, spec: TrainingSpec, workflow: Any, read: Any) -> None:
+        """Store what the job reads and runs (railyard.data.lineage) on the job; a rerun's
+        pinned files must be exactly those (a ConflictError naming the file otherwise)."""
+        from railyard.data import lineage
+
+        job = self.db.get_job(job_id=self.job_id)
+        try:
+            record = lineage.record(read, spec=spec.model_dump(mode="json"),
+                                    spec_hash=spec.spec_hash(), workflow=workflow,
+                                    ran_at=utcnow())
+        except Exception as exc:
+            if job.pinned_files is not None:
+                raise
+            log.warning("lineage not recorded: %s", exc)
+            record = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        self.db.update_job(job_id=self.job_id, lineage=record)
+        if job.pinned_files is not None:
+            lineage.check_pins(job.pinned_files, lineage.pins(record),
+                               job_id=job.rerun_of or self.job_id)
 
     def _phases(self, spec: TrainingSpec, access: DataAccess | None = None) -> dict[str, Any]:
         """Fetch (plan the read, right-size, choose the plan, read), then the plan's phases;
@@ -238,8 +272,16 @@ class JobRun:
             read = data_plane.plan_read(spec, derived=workflow.derived_columns, access=access)
             spec = right_size(self, spec, workflow, read)
             plan = choose_plan(spec, workflow)(self, spec, workflow, read)
+            self.record_lineage(spec, workflow, read)
             plan.fetch()
-        return plan.run()
+        results = plan.run()
+        if spec.promotion is not None and "promotion" not in results["metrics"]:
+            from railyard.execution.promotion import not_scored
+
+            results["metrics"]["promotion"] = decision = not_scored(spec, plan.name)
+            self.db.add_event(job_id=self.job_id, kind="promotion", phase="evaluate",
+                              message=f"keep {decision['alias']}: {decision['reason']}")
+        return results
 
 
 def register_spec_job(engine: Engine, spec_path: str) -> str:

@@ -25,6 +25,7 @@ from railyard.jobstore.tables import (
     JobStatus,
     utcnow,
 )
+from railyard.jobstore.webhooks import WEBHOOK_EVENT_TYPES, outbox_event
 from railyard.spec import TrainingSpec
 
 
@@ -151,6 +152,8 @@ def transition(engine: Engine, *, job_id: str, status: JobStatus,
         if result.rowcount == 0:
             return False
         session.add(JobEvent(job_id=job_id, kind="status", message=message or status.value))
+        if status.value in WEBHOOK_EVENT_TYPES:     # the webhooks' outbox, in this transaction
+            session.add(outbox_event(job_id=job_id, event_type=status.value))
     return True
 
 
@@ -354,7 +357,7 @@ def prune_jobs(engine: Engine, *, finished_before: datetime,
 
     ``keep`` is the hook for whatever must outlive retention: given a batch of candidate ids
     it returns those to keep. A model registry that keeps registered models' jobs (their
-    spec, metrics and timeline) passes its lookup here; nothing does yet.
+    spec, metrics and timeline) passes its lookup here, as `railyard jobs prune` does.
     """
     wanted = {JobStatus(s) for s in statuses}
     if not wanted or not wanted <= TERMINAL_STATUSES:

@@ -89,6 +89,13 @@ class Job(SQLModel, table=True):
                                               sa_column=Column(JSON, nullable=True))
     # The spec's priority (0-100, default 50): the queue releases higher ones first.
     priority: int = Field(default=50, sa_column_kwargs={"server_default": "50"})
+    # What the job read and ran (railyard.data.lineage, migration 0007): files with their size
+    # and ETag/version or mtime, SQL queries, the workflow's source digest, packages, seeds.
+    lineage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # A rerun: the job it repeats, and the files it must read unchanged (None: not pinned).
+    rerun_of: str | None = Field(default=None, max_length=64)
+    pinned_files: dict[str, Any] | None = Field(default=None,
+                                                sa_column=Column(JSON, nullable=True))
 
     # Every list filter (none, owner, project, status, their combinations) and the queue walk
     # one of these in (created_at, id) order (migration 0006).
@@ -188,3 +195,161 @@ class TeamQuota(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow,
                                  sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_by: str | None = Field(default=None, max_length=256)
+
+
+class ModelVersion(SQLModel, table=True):
+    """One registered version of a model (owner, name): the model a SUCCEEDED job published.
+    Versions count 1, 2, ... per (owner, name); a job registers at most one (migration 0007)."""
+
+    __tablename__ = "model_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(max_length=256)
+    name: str = Field(max_length=256)
+    version: int
+    job_id: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    workflow_name: str = Field(default="", max_length=256)
+    spec_hash: str = Field(default="", max_length=64)
+
+    __table_args__ = (UniqueConstraint("owner", "name", "version",
+                                       name="uq_model_version_number"),)
+
+
+class ModelAlias(SQLModel, table=True):
+    """A named pointer (``production``, ``staging``…) at one version of a model."""
+
+    __tablename__ = "model_alias"
+
+    owner: str = Field(primary_key=True, max_length=256)
+    name: str = Field(primary_key=True, max_length=256)
+    alias: str = Field(primary_key=True, max_length=128)
+    version: int
+    updated_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ModelAliasEvent(SQLModel, table=True):
+    """One move of an alias: from which version to which (None: created or deleted), who moved
+    it (a team, or ``gate`` for the promotion gate) and why."""
+
+    __tablename__ = "model_alias_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(max_length=256)
+    name: str = Field(max_length=256)
+    alias: str = Field(max_length=128)
+    from_version: int | None = None
+    to_version: int | None = None
+    at: datetime = Field(default_factory=utcnow,
+                         sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(max_length=256)
+    reason: str = Field(max_length=32)          # gate | person
+    job_id: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    __table_args__ = (Index("ix_model_alias_event_model", "owner", "name", "id"),)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A registered webhook receiver: the events it wants of the jobs of ``owner`` (None: an
+    admin's endpoint for every team). The signing secret is kept encrypted
+    (railyard.control.webhooks_secrets), never returned after creation."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(primary_key=True, max_length=64)
+    owner: str | None = Field(default=None, index=True, max_length=256)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=256)
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class WebhookOutboxEvent(SQLModel, table=True):
+    """The outbox: one row per job status change that webhooks can announce, written in the
+    transaction of the change itself (jobs.transition). The dispatcher fans each out to the
+    endpoints that want it (one delivery each) and stamps ``fanned_out_at``; ``payload`` is the
+    body every endpoint receives. ``seq`` orders the events."""
+
+    __tablename__ = "webhook_outbox_event"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=64, unique=True)
+    job_id: str = Field(max_length=64)
+    type: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    fanned_out_at: datetime | None = Field(default=None, sa_column=_tz())
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+    __table_args__ = (Index("ix_webhook_outbox_pending", "fanned_out_at", "seq"),)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event owed to one endpoint: ``pending`` until a 2xx (``delivered``) or until its
+    retries run out (``failed``); ``next_attempt_at`` is when it is tried next. An endpoint
+    gets its deliveries in ``id`` (event) order."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint_id: str = Field(max_length=64)
+    event_seq: int
+    event_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=16)
+    job_id: str = Field(max_length=64)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_tz())
+    finished_at: datetime | None = Field(default=None, sa_column=_tz())
+
+    __table_args__ = (Index("ix_webhook_delivery_endpoint_status_id", "endpoint_id", "status",
+                            "id"),
+                      Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"))
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One HTTP try of a delivery: when, the receiver's status code (None: no answer), the
+    error, and when the next try is due (None: no more)."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True)
+    at: datetime = Field(default_factory=utcnow,
+                         sa_column=Column(DateTime(timezone=True), nullable=False))
+    http_status: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    duration_ms: float | None = None
+    next_retry_at: datetime | None = Field(default=None, sa_column=_tz())
+
+
+class MlflowExport(SQLModel, table=True):
+    """A SUCCEEDED job's export to MLflow (railyard.control.mlflow_export): ``pending`` until
+    its run and registered version exist (``exported``) or its retries ran out (``failed``);
+    ``next_attempt_at`` is when it is tried next, ``error`` the last attempt's failure. The
+    MLflow run id and model version are kept as soon as they exist, so a retry reuses them."""
+
+    __tablename__ = "mlflow_export"
+
+    job_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    run_id: str | None = Field(default=None, max_length=64)
+    experiment_id: str | None = Field(default=None, max_length=64)
+    registered_name: str | None = Field(default=None, max_length=512)
+    mlflow_version: int | None = None
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(DateTime(timezone=True), nullable=False))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_tz())
+    exported_at: datetime | None = Field(default=None, sa_column=_tz())
+
+    __table_args__ = (Index("ix_mlflow_export_status_next", "status", "next_attempt_at"),)

@@ -27,6 +27,11 @@ re-submitting the applications already running (the API among them) unchanged. T
 replicas get the API application's runtime env (its secrets directory, no secret itself), so
 ``get_settings()`` there reaches the API's job database; an application deployed before serving
 keys (``model-<job id>``, no token asked) is removed when that job's model is deployed again.
+
+A model can also be served by its registry alias (``models:/OWNER/NAME@ALIAS``): the key is
+then the reference's, and each replica looks the alias up every ``alias_poll_s`` seconds and
+swaps in the version it points at when it moves (checked against that job's recorded digests,
+as any load), so the URL keeps answering with whatever the alias names.
 """
 
 import hashlib
@@ -49,6 +54,7 @@ from starlette.concurrency import run_in_threadpool
 
 from railyard.config import Settings, get_settings
 from railyard.control.access import Caller, check_job
+from railyard.control.registry import parse_model_ref
 from railyard.errors import (
     AuthError,
     BackendUnavailableError,
@@ -57,7 +63,7 @@ from railyard.errors import (
     RailyardError,
     SpecError,
 )
-from railyard.jobstore import jobs, tokens
+from railyard.jobstore import jobs, registry, tokens
 from railyard.jobstore.engine import get_engine
 from railyard.jobstore.tables import Job
 from railyard.serving.published import PartitionedModel, PublishedModel, load_published
@@ -215,14 +221,32 @@ def parse_predict_request(body: bytes) -> PredictRequest:
             details=problems) from None
 
 
-def model_api(model: PublishedModel | PartitionedModel, access: ModelAccess, *,
-              max_body_bytes: int) -> FastAPI:
+class ServedModel:
+    """What a replica serves: a model and who may use it (its job's access). A replica that
+    follows an alias swaps both at once with :meth:`swap`; a request reads them once."""
+
+    def __init__(self, model: PublishedModel | PartitionedModel, access: ModelAccess) -> None:
+        self.current = (model, access)
+
+    @property
+    def job_id(self) -> str:
+        """The job whose model is served now."""
+        return self.current[1].job_id
+
+    def swap(self, model: PublishedModel | PartitionedModel, access: ModelAccess) -> None:
+        """Serve ``model`` from now on (one assignment: a request sees the old pair or the
+        new one, never a mix)."""
+        self.current = (model, access)
+
+
+def model_api(served: ServedModel, *, max_body_bytes: int) -> FastAPI:
     """The HTTP app of one model (no /docs or /openapi.json: every route needs a token)."""
     app = FastAPI(title="Railyard model", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/")
     async def info(request: Request) -> Response:
         """The model's manifest facts and the columns /predict needs."""
+        model, access = served.current
         try:
             await run_in_threadpool(access.authorize, request.headers.get("authorization"))
         except RailyardError as exc:
@@ -232,6 +256,7 @@ def model_api(model: PublishedModel | PartitionedModel, access: ModelAccess, *,
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         """Score the rows."""
+        model, access = served.current
         try:
             await run_in_threadpool(access.authorize, request.headers.get("authorization"))
             rows = parse_predict_request(await read_body(request, max_body_bytes)).rows
@@ -245,6 +270,48 @@ def model_api(model: PublishedModel | PartitionedModel, access: ModelAccess, *,
     return app
 
 
+def alias_target(engine: Engine, ref: str) -> Job | None:
+    """The job of the version the alias ``ref`` (``models:/OWNER/NAME@ALIAS``) points at now,
+    or None while the alias does not exist."""
+    owner, name, alias = parse_model_ref(ref)
+    if not isinstance(alias, str):
+        raise SpecError(f"{ref!r} names a version, not an alias: only an alias can be followed",
+                        details=[{"field": "alias", "message": "not an alias reference"}])
+    row = registry.get_alias(engine, owner=owner, name=name, alias=alias)
+    version = None if row is None else registry.get_version(engine, owner=owner, name=name,
+                                                             version=row.version)
+    return None if version is None else jobs.get_job(engine, job_id=version.job_id)
+
+
+def follow_alias(served: ServedModel, ref: str, engine: Engine | None = None) -> bool:
+    """Swap in the model the alias ``ref`` points at if it moved; True when it swapped. A
+    deleted alias, or a version whose job has no model, leaves the current model serving.
+    ``engine``: the job database (default: the settings')."""
+    job = alias_target(engine or get_engine(get_settings().resolved_database_url), ref)
+    if job is None or job.id == served.job_id:
+        return False
+    artifacts = dict(job.artifacts or {})
+    if not artifacts.get("model_dir"):
+        log.warning("alias %s points at job %s, which has no published model", ref, job.id)
+        return False
+    served.swap(load_published(artifacts["model_dir"], trusted=artifacts),
+                ModelAccess(job.id, engine=engine))
+    log.info("alias %s moved: now serving the model of job %s", ref, job.id)
+    return True
+
+
+def _poll_alias(served: ServedModel, ref: str, interval_s: float) -> None:
+    """A replica's alias follower (a daemon thread): a failed lookup or load is logged and
+    retried at the next tick; the model already served keeps answering."""
+    while True:
+        time.sleep(interval_s)
+        try:
+            follow_alias(served, ref)
+        except Exception:   # logged with its traceback; the next tick tries again
+            log.exception("following alias %s failed; still serving job %s", ref,
+                          served.job_id)
+
+
 # Everything the deployment's methods use must be defined above it: the class is pickled (with
 # the module globals it refers to) when the decorator runs.
 @serve.deployment(name=DEPLOYMENT, num_replicas=1, max_ongoing_requests=16,
@@ -252,37 +319,44 @@ def model_api(model: PublishedModel | PartitionedModel, access: ModelAccess, *,
 @serve.ingress()
 class ModelServer:
     """Loads the model once per replica and serves :func:`model_api` (built at replica start,
-    with the replica's settings)."""
+    with the replica's settings); given an ``alias`` reference, follows it (module docstring)."""
 
-    def __init__(self, model_dir: str, job_id: str | None = None) -> None:
+    def __init__(self, model_dir: str, job_id: str | None = None, alias: str | None = None,
+                 alias_poll_s: float = 10.0) -> None:
         get_settings()  # loads the secrets directory first: the job database, S3 credentials
-        self.model = load_published(model_dir)
-        job = job_id or self.model.job_id
+        model = load_published(model_dir)
+        job = job_id or model.job_id
         if not job:
             raise ValueError(f"the model at {model_dir} names no job; deploy it with its job id")
-        self.access = ModelAccess(job)
+        self.served = ServedModel(model, ModelAccess(job))
+        if alias:
+            threading.Thread(target=_poll_alias, args=(self.served, alias, alias_poll_s),
+                             name="railyard-alias-follower", daemon=True).start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return model_api(self.model, self.access, max_body_bytes=get_settings().max_body_bytes)
+        return model_api(self.served, max_body_bytes=get_settings().max_body_bytes)
 
 
-def build_app(args: dict[str, str]) -> Application:
+def build_app(args: dict[str, Any]) -> Application:
     """Serve application builder (``import_path``): ``args`` carries ``model_dir`` and
-    ``job_id``."""
+    ``job_id``, and for a served alias ``alias`` and ``alias_poll_s``."""
     # serve.deployment made ModelServer a Deployment; mypy ignores class decorators.
-    return cast(Deployment, ModelServer).bind(args["model_dir"], args.get("job_id"))
+    return cast(Deployment, ModelServer).bind(args["model_dir"], args.get("job_id"),
+                                              args.get("alias"),
+                                              float(args.get("alias_poll_s", 10.0)))
 
 
 # --------------------------------------------------------------------------- deploying
 
-def serving_key(job_id: str) -> str:
-    """The name a job's model is served under, which does not reveal the job id."""
-    return hashlib.sha256(f"railyard-model:{job_id}".encode()).hexdigest()[:32]
+def serving_key(served_as: str) -> str:
+    """The name a model is served under (``served_as``: the job id, or the alias reference
+    for a followed alias), which does not reveal it."""
+    return hashlib.sha256(f"railyard-model:{served_as}".encode()).hexdigest()[:32]
 
 
-def app_name(job_id: str) -> str:
-    """The Serve application name of a job's model."""
-    return f"model-{serving_key(job_id)}"
+def app_name(served_as: str) -> str:
+    """The Serve application name of a job's model (or of an alias's)."""
+    return f"model-{serving_key(served_as)}"
 
 
 def legacy_app_name(job_id: str) -> str:
@@ -291,19 +365,25 @@ def legacy_app_name(job_id: str) -> str:
     return f"model-{job_id}"
 
 
-def route_prefix(job_id: str) -> str:
-    """Where a job's model answers."""
-    return f"/models/{serving_key(job_id)}"
+def route_prefix(served_as: str) -> str:
+    """Where a job's model (or an alias's, given its reference) answers."""
+    return f"/models/{serving_key(served_as)}"
 
 
 def model_app_config(settings: Settings, *, job_id: str, model_dir: str,
-                     num_replicas: int = 1,
-                     runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Serve application config of one job's model; ``runtime_env`` defaults to the
-    environment ``settings`` give a Ray job or replica."""
+                     num_replicas: int = 1, runtime_env: dict[str, Any] | None = None,
+                     alias: str | None = None) -> dict[str, Any]:
+    """The Serve application config of one job's model, or with ``alias`` (a
+    ``models:/OWNER/NAME@ALIAS`` reference whose current job is ``job_id``) of the model the
+    alias names, followed as it moves; ``runtime_env`` defaults to the environment
+    ``settings`` give a Ray job or replica."""
+    served_as = alias or job_id
+    args: dict[str, Any] = {"model_dir": model_dir, "job_id": job_id}
+    if alias:
+        args |= {"alias": alias, "alias_poll_s": settings.model_alias_poll_s}
     config = {
-        "name": app_name(job_id), "route_prefix": route_prefix(job_id),
-        "import_path": IMPORT_PATH, "args": {"model_dir": model_dir, "job_id": job_id},
+        "name": app_name(served_as), "route_prefix": route_prefix(served_as),
+        "import_path": IMPORT_PATH, "args": args,
         "runtime_env": ({"env_vars": settings.runtime_env_vars()} if runtime_env is None
                         else runtime_env),
         "deployments": [{"name": DEPLOYMENT, "num_replicas": num_replicas}],
@@ -369,10 +449,12 @@ def wait_until_serving(url: str, *, token: str | None, timeout: float,
 
 def deploy_model(settings: Settings, *, job_id: str, model_dir: str, address: str,
                  token: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-                 num_replicas: int = 1, timeout: float = 180.0) -> str:
+                 num_replicas: int = 1, timeout: float = 180.0, alias: str | None = None) -> str:
     """Deploy the job's model on the cluster at ``address`` (with the runtime env of the API
     running there, else ``settings``'); return its URL once it answers (to ``token``, an API
-    token of the job's team or an admin, when given)."""
+    token of the job's team or an admin, when given). With ``alias`` (the reference whose
+    current job is ``job_id``), the application follows the alias (module docstring)."""
+    served_as = alias or job_id
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     from railyard.cluster.local_cluster import SERVE_IMPORT_PATH
@@ -382,21 +464,22 @@ def deploy_model(settings: Settings, *, job_id: str, model_dir: str, address: st
         details = client.get_serve_details()
         config = serve_config_with(details, model_app_config(
             settings, job_id=job_id, model_dir=model_dir, num_replicas=num_replicas,
-            runtime_env=api_runtime_env(details, SERVE_IMPORT_PATH)),
-            drop=(app_name(job_id), legacy_app_name(job_id)), host=host, port=port)
+            runtime_env=api_runtime_env(details, SERVE_IMPORT_PATH), alias=alias),
+            drop=(app_name(served_as), legacy_app_name(job_id)), host=host, port=port)
         client.deploy_applications(config)
     except (OSError, RuntimeError, ValueError) as exc:  # requests' errors are OSErrors
         raise BackendUnavailableError(f"cannot deploy on Ray Serve at {address}: {exc}") \
             from None
     serve_host = config["http_options"]["host"]
     url = (f"http://{'127.0.0.1' if serve_host in ('0.0.0.0', '::') else serve_host}:"
-           f"{config['http_options']['port']}{route_prefix(job_id)}")
+           f"{config['http_options']['port']}{route_prefix(served_as)}")
     wait_until_serving(url, token=token, timeout=timeout)
     return url
 
 
 def undeploy_model(*, job_id: str, address: str) -> None:
-    """Remove the job's model application, keeping the others."""
+    """Remove the job's model application (``job_id``: or the alias reference it was served
+    as), keeping the others."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     client = ServeSubmissionClient(address)

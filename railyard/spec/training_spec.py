@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from railyard.errors import SpecError
 from railyard.spec.common import Name, StrictModel, Text
 from railyard.spec.data import DataSpec
+from railyard.spec.promotion import PromotionSpec
 from railyard.spec.train import TrainSpec
 
 
@@ -52,6 +53,8 @@ class TrainingSpec(StrictModel):
     lifecycle: LifecycleSpec = Field(default_factory=LifecycleSpec)
     # The queue releases higher priorities first (0-100); within one, teams share fairly.
     priority: Annotated[int, Field(ge=0, le=100, strict=True)] = 50
+    # The promotion gate (railyard.spec.promotion); None: the job only registers its version.
+    promotion: PromotionSpec | None = None
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -63,7 +66,10 @@ class TrainingSpec(StrictModel):
 
     def spec_hash(self) -> str:
         """Stable hash of the spec's content (used for idempotency and model manifests)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        content = self.model_dump(mode="json")
+        if content.get("promotion") is None:   # specs without a gate hash as they always did
+            content.pop("promotion", None)
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

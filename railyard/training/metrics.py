@@ -22,6 +22,7 @@ from sklearn import metrics as skm
 
 _EPS = 1e-7
 THRESHOLD = 0.5
+CHART_POINTS = 200      # points per curve kept in the manifest for interactive charts
 
 
 def holdout_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray,
@@ -163,13 +164,20 @@ def _multiclass_logloss(y_true: np.ndarray, probs: np.ndarray) -> float:
                               labels=list(range(probs.shape[1]))))
 
 
+# the tasks whose holdout predictions the reports chart: ROC/PR curves for binary
+# classifiers, predicted-vs-actual points for regression and forecasting
+CHARTED_TASKS = ("binary", "regression", "forecasting")
+
+
 def write_model_reports(directory: Path, *, task: str, y_true: np.ndarray | None = None,
                         y_score: np.ndarray | None = None,
                         importance: dict[str, float] | None = None,
                         importance_type: str = "gain", top: int = 30) -> dict[str, Any]:
     """Write ``feature_importance.json``/``.png`` and, for binary classifiers with both classes
     in the holdout, ``roc_curve.png`` and ``pr_curve.png`` into ``directory``; return the
-    manifest's ``reports`` entry (file names and the top features)."""
+    manifest's ``reports`` entry (file names, the top features, and the curves' points, at
+    most CHART_POINTS each, for interactive charts). Given regression or forecasting labels and
+    predictions, the entry gets a sample of predicted-vs-actual points."""
     reports: dict[str, Any] = {}
     if importance:
         ranked = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)
@@ -186,7 +194,30 @@ def write_model_reports(directory: Path, *, task: str, y_true: np.ndarray | None
         y, scores = y_true[keep], (y_score if y_score.ndim == 1 else y_score[:, -1])[keep]
         if len(np.unique(y)) == 2:
             reports["curves"] = _binary_curves(directory, y, scores)
+    elif task in ("regression", "forecasting") and y_true is not None and y_score is not None \
+            and y_score.ndim == 1:
+        reports["predicted_vs_actual"] = predicted_vs_actual(y_true, y_score)
     return reports
+
+
+def curve_points(x: np.ndarray, y: np.ndarray, points: int = CHART_POINTS) -> dict[str, list]:
+    """A curve as at most ``points`` JSON-ready (x, y) pairs, its ends kept, rounded to 5
+    digits: what the web UI draws (a few kB in the manifest, not a point per holdout row)."""
+    x, y = _thin(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"), points)
+    return {"x": [round(float(v), 5) for v in x], "y": [round(float(v), 5) for v in y]}
+
+
+def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, points: int = CHART_POINTS,
+                        *, seed: int = 0) -> dict[str, list]:
+    """At most ``points`` holdout rows (a seeded sample) as actual ``x`` and predicted ``y``
+    values, rows with a NaN label left out: the data of a predicted-vs-actual chart."""
+    keep = ~np.isnan(y_true)
+    y_true, y_pred = y_true[keep], y_pred[keep]
+    if len(y_true) > points:
+        rows = np.sort(np.random.default_rng(seed).choice(len(y_true), points, replace=False))
+        y_true, y_pred = y_true[rows], y_pred[rows]
+    return {"x": [round(float(v), 5) for v in y_true],
+            "y": [round(float(v), 5) for v in y_pred]}
 
 
 def _pyplot() -> Any:
@@ -231,7 +262,11 @@ def _binary_curves(directory: Path, y_true: np.ndarray, scores: np.ndarray) -> d
         fig.savefig(directory / name, dpi=100)
         plt.close(fig)
     return {"roc": "roc_curve.png", "precision_recall": "pr_curve.png",
-            "auc": float(auc), "pr_auc": float(pr_auc)}
+            "auc": float(auc), "pr_auc": float(pr_auc),
+            # the curves' points, for interactive charts (the web UI reads them)
+            "roc_points": curve_points(curves["fpr"], curves["tpr"]),
+            "pr_points": curve_points(np.r_[0.0, curves["recall"]],
+                                      np.r_[1.0, curves["precision"]])}
 
 
 def _thin(x: np.ndarray, y: np.ndarray, points: int = 2000) -> tuple[np.ndarray, np.ndarray]:

@@ -333,11 +333,12 @@ class Workflow(ABC):
                         importance: dict[str, float] | None,
                         importance_type: str = "gain") -> dict[str, Any]:
         """The usual ``write_reports``: feature importance plus, for binary tasks, ROC and
-        precision-recall curves of the holdout predictions (railyard.training.metrics)."""
-        from railyard.training.metrics import write_model_reports
+        precision-recall curves of the holdout predictions, and for regression and forecasting
+        a sample of predicted-vs-actual points (railyard.training.metrics)."""
+        from railyard.training.metrics import CHARTED_TASKS, write_model_reports
 
         task = self.task(data)
-        curves = task == "binary" and data.holdout.num_rows > 0
+        curves = task in CHARTED_TASKS and data.holdout.num_rows > 0
         return write_model_reports(
             directory, task=task, importance=importance, importance_type=importance_type,
             y_true=data.label_array("holdout") if curves else None,

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from serve_app.routes import health, jobs, queue, teams, workflows
+from serve_app.routes import health, jobs, models, queue, teams, webhooks, workflows
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -10,3 +10,5 @@ api_router.include_router(jobs.router)
 api_router.include_router(workflows.router)
 api_router.include_router(teams.router)
 api_router.include_router(queue.router)
+api_router.include_router(models.router)
+api_router.include_router(webhooks.router)

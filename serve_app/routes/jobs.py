@@ -112,6 +112,63 @@ def cancel_job(job_id: str, svc: Service) -> JobPublic:
     return to_public(job, jobs.list_events(svc.engine, job_id=job.id))
 
 
+@router.get("/{job_id}/lineage")
+def job_lineage(job_id: str, svc: Service) -> dict[str, Any]:
+    """What the job read and ran (railyard.data.lineage): each Parquet source's files with
+    size and ETag / version id (mtime for local files), SQL queries as run, the workflow's
+    module and source SHA-256, package versions, seeds, the spec hash; ``rerun_of`` and the
+    pinned files of a rerun. Empty ``sources`` until the job has planned its read."""
+    job = svc.get(job_id)
+    lineage = dict(job.lineage or {})
+    return {"job_id": job.id, "sources": [], "sql": [], "code": {}, "seeds": {},
+            **lineage, "spec_hash": lineage.get("spec_hash", job.spec_hash),
+            "rerun_of": job.rerun_of, "pinned": job.pinned_files is not None}
+
+
+@router.get("/{job_id}/mlflow")
+def job_mlflow(job_id: str, svc: Service) -> dict[str, Any]:
+    """The job's export to MLflow (railyard.control.mlflow_export): ``status`` pending,
+    exported or failed (``none`` while there is no export: MLflow is off, or the job did
+    not succeed), its attempts, last error, run id, experiment id and registered version."""
+    from railyard.jobstore import mlflow_exports
+
+    job = svc.get(job_id)
+    row = mlflow_exports.get(svc.engine, job_id=job.id)
+    state: dict[str, Any] = {
+        "status": "none", "attempts": 0, "error": None, "run_id": None, "experiment_id": None,
+        "registered_name": None, "mlflow_version": None, "next_attempt_at": None,
+        "exported_at": None}
+    if row is not None:
+        state.update({k: getattr(row, k) for k in state})
+    return {"job_id": job.id, "enabled": bool(svc.settings.mlflow_tracking_uri), **state}
+
+
+@router.post("/{job_id}/rerun", status_code=201, response_model=JobPublic,
+             responses=error_responses(403, 409, 422),
+             openapi_extra={"requestBody": {"required": False, "content": {
+                 "application/json": {"schema": {
+                     "type": "object", "additionalProperties": False,
+                     "properties": {"allow_changed_data": {"type": "boolean"}}}}}}})
+async def rerun_job(job_id: str, request: Request, svc: Service,
+                    caller: CurrentCaller) -> JobPublic:
+    """Submit the job's spec again as a new job pinned to the files the original read
+    (``rerun_of`` names it): a file that changed or vanished since is a 409 naming it, unless
+    ``{"allow_changed_data": true}``."""
+    from railyard.control.rerun import rerun
+
+    raw = await read_body(request, svc.settings.max_body_bytes)
+    payload = _parse_json(raw) if raw.strip() else {}
+    if not isinstance(payload, dict) or set(payload) - {"allow_changed_data"} or \
+            not isinstance(payload.get("allow_changed_data", False), bool):
+        raise SpecError("send {} or {\"allow_changed_data\": true|false}",
+                        details=[{"field": "allow_changed_data",
+                                  "message": "expected a boolean and no other field"}])
+    job = await _in_thread(lambda: rerun(svc, caller=caller, job_id=job_id,
+                                         allow_changed_data=payload.get("allow_changed_data",
+                                                                        False)))
+    return to_public(job, jobs.list_events(svc.engine, job_id=job.id))
+
+
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
 def job_logs(job_id: str, svc: Service,
              attempt: Annotated[int | None, Query(ge=1)] = None,

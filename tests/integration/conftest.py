@@ -22,7 +22,7 @@ from railyard.jobstore import tokens
 from railyard.jobstore.engine import get_engine, migrate
 from railyard.jobstore.tables import ACTIVE_STATUSES
 from tests.integration.support import DATA_BUCKET, upload_table
-from tests.servers import free_port, postgres_server, s3_server
+from tests.servers import free_port, mlflow_server, postgres_server, s3_server
 
 ARTIFACT_BUCKET = "railyard-artifacts"
 FRAUD_ROWS = 60_000
@@ -68,6 +68,14 @@ def s3_size(uri: str) -> int:
     return sum(obj["Size"] for obj in listing.get("Contents", []))
 
 
+@pytest.fixture(scope="session")
+def mlflow(s3):
+    """A real `mlflow server` (scripts/mlflow_venv.sh builds it), artifacts on the S3 server;
+    the platform exports every SUCCEEDED job to it."""
+    with mlflow_server(s3) as server:
+        yield server
+
+
 @dataclass
 class Platform:
     """Everything a test needs to talk to the running platform."""
@@ -90,7 +98,7 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
-def platform(postgres, s3, tmp_path_factory) -> Platform:
+def platform(postgres, s3, mlflow, tmp_path_factory) -> Platform:
     home = tmp_path_factory.mktemp("railyard-home")
     dashboard_port = free_port()
     s3_client = boto3.client("s3")
@@ -102,6 +110,11 @@ def platform(postgres, s3, tmp_path_factory) -> Platform:
     settings = Settings(home=home, database_url=postgres.url(),
                         artifact_root=f"s3://{ARTIFACT_BUCKET}",
                         ray_address=f"http://127.0.0.1:{dashboard_port}",
+                        # webhook receivers in tests listen on loopback; retries come quickly
+                        webhook_allowed_hosts=["127.0.0.1"], webhook_retry_base_s=1.0,
+                        webhook_retry_max_s=4.0,
+                        # every SUCCEEDED job is exported to the test MLflow server
+                        mlflow_tracking_uri=mlflow.url, mlflow_retry_base_s=1.0,
                         # the small dataset is read in-process, the big one by Ray Data tasks
                         in_process_read_max_bytes=(s3_size(fraud_uri) + s3_size(big_fraud_uri))
                         // 2)

@@ -13,7 +13,10 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from click.testing import Result
+from typer.testing import CliRunner
 
+from railyard.config import get_settings
 from railyard.data.demo import sample_spec
 from railyard.errors import RailyardError
 
@@ -69,3 +72,16 @@ def expected_counts(table: pa.Table) -> tuple[int, int]:
                    pc.less_equal(ts, pa.scalar(dt.datetime(2019, 1, 1), pa.timestamp("us"))))
     holdout = pc.sum(hold.cast(pa.int64())).as_py()
     return kept.num_rows - holdout, holdout
+
+
+def invoke_cli(args: list[str], env: dict[str, str]) -> Result:
+    """Run the ``railyard`` CLI in this process with ``env`` set for the call (typer's
+    CliRunner). The settings cache is cleared around it: a session's earlier test may have
+    cached settings without that ``RAILYARD_API_URL``, and the CLI would call another URL."""
+    from railyard.cli.main import app as cli_app
+
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli_app, args, env=env)
+    finally:
+        get_settings.cache_clear()

@@ -5,6 +5,7 @@ get 200; an 8 MB body is a 413, a wrongly typed value a 422 naming the feature; 
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlparse
 
 import httpx
@@ -20,20 +21,25 @@ FEATURES = ["charge_type", "charge_amount", "charge_country"]
 ROW = {"charge_type": "recurring", "charge_amount": 42.5, "charge_country": "US"}
 
 
-@pytest.fixture(scope="module")
-def served(platform):
-    """A model of team A's job, served; yields (job id, URL, tokens by who)."""
-    team_tokens = {team: tokens.issue(platform.engine, team=team)[0]
-                   for team in ("serve-a", "serve-b")}
-    team_tokens["admin"] = platform.token
+def served_spec(platform) -> dict:
+    """A small model of team serve-a, `served-auth` in the registry."""
     spec = sample_spec(platform.fraud_uri, source="s3")
     spec["owner"] = "serve-a"
     spec["model_name"] = "served-auth"
     spec["train"] = {"workflow_name": "xgboost", "classifier_features": FEATURES,
                      "label": "has_fraud_dispute",
                      "custom_params": {"n_estimators": 10, "max_depth": 3}}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def served(platform):
+    """A model of team A's job, served; yields (job id, URL, tokens by who)."""
+    team_tokens = {team: tokens.issue(platform.engine, team=team)[0]
+                   for team in ("serve-a", "serve-b")}
+    team_tokens["admin"] = platform.token
     with RailyardClient(platform.api_url, token=team_tokens["serve-a"]) as owner:
-        job = owner.wait(owner.submit(spec)["id"], timeout=300)
+        job = owner.wait(owner.submit(served_spec(platform))["id"], timeout=300)
     assert job["status"] == "SUCCEEDED", job["error"]
     url = deploy_model(platform.settings, job_id=job["id"],
                        model_dir=job["artifacts"]["model_dir"], address=platform.ray_address,
@@ -101,3 +107,47 @@ def test_routes_listing_does_not_name_the_job(served, platform):
     assert routes.status_code == 200
     assert route_prefix(job_id) in routes.json()
     assert job_id not in routes.text
+
+
+def version_of(client: RailyardClient, job_id: str) -> int:
+    """The registry version of a SUCCEEDED job of `served-auth` (its driver registers it
+    just after the job turned SUCCEEDED)."""
+    deadline = time.monotonic() + 30
+    while True:
+        versions = {v["job_id"]: v["version"]
+                    for v in client.registered_model("serve-a", "served-auth")["versions"]}
+        if job_id in versions or time.monotonic() > deadline:
+            return versions[job_id]
+        time.sleep(0.5)
+
+
+def test_a_model_served_by_its_alias_follows_the_alias(platform, served):
+    """serve-model models:/OWNER/NAME@ALIAS: the replica looks the alias up every
+    RAILYARD_MODEL_ALIAS_POLL_S and answers with the version it moved to, at the same URL."""
+    job_id, _, team_tokens = served
+    token = team_tokens["serve-a"]
+    ref = "models:/serve-a/served-auth@live"
+    with RailyardClient(platform.api_url, token=token) as owner:
+        owner.set_alias("serve-a", "served-auth", "live", version_of(owner, job_id))
+        second = owner.wait(owner.submit(served_spec(platform))["id"], timeout=300)
+        assert second["status"] == "SUCCEEDED", second["error"]
+        first = platform.client().get(job_id)
+        url = deploy_model(platform.settings.model_copy(update={"model_alias_poll_s": 1.0}),
+                           job_id=job_id, model_dir=first["artifacts"]["model_dir"],
+                           address=platform.ray_address, token=token, alias=ref,
+                           port=urlparse(platform.api_url).port or 0)
+        try:
+            assert route_prefix(ref) in url and "served-auth" not in url
+            assert call("GET", url + "/", token).json()["job_id"] == job_id
+            owner.set_alias("serve-a", "served-auth", "live", version_of(owner, second["id"]))
+            deadline = time.monotonic() + 60
+            answered = job_id
+            while answered != second["id"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+                scored = call("POST", url + "/predict", token, json={"rows": [ROW]})
+                assert scored.status_code == 200, scored.text
+                answered = scored.json()["job_id"]
+            assert answered == second["id"]
+            assert call("GET", url + "/", team_tokens["serve-b"]).status_code == 403
+        finally:
+            undeploy_model(job_id=ref, address=platform.ray_address)

@@ -37,6 +37,22 @@ def test_written_private_and_loaded_without_overriding(tmp_path, monkeypatch):
         secrets.write(directory, {"PATH": "/bin"})
 
 
+def test_concurrent_writers_of_the_same_secrets_do_not_collide(tmp_path):
+    """Many threads (an API replica's concurrent submits) writing changed secrets at once:
+    each stages its own file, so no rename finds another's staging file gone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    directory = tmp_path / "secrets"
+
+    def write(n: int) -> None:
+        secrets.write(directory, {"RAILYARD_DATABASE_URL": f"postgresql://u:p{n}@h/db"})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(200)))    # raises what a thread raised
+    assert [p.name for p in directory.iterdir()] == ["RAILYARD_DATABASE_URL"]
+    assert stat.S_IMODE((directory / "RAILYARD_DATABASE_URL").stat().st_mode) == 0o600
+
+
 def test_runtime_env_carries_the_directory_not_the_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3.local:9000")

@@ -72,6 +72,18 @@ class Plan(ABC):
     def run(self) -> dict[str, Any]:
         """The phases after fetch; the job's results (``metrics`` and ``artifacts``)."""
 
+    def promotion(self, data: TrainingData, metrics: dict[str, float]) -> dict[str, Any] | None:
+        """The spec's promotion gate decision (railyard.execution.promotion), recorded on the
+        job's timeline; None without a gate."""
+        from railyard.execution.promotion import decide
+
+        decision = decide(self.job.engine, self.spec, data, metrics)
+        if decision is not None:
+            self.job.db.add_event(job_id=self.job.job_id, kind="promotion", phase="evaluate",
+                                  message=f"{'promote' if decision['promoted'] else 'keep'} "
+                                          f"{decision['alias']}: {decision['reason']}")
+        return decision
+
     def publish(self, model: Any, *, metrics: dict[str, float], task: str, schema: pa.Schema,
                 reports: ReportWriter) -> dict[str, Any]:
         """Publish the model to ``<job>/model`` (railyard.execution.publish); the results."""

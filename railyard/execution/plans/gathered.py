@@ -24,11 +24,15 @@ class GatheredPlan(InDriverPlan):
         with self.job.phase("evaluate"):
             metrics = self.evaluate(model, data)
             log.info("holdout metrics %s", metrics)
+            decision = self.promotion(data, metrics)
         with self.job.phase("publish"):
             workflow = self.workflow
-            return self.publish(
+            results = self.publish(
                 model, metrics=metrics, task=workflow.task(data), schema=data.train.schema,
                 reports=lambda directory: workflow.write_reports(model, data, directory))
+        if decision is not None:
+            results["metrics"]["promotion"] = decision
+        return results
 
     def train(self, data: TrainingData) -> Any:
         """The model (inside the train phase)."""

@@ -153,7 +153,7 @@ class XGBoostWorkflow(Workflow):
     def evaluate_streamed(self, model: dict[str, Any], data: Any,
                           directory: Path) -> tuple[dict[str, float], dict[str, Any]]:
         """Holdout metrics and reports, the holdout scored block by block in Ray tasks."""
-        from railyard.training.metrics import write_model_reports
+        from railyard.training.metrics import CHARTED_TASKS, write_model_reports
         from railyard.training.streamed import holdout_scores
 
         if not data.holdout_summary.rows:
@@ -167,8 +167,8 @@ class XGBoostWorkflow(Workflow):
         reports = write_model_reports(
             directory, task=task, importance={n: float(gains.get(n, 0.0))
                                               for n in model["encoding"]},
-            importance_type="total_gain", y_true=y if task == "binary" else None,
-            y_score=scores if task == "binary" else None)
+            importance_type="total_gain", y_true=y if task in CHARTED_TASKS else None,
+            y_score=scores if task in CHARTED_TASKS else None)
         return metrics, reports
 
     def predict(self, model: dict[str, Any], table: pa.Table) -> np.ndarray:

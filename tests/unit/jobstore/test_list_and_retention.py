@@ -208,3 +208,25 @@ def test_prune_cli(tmp_path, monkeypatch):
         assert bad.exit_code == 2 and running in {j.id for j in jobs.list_jobs(engine)[0]}
     finally:
         get_settings.cache_clear()
+
+
+def test_prune_cli_keeps_the_jobs_that_registered_a_model_version(tmp_path, monkeypatch):
+    from railyard.jobstore import registry
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    monkeypatch.setenv("RAILYARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAILYARD_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        migrate(url)
+        engine = get_engine(url)
+        spec = parse_spec(sample_spec("s3://b/p", source="s3"))
+        registered = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
+        plain = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
+        registry.register_version(engine, job=jobs.get_job(engine, job_id=registered))
+        done = CliRunner().invoke(cli_app, ["jobs", "prune", "--older-than", "30d"])
+        assert done.exit_code == 0 and "deleted 1 " in done.stdout, done.output
+        left = {j.id for j in jobs.list_jobs(engine)[0]}
+        assert registered in left and plain not in left
+    finally:
+        get_settings.cache_clear()

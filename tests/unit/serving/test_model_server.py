@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from railyard.errors import AuthError, BackendUnavailableError, ForbiddenError
 from railyard.jobstore import tokens
 from railyard.serving import model_server
-from railyard.serving.model_server import ModelAccess, model_api
+from railyard.serving.model_server import ModelAccess, ServedModel, model_api
 from railyard.serving.published import load_published
 from tests.builders import publish, trained
 from tests.fakes import TEAM_A, TEAM_B, ApiPlatform
@@ -54,7 +54,7 @@ def served(tmp_path, model_files):
     model = load_published(model_files[2])
     clock = Clock()
     access = ModelAccess(job_id, engine=plat.service.engine, clock=clock)
-    http = TestClient(model_api(model, access, max_body_bytes=LIMIT))
+    http = TestClient(model_api(ServedModel(model, access), max_body_bytes=LIMIT))
     return plat, job_id, http, clock
 
 
@@ -188,7 +188,7 @@ def test_unknown_job_is_404_and_an_unreachable_database_503(tmp_path, model_file
     plat = ApiPlatform(tmp_path)
     model = load_published(model_files[2])
     access = ModelAccess("job-gone", engine=plat.service.engine)
-    http = TestClient(model_api(model, access, max_body_bytes=LIMIT))
+    http = TestClient(model_api(ServedModel(model, access), max_body_bytes=LIMIT))
     assert http.get("/").status_code == 401                         # no token: no job facts
     r = http.get("/", headers=plat.headers("admin"))
     assert r.status_code == 404 and r.json()["error"]["type"] == "NotFoundError"
@@ -197,7 +197,8 @@ def test_unknown_job_is_404_and_an_unreachable_database_503(tmp_path, model_file
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
     monkeypatch.setattr(tokens, "authenticate", down)
-    fresh = TestClient(model_api(model, ModelAccess("job-gone", engine=plat.service.engine),
+    fresh = TestClient(model_api(ServedModel(model, ModelAccess("job-gone",
+                                                                engine=plat.service.engine)),
                                  max_body_bytes=LIMIT))
     r = fresh.get("/", headers=plat.headers("admin"))
     assert r.status_code == 503 and r.json()["error"]["type"] == "BackendUnavailableError"
@@ -244,3 +245,40 @@ def test_wait_until_serving_needs_the_tokens_200(monkeypatch):
     answers[:] = [not_yet]
     with pytest.raises(BackendUnavailableError, match="did not answer"):
         model_server.wait_until_serving("http://s/models/k", token="ry_t", timeout=0)
+
+
+def test_a_served_alias_swaps_in_the_version_it_moves_to(tmp_path):
+    """follow_alias (what a replica serving models:/OWNER/NAME@ALIAS runs every
+    RAILYARD_MODEL_ALIAS_POLL_S): a moved alias swaps the model and its job's access; an
+    unmoved or deleted alias leaves the served model alone."""
+    from railyard.jobstore import jobs, registry
+    from railyard.serving.model_server import follow_alias
+
+    plat = ApiPlatform(tmp_path)
+    engine = plat.service.engine
+    workflow, model, data = trained("xgboost", "binary")
+    ids = []
+    for n in (1, 2):
+        answer = plat.submit(TEAM_A)
+        assert answer.status_code == 201, answer.text
+        job_id = answer.json()["id"]
+        model_dir = publish(workflow, model, data, tmp_path / f"v{n}", job_id=job_id)
+        jobs.update_job(engine, job_id=job_id, artifacts={"model_dir": str(model_dir)})
+        registry.register_version(engine, job=jobs.get_job(engine, job_id=job_id))
+        ids.append(job_id)
+    owner, name = plat.service.get(ids[0]).owner, plat.service.get(ids[0]).model_name
+    ref = f"models:/{owner}/{name}@live"
+    registry.set_alias(engine, owner=owner, name=name, alias="live", version=1,
+                       actor="t", reason="person")
+    served = ServedModel(load_published(tmp_path / "v1"), ModelAccess(ids[0], engine=engine))
+    http = TestClient(model_api(served, max_body_bytes=LIMIT))
+    assert not follow_alias(served, ref, engine)          # not moved
+    registry.set_alias(engine, owner=owner, name=name, alias="live", version=2,
+                       actor="t", reason="person")
+    assert follow_alias(served, ref, engine) and served.job_id == ids[1]
+    r = http.post("/predict", json={"rows": [ROW]}, headers=plat.headers(TEAM_A))
+    assert r.status_code == 200 and r.json()["job_id"] == ids[1], r.text
+    assert http.get("/", headers=plat.headers(TEAM_B)).status_code == 403
+    registry.delete_alias(engine, owner=owner, name=name, alias="live", actor="t",
+                          reason="person")
+    assert not follow_alias(served, ref, engine) and served.job_id == ids[1]

@@ -121,6 +121,10 @@ def test_tabular_builtin_fits_evaluates_reports_saves_and_loads(name, task, tmp_
     importance = json.loads((tmp_path / "feature_importance.json").read_text())["importance"]
     assert set(importance) == set(FEATURES) and max(importance, key=importance.get) in {"x1", "c"}
     assert ("curves" in reports) == (task == "binary")
+    assert ("predicted_vs_actual" in reports) == (task == "regression")
+    if task == "regression":   # the UI's chart: a sample of holdout rows, actual vs predicted
+        points = reports["predicted_vs_actual"]
+        assert len(points["x"]) == len(points["y"]) == 200
     if task == "binary":
         assert (tmp_path / "roc_curve.png").read_bytes().startswith(PNG)
         assert (tmp_path / "pr_curve.png").read_bytes().startswith(PNG)

@@ -26,6 +26,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,35 @@ def explain(conninfo: str) -> dict[str, str]:
     return plans
 
 
+@dataclass
+class FilledStore:
+    """A throwaway Postgres database, migrated and filled by :func:`fill`, with the API's
+    service over it (a backend that refuses every call) and an admin token."""
+
+    conninfo: str
+    filled: dict[str, float]
+    service: JobService
+    backend: RefusingBackend
+    admin: str
+
+
+def filled_store(pg: Any, database: str, jobs: int) -> FilledStore:
+    """Create ``database`` on the Postgres server ``pg`` (tests/servers.py), migrate it and
+    fill it with ``jobs`` jobs; what a benchmark of the read path needs."""
+    url = fresh_database(pg, database)
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    migrate(url)
+    filled = fill(conninfo, jobs)
+    print(f"filled {jobs} jobs, {filled['events']} events: {filled}", flush=True)
+    engine = get_engine(url)
+    backend = RefusingBackend()
+    service = JobService(engine=engine, backend=backend,  # type: ignore[arg-type]
+                         settings=Settings(database_url=url))
+    admin, _ = tokens.issue(engine, team="admin", admin=True)
+    return FilledStore(conninfo=conninfo, filled=filled, service=service, backend=backend,
+                       admin=admin)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
@@ -233,16 +263,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with postgres_server() as pg:
-        url = fresh_database(pg, "railyard_list_latency")
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-        migrate(url)
-        filled = fill(conninfo, args.jobs)
-        print(f"filled {args.jobs} jobs, {filled['events']} events: {filled}", flush=True)
-        engine = get_engine(url)
-        backend = RefusingBackend()
-        service = JobService(engine=engine, backend=backend,  # type: ignore[arg-type]
-                             settings=Settings(database_url=url))
-        admin, _ = tokens.issue(engine, team="admin", admin=True)
+        store = filled_store(pg, "railyard_list_latency", args.jobs)
+        conninfo, filled, backend = store.conninfo, store.filled, store.backend
+        service, admin = store.service, store.admin
         with psycopg.connect(conninfo) as conn:
             job_ids = [r[0] for r in conn.execute(
                 "SELECT id FROM job TABLESAMPLE SYSTEM (1) "

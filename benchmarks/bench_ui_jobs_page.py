@@ -26,15 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_list_latency import RefusingBackend, fill, timed  # noqa: E402
+from bench_list_latency import filled_store, timed  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from railyard.config import Settings  # noqa: E402
-from railyard.control.service import JobService  # noqa: E402
-from railyard.jobstore import tokens  # noqa: E402
-from railyard.jobstore.engine import get_engine, migrate  # noqa: E402
 from serve_app.app import create_app  # noqa: E402
-from tests.fakes import fresh_database  # noqa: E402
 from tests.servers import postgres_server  # noqa: E402
 
 
@@ -51,16 +46,8 @@ def main() -> None:
     args = parser.parse_args()
 
     with postgres_server() as pg:
-        url = fresh_database(pg, "railyard_ui_jobs_page")
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-        migrate(url)
-        filled = fill(conninfo, args.jobs)
-        print(f"filled {args.jobs} jobs, {filled['events']} events: {filled}", flush=True)
-        engine = get_engine(url)
-        backend = RefusingBackend()
-        service = JobService(engine=engine, backend=backend,  # type: ignore[arg-type]
-                             settings=Settings(database_url=url))
-        admin, _ = tokens.issue(engine, team="admin", admin=True)
+        store = filled_store(pg, "railyard_ui_jobs_page", args.jobs)
+        filled, backend, service, admin = store.filled, store.backend, store.service, store.admin
         app = create_app(lambda: service)
         api = TestClient(app, headers={"Authorization": f"Bearer {admin}"})
         ui = TestClient(app, follow_redirects=False)

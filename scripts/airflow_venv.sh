@@ -22,17 +22,8 @@ pins=(
 )
 constraints="integrations/airflow/constraints-3.11.txt"
 
-python_bin=""
-for candidate in python3.11 python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && \
-     "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-    python_bin="$candidate"; break
-  fi
-done
-if [[ -z "$python_bin" ]]; then
-  echo "airflow_venv: Python 3.11 is required" >&2
-  exit 1
-fi
+source scripts/lib.sh
+python_bin="$(find_python311 airflow_venv)"
 
 # The key: the pins, the Python, the constraints and the provider's metadata (its dependencies).
 key="$( { printf '%s\n' "${pins[@]}"; "$python_bin" -c 'import sys; print(sys.version)'; \
@@ -49,10 +40,8 @@ if [[ ! -f "$stamp" ]]; then
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
   "$python_bin" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip setuptools 2>&1 \
-    | { grep -v "is ignored: it is neither" || true; } >&2
-  "$venv/bin/python" -m pip install --quiet "${pins[@]}" -c "$constraints" 2>&1 \
-    | { grep -v "is ignored: it is neither" || true; } >&2
+  venv_pip_install "$venv" --upgrade pip setuptools
+  venv_pip_install "$venv" "${pins[@]}" -c "$constraints"
   touch "$stamp"
 fi
 
@@ -62,8 +51,7 @@ installed_from="$("$venv/bin/python" -I -c \
   'import pathlib, railyard_airflow; print(pathlib.Path(railyard_airflow.__file__).resolve().parents[2])' \
   2>/dev/null || true)"
 if [[ "$installed_from" != "$provider_dir" ]]; then
-  "$venv/bin/python" -m pip install --quiet --no-build-isolation -e "$provider_dir" 2>&1 \
-    | { grep -v "is ignored: it is neither" || true; } >&2
+  venv_pip_install "$venv" --no-build-isolation -e "$provider_dir"
 fi
 
 # The point of the provider: Airflow with it installed carries no Ray, no pyarrow, no Railyard.

@@ -7,17 +7,8 @@ cd "$(dirname "$0")/.."
 want_tests=0
 [[ "${1:-}" == "--test" ]] && want_tests=1
 
-python_bin=""
-for candidate in python3.11 python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && \
-     "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-    python_bin="$candidate"; break
-  fi
-done
-if [[ -z "$python_bin" ]]; then
-  echo "bootstrap: Python 3.11 is required (Ray 2.60 wheels are pinned for it)" >&2
-  exit 1
-fi
+source scripts/lib.sh
+python_bin="$(find_python311 bootstrap)"
 
 if [[ ! -x .venv/bin/python ]]; then
   "$python_bin" -m venv .venv

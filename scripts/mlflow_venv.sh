@@ -20,17 +20,8 @@ pins=(
   "boto3==1.44.8"
 )
 
-python_bin=""
-for candidate in python3.11 python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && \
-     "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-    python_bin="$candidate"; break
-  fi
-done
-if [[ -z "$python_bin" ]]; then
-  echo "mlflow_venv: Python 3.11 is required" >&2
-  exit 1
-fi
+source scripts/lib.sh
+python_bin="$(find_python311 mlflow_venv)"
 
 key="$( { printf '%s\n' "${pins[@]}"; "$python_bin" -c 'import sys; print(sys.version)'; } \
         | sha256sum | cut -c1-12)"
@@ -46,10 +37,8 @@ if [[ ! -f "$stamp" ]]; then
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
   "$python_bin" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip setuptools 2>&1 \
-    | { grep -v "is ignored: it is neither" || true; } >&2
-  "$venv/bin/python" -m pip install --quiet "${pins[@]}" 2>&1 \
-    | { grep -v "is ignored: it is neither" || true; } >&2
+  venv_pip_install "$venv" --upgrade pip setuptools
+  venv_pip_install "$venv" "${pins[@]}"
   "$venv/bin/mlflow" --version >&2
   touch "$stamp"
 fi

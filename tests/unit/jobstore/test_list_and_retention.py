@@ -180,53 +180,49 @@ def test_parse_age_refuses_what_it_cannot_read(text):
         parse_age(text)
 
 
-def test_prune_cli(tmp_path, monkeypatch):
+@pytest.fixture()
+def cli_engine(tmp_path, monkeypatch):
+    """The engine of the SQLite store the CLI's settings point at (RAILYARD_DATABASE_URL)."""
     url = f"sqlite:///{tmp_path}/cli.db"
     monkeypatch.setenv("RAILYARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAILYARD_DATABASE_URL", url)
     get_settings.cache_clear()
-    try:
-        migrate(url)
-        engine = get_engine(url)
-        spec = parse_spec(sample_spec("s3://b/p", source="s3"))
-        old = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
-        failed = _finished(engine, spec, JobStatus.FAILED, 40)
-        running = _finished(engine, spec, JobStatus.RUNNING, 40)
-        runner = CliRunner()
-        dry = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "30d", "--dry-run"])
-        assert dry.exit_code == 0, dry.output
-        assert "would delete 2" in dry.stdout
-        done = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "30d",
-                                       "--status", "SUCCEEDED"])
-        assert done.exit_code == 0 and "deleted 1 SUCCEEDED" in done.stdout
-        left = {j.id for j in jobs.list_jobs(engine)[0]}
-        assert left == {failed, running} and old not in left
-        refused = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "30d",
-                                          "--status", "RUNNING"])
-        assert refused.exit_code == 1 and "only finished jobs" in refused.stderr
-        bad = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "soon"])
-        assert bad.exit_code == 2 and running in {j.id for j in jobs.list_jobs(engine)[0]}
-    finally:
-        get_settings.cache_clear()
+    migrate(url)
+    yield get_engine(url)
+    get_settings.cache_clear()
 
 
-def test_prune_cli_keeps_the_jobs_that_registered_a_model_version(tmp_path, monkeypatch):
+def test_prune_cli(cli_engine):
+    engine = cli_engine
+    spec = parse_spec(sample_spec("s3://b/p", source="s3"))
+    old = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
+    failed = _finished(engine, spec, JobStatus.FAILED, 40)
+    running = _finished(engine, spec, JobStatus.RUNNING, 40)
+    runner = CliRunner()
+    dry = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "30d", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would delete 2" in dry.stdout
+    done = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "30d",
+                                   "--status", "SUCCEEDED"])
+    assert done.exit_code == 0 and "deleted 1 SUCCEEDED" in done.stdout
+    left = {j.id for j in jobs.list_jobs(engine)[0]}
+    assert left == {failed, running} and old not in left
+    refused = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "30d",
+                                      "--status", "RUNNING"])
+    assert refused.exit_code == 1 and "only finished jobs" in refused.stderr
+    bad = runner.invoke(cli_app, ["jobs", "prune", "--older-than", "soon"])
+    assert bad.exit_code == 2 and running in {j.id for j in jobs.list_jobs(engine)[0]}
+
+
+def test_prune_cli_keeps_the_jobs_that_registered_a_model_version(cli_engine):
     from railyard.jobstore import registry
 
-    url = f"sqlite:///{tmp_path}/cli.db"
-    monkeypatch.setenv("RAILYARD_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RAILYARD_DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        migrate(url)
-        engine = get_engine(url)
-        spec = parse_spec(sample_spec("s3://b/p", source="s3"))
-        registered = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
-        plain = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
-        registry.register_version(engine, job=jobs.get_job(engine, job_id=registered))
-        done = CliRunner().invoke(cli_app, ["jobs", "prune", "--older-than", "30d"])
-        assert done.exit_code == 0 and "deleted 1 " in done.stdout, done.output
-        left = {j.id for j in jobs.list_jobs(engine)[0]}
-        assert registered in left and plain not in left
-    finally:
-        get_settings.cache_clear()
+    engine = cli_engine
+    spec = parse_spec(sample_spec("s3://b/p", source="s3"))
+    registered = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
+    plain = _finished(engine, spec, JobStatus.SUCCEEDED, 40)
+    registry.register_version(engine, job=jobs.get_job(engine, job_id=registered))
+    done = CliRunner().invoke(cli_app, ["jobs", "prune", "--older-than", "30d"])
+    assert done.exit_code == 0 and "deleted 1 " in done.stdout, done.output
+    left = {j.id for j in jobs.list_jobs(engine)[0]}
+    assert registered in left and plain not in left

@@ -79,9 +79,24 @@ def test_mlflow_down_retries_with_backoff_and_never_fails_the_job(plat):
     assert state["status"] == "failed" and state["error"] and state["run_id"] is None
     assert jobs.get_job(engine, job_id=job_id).status == JobStatus.SUCCEEDED
     assert mlflow_exports.due(engine, now=utcnow() + timedelta(days=1)) == []
-    # A retry by hand makes it pending and due again.
-    mlflow_exports.retry_now(engine, job_id=job_id)
+    # A retry by hand (POST …/mlflow/retry, the job's team or an admin) makes it pending
+    # and due again, its attempts counted afresh.
+    url = f"/v1/jobs/{job_id}/mlflow/retry"
+    assert plat.http.post(url, headers=plat.headers(TEAM_B)).status_code in (403, 404)
+    retried = plat.http.post(url, headers=plat.headers(TEAM_A))
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
     assert [r.job_id for r in mlflow_exports.due(engine)] == [job_id]
+
+
+def test_a_retry_with_nothing_to_retry_is_a_409_saying_why(plat, tmp_path):
+    queued = plat.submit(TEAM_A).json()["id"]
+    answer = plat.http.post(f"/v1/jobs/{queued}/mlflow/retry", headers=plat.headers(TEAM_A))
+    assert answer.status_code == 409 and "only SUCCEEDED jobs" in answer.text
+    off = ApiPlatform(tmp_path / "off")
+    job_id = off.submit(TEAM_A).json()["id"]
+    answer = off.http.post(f"/v1/jobs/{job_id}/mlflow/retry", headers=off.headers(TEAM_A))
+    assert answer.status_code == 409 and "RAILYARD_MLFLOW_TRACKING_URI" in answer.text
 
 
 def test_only_registered_jobs_are_enqueued_once(plat):

@@ -30,7 +30,7 @@ from railyard.control import team_limits
 from railyard.control.access import check_job
 from railyard.control.service import JobService
 from railyard.errors import BackendUnavailableError, NotFoundError, RailyardError, SpecError
-from railyard.jobstore import jobs
+from railyard.jobstore import jobs, registry
 from railyard.jobstore.tables import ACTIVE_STATUSES, JobStatus
 from railyard.training.registry import available_workflows
 from serve_app.deps import get_service
@@ -216,7 +216,13 @@ def _job_context(svc: JobService, session: Session, job_id: str) -> dict[str, An
                             (views.main_metric({"holdout": p.get("metrics") or {}})
                              or ("", 0))[0])} for p in partitions],
     }
+    registered = registry.version_of_job(svc.engine, job_id=job.id)
+    aliases = sorted(alias for alias, version in registry.aliases_of(
+        svc.engine, owner=job.owner, name=job.model_name).items()
+        if registered is not None and version == registered.version)
     return {"job": public, "active": JobStatus(job.status) in ACTIVE_STATUSES,
+            "lineage": dict(job.lineage or {}), "promotion": (job.metrics or {}).get("promotion"),
+            "registered": registered, "aliases": aliases,
             "attempts": [to_attempt_public(a) for a in svc.attempts(job_id)],
             "events": [to_event_public(e) for e in events],
             "trials": trials, "partitions": partitions, "session": session,

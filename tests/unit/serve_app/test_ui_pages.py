@@ -104,3 +104,32 @@ def test_curve_points_of_the_manifest_become_chart_data(plat):
     assert r.status_code == 200 and json.loads(r.content)["reports"] == reports
     assert browser.get(f"/jobs/{job_id}/artifacts/model").status_code == 404
     assert browser.get(f"/jobs/{job_id}/log?offset=x").status_code == 422
+
+
+def test_job_page_shows_lineage_the_registry_version_and_the_gate(plat):
+    from railyard.jobstore import registry
+
+    engine = plat.service.engine
+    job_id = plat.submit(TEAM_A).json()["id"]
+    lineage = {"sources": [{"uri": "s3://data/fraud/", "files": [
+        {"path": "s3://data/fraud/part-0.parquet", "size": 8123, "etag": '"9b2c"',
+         "version_id": None, "mtime": None}]}],
+        "sql": [], "code": {"workflow": {"name": "xgboost", "module": "railyard.training",
+                                         "sha256": "ab" * 32},
+                            "packages": {"xgboost": "3.0.0"}},
+        "seeds": {"holdout": 7}, "spec_hash": "0" * 64}
+    finish(plat, job_id, lineage=lineage, metrics={"holdout": {"auc": 0.8}, "promotion": {
+        "alias": "production", "metric": "auc", "candidate": 0.8, "incumbent": None,
+        "incumbent_version": None, "promoted": True, "reason": "no incumbent"}})
+    job = jobs.get_job(engine, job_id=job_id)
+    version = registry.register_version(engine, job=job)
+    registry.set_alias(engine, owner=job.owner, name=job.model_name, alias="production",
+                       version=version.version, actor="gate", reason="gate")
+    html = browser_of(plat).get(f"/jobs/{job_id}").text
+    lineage_html = html[html.index('id="lineage"'):]
+    for shown in ("s3://data/fraud/part-0.parquet", "8123", "9b2c", "ab" * 32, "xgboost 3.0.0",
+                  "holdout 7"):
+        assert shown in lineage_html, shown
+    registry_html = html[html.index('id="registry"'):html.index('id="lineage"')]
+    assert f"version <b>{version.version}</b>" in registry_html
+    assert ">production<" in registry_html and "promoted" in registry_html

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from railyard.serving.published import PartitionedModel, PublishedModel
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+# A read that lost its connection (reset, a keep-alive connection the server had just closed,
+# refused while the API restarts) is sent again after these pauses: about 4 s in all, so that
+# `railyard logs -f` and `wait` ride out a blip. Writes are never resent (a submit has its
+# Idempotency-Key for that), nor a read that timed out.
+READ_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0)
+_RESENDABLE = (httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 class BearerToken(httpx.Auth):
@@ -51,8 +57,10 @@ class RailyardClient:
     ``$RAILYARD_HOME/token``."""
 
     def __init__(self, base_url: str | None = None, *, token: str | None = None,
-                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None,
+                 read_retry_delays_s: Sequence[float] = READ_RETRY_DELAYS_S) -> None:
         self.base_url = (base_url or get_settings().api_url).rstrip("/")
+        self.read_retry_delays_s = tuple(read_retry_delays_s)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
                                   auth=BearerToken(token))
 
@@ -67,12 +75,18 @@ class RailyardClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise BackendUnavailableError(
-                f"cannot reach the Railyard API at {self.base_url}: {exc}; is `railyard up` "
-                "running?") from None
+        pauses = iter(self.read_retry_delays_s if method in ("GET", "HEAD") else ())
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as exc:
+                pause = next(pauses, None) if isinstance(exc, _RESENDABLE) else None
+                if pause is None:
+                    raise BackendUnavailableError(
+                        f"cannot reach the Railyard API at {self.base_url}: {exc}; is "
+                        "`railyard up` running?") from None
+                time.sleep(pause)
         if response.status_code >= 400:
             raise _error_from(response)
         return response

@@ -73,11 +73,11 @@ def get_alias(engine: Engine, *, caller: Caller, owner: str, name: str,
               alias: str) -> dict[str, Any]:
     """The version ``alias`` points at, with its job id; 404 for an unknown alias."""
     check_model(caller, owner)
-    row = registry.get_alias(engine, owner=owner, name=name, alias=alias)
-    if row is None:
+    found = registry.aliased_version(engine, owner=owner, name=name, alias=alias)
+    if found is None:
         raise NotFoundError(f"model {owner}/{name} has no alias {alias!r}; set one with PUT "
                             f"/v1/models/{owner}/{name}/aliases/{alias} {{\"version\": N}}")
-    version = registry.get_version(engine, owner=owner, name=name, version=row.version)
+    row, version = found
     return {"owner": owner, "name": name, "alias": alias, "version": row.version,
             "updated_at": row.updated_at,
             **({k: v for k, v in registry.version_summary(version).items() if k != "version"}

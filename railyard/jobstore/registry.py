@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -153,6 +153,21 @@ def get_alias(engine: Engine, *, owner: str, name: str, alias: str) -> ModelAlia
     """The alias row, or None."""
     with session_scope(engine) as session:
         return session.get(ModelAlias, (owner, name, alias))
+
+
+def aliased_version(engine: Engine, *, owner: str, name: str,
+                    alias: str) -> tuple[ModelAlias, ModelVersion | None] | None:
+    """The alias row and the version it points at, in one query; None for an unknown alias
+    (the version is None only if its row is gone)."""
+    with session_scope(engine) as session:
+        row = session.exec(
+            select(ModelAlias, ModelVersion).outerjoin(ModelVersion, and_(
+                col(ModelVersion.owner) == col(ModelAlias.owner),
+                col(ModelVersion.name) == col(ModelAlias.name),
+                col(ModelVersion.version) == col(ModelAlias.version)))
+            .where(ModelAlias.owner == owner, ModelAlias.name == name,
+                   ModelAlias.alias == alias)).first()
+        return None if row is None else (row[0], row[1])
 
 
 def set_alias(engine: Engine, *, owner: str, name: str, alias: str, version: int, actor: str,

@@ -277,9 +277,8 @@ def alias_target(engine: Engine, ref: str) -> Job | None:
     if not isinstance(alias, str):
         raise SpecError(f"{ref!r} names a version, not an alias: only an alias can be followed",
                         details=[{"field": "alias", "message": "not an alias reference"}])
-    row = registry.get_alias(engine, owner=owner, name=name, alias=alias)
-    version = None if row is None else registry.get_version(engine, owner=owner, name=name,
-                                                             version=row.version)
+    found = registry.aliased_version(engine, owner=owner, name=name, alias=alias)
+    version = None if found is None else found[1]
     return None if version is None else jobs.get_job(engine, job_id=version.job_id)
 
 

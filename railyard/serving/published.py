@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -485,6 +487,14 @@ def _load(where: str, files: dict[str, bytes], expected: dict[str, str] | None,
         if set(expected) == {MANIFEST_FILE}:
             expected = None   # a checked manifest that vouches for no file
     directory = checked_copy(where, files, expected, into)
-    workflow = workflow_for(manifest)
-    return PublishedModel(manifest=raw, workflow=workflow,
-                          model=workflow.load(directory), directory=directory)
+    try:
+        workflow = workflow_for(manifest)
+        published = PublishedModel(manifest=raw, workflow=workflow,
+                                   model=workflow.load(directory), directory=directory)
+    except BaseException:
+        if into is None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    if into is None:  # the temporary copy goes with the model (a server reloads many)
+        weakref.finalize(published, shutil.rmtree, directory, ignore_errors=True)
+    return published

@@ -14,7 +14,8 @@ import httpx
 import psutil
 
 from railyard.cluster import local_cluster
-from tests.integration.support import noop_spec
+from tests.integration.support import noop_spec, runner_processes
+from tests.polling import wait_for
 from tests.servers import SECRET_ACCESS_KEY
 
 
@@ -101,4 +102,6 @@ def test_a_drivers_scratch_directory_is_removed_when_it_ends(platform, client):
 
     job = client.wait(client.submit(noop_spec(platform, "scratch"))["id"], timeout=180)
     assert job["status"] == "SUCCEEDED", job["error"]
+    # SUCCEEDED is written by the driver before it exits and cleans up; wait for the exit.
+    wait_for(lambda: not runner_processes(job["id"]), 60, "the job's driver to exit")
     assert glob.glob(os.path.join(tempfile.gettempdir(), f"railyard-{job['id']}-*")) == []

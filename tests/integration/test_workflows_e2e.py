@@ -128,32 +128,10 @@ def test_railyard_predict_equals_the_native_model(platform, client, tmp_path):
     np.testing.assert_array_equal(loaded.predict(sample), native)
 
 
-def test_xgboost_on_two_ray_train_workers(platform, client):
-    spec = fraud_spec(platform, "xgboost", {"n_estimators": 20, "max_depth": 4})
-    spec["train"]["resources"] = {"pool": "cpu", "num_workers": 2}
-    job = client.wait(client.submit(spec)["id"], timeout=400)
-    assert job["status"] == "SUCCEEDED", (job["error"], client.logs(job["id"])[-3000:])
-    assert 0.5 < job["metrics"]["holdout"]["auc"] <= 1
-    events = [e["message"] for e in client.events(job["id"]) if e["kind"] == "progress"]
-    assert any("2 Ray Train workers" in m for m in events)
-    stats = job["dataset"]["stats"]
-    assert stats["read_engine"] == "ray.data (streamed to training)"
-    # The workers' own output reached the job's durable log (through the driver). One line
-    # per worker process: on this one-machine cluster every node's Ray log monitor tails the
-    # same session log directory, and a line Ray's log dedup does not merge (it arrived in
-    # another 5 s window) shows up twice, so count each worker pid once.
-    log_text = client.logs(job["id"])
-    shards = {re.search(r"pid=(\d+)", line).group(1):
-              int(line.split("training rows")[0].split(":")[-1])
-              for line in log_text.splitlines()
-              if "railyard train worker" in line and "pid=" in line}
-    assert len(shards) == 2 and sum(shards.values()) == job["dataset"]["train_rows"], \
-        log_text[-3000:]
-
-
-def test_blog_spec_streams_to_two_workers_with_the_same_rows(platform, client):
-    """num_workers=2: Ray Data feeds the Ray Train workers; the driver only sees summaries.
-    Row counts equal an independent pyarrow evaluation, and the label balance adds up."""
+def test_blog_spec_streams_to_two_ray_train_workers_with_the_same_rows(platform, client):
+    """The blog's spec (StripeFraudModel, XGBoost) on num_workers=2: Ray Data feeds the Ray
+    Train workers; the driver only sees summaries. Row counts equal an independent pyarrow
+    evaluation, the label balance adds up, and each worker's own output reaches the log."""
     from tests.integration.support import expected_counts
 
     spec = sample_spec(platform.fraud_uri, source="s3")
@@ -170,6 +148,19 @@ def test_blog_spec_streams_to_two_workers_with_the_same_rows(platform, client):
     assert 0.5 < job["metrics"]["holdout"]["auc"] <= 1
     manifest = client.load_model(job["id"]).manifest
     assert manifest["task"] == "binary" and "roc_curve" in json.dumps(manifest["reports"])
+    events = [e["message"] for e in client.events(job["id"]) if e["kind"] == "progress"]
+    assert any("2 Ray Train workers" in m for m in events)
+    # The workers' own output reached the job's durable log (through the driver). One line
+    # per worker process: on this one-machine cluster every node's Ray log monitor tails the
+    # same session log directory, and a line Ray's log dedup does not merge (it arrived in
+    # another 5 s window) shows up twice, so count each worker pid once.
+    log_text = client.logs(job["id"])
+    shards = {re.search(r"pid=(\d+)", line).group(1):
+              int(line.split("training rows")[0].split(":")[-1])
+              for line in log_text.splitlines()
+              if "railyard train worker" in line and "pid=" in line}
+    assert len(shards) == 2 and sum(shards.values()) == job["dataset"]["train_rows"], \
+        log_text[-3000:]
 
 
 def test_serve_model_answers_predict_like_the_native_model(platform, client):

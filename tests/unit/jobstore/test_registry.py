@@ -76,3 +76,16 @@ def test_list_models_filters_by_owner_and_name(engine):
     assert [m.name for m in registry.list_models(engine, q="_v")] == ["fraud_v2"]
     assert registry.list_models(engine, q="%") == []
     assert registry.registered_job_ids(engine, []) == set()
+
+
+def test_an_alias_and_its_version_come_back_together(engine):
+    for _ in range(2):
+        registry.register_version(engine, job=succeeded_job(engine))
+    kw = {"owner": "team-a", "name": "fraud", "alias": "production"}
+    assert registry.aliased_version(engine, **kw) is None
+    registry.set_alias(engine, **kw, version=2, actor="team-a", reason="person")
+    alias, version = registry.aliased_version(engine, **kw)
+    assert (alias.alias, alias.version) == ("production", 2)
+    assert version.version == 2 and version.job_id == \
+        registry.get_version(engine, owner="team-a", name="fraud", version=2).job_id
+    assert registry.aliased_version(engine, **{**kw, "name": "churn"}) is None

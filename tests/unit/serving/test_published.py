@@ -377,3 +377,20 @@ def test_serving_helpers():
         == "Application"
     with pytest.raises(ValueError):
         model_server.PredictRequest(rows=[])
+
+
+def test_the_temporary_copy_goes_with_the_loaded_model(tmp_path):
+    import gc
+
+    workflow, model, data = trained("xgboost", "binary")
+    source = publish(workflow, model, data, tmp_path / "model")
+    published = load_published(source)
+    copy = published.directory
+    assert copy.is_dir() and not copy.is_relative_to(tmp_path)
+    del published
+    gc.collect()
+    assert not copy.exists()
+    kept = load_published(source, into=tmp_path / "mine")   # a directory the caller chose stays
+    del kept
+    gc.collect()
+    assert (tmp_path / "mine" / "manifest.json").is_file()

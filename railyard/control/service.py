@@ -234,11 +234,11 @@ class JobService:
 
     def _note_waiting(self, job: Job, waiting: str) -> Job:
         """Store why a QUEUED job waits; its timeline gets a ``queued`` event the first time."""
-        if waiting != job.status_reason:
-            if not (job.status_reason or "").startswith("queued:"):
-                jobs.add_event(self.engine, job_id=job.id, kind="queued", message=waiting)
-            jobs.update_job(self.engine, job_id=job.id, status_reason=waiting)
-        return jobs.get_job(self.engine, job_id=job.id)
+        if waiting == job.status_reason:
+            return job
+        first = not (job.status_reason or "").startswith("queued:")
+        return jobs.set_status_reason(self.engine, job_id=job.id, reason=waiting,
+                                      event_kind="queued" if first else None)
 
     def _release_queue(self) -> None:
         """Offer the queued jobs to Ray in the queue's order (each decided again under its

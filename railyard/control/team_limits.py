@@ -12,13 +12,13 @@ number of replicas submitting for the same team at the same moment.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -28,6 +28,7 @@ from railyard.control import queue
 from railyard.control.access import Caller
 from railyard.errors import ForbiddenError, RailyardError
 from railyard.jobstore import jobs, team_quotas
+from railyard.jobstore.jobs import QueuedWork
 from railyard.jobstore.tables import Job, JobStatus, TeamQuota
 from railyard.spec.train import ResourcesSpec
 
@@ -59,47 +60,56 @@ def effective_quota(row: TeamQuota | None, settings: Settings) -> queue.Quota:
                        max_cpus=default.max_cpus if row.max_cpus is None else row.max_cpus)
 
 
-def _pool_estimate(job: Job, pools: dict[str, Pool] | None) -> str:
+def _pool_estimate(job: QueuedWork, pools: dict[str, Pool] | None,
+                   memo: dict[str, str] | None = None) -> str:
     """The job's pool: where it was placed, else what its resources ask for (the data size
-    can still move an unplaced job to highmem when it is submitted)."""
+    can still move an unplaced job to highmem when it is submitted). ``memo``: estimates by
+    resources already made against the same ``pools`` (a burst's jobs mostly ask alike)."""
     if job.pool:
         return job.pool
+    key = json.dumps(job.resources, sort_keys=True)
+    if memo is not None and key in memo:
+        return memo[key]
     try:
-        resources = ResourcesSpec.model_validate(_resources(job))
-        return choose_pool(resources, 0, pools=pools)
+        pool = choose_pool(ResourcesSpec.model_validate(job.resources or {}), 0, pools=pools)
     except (RailyardError, ValueError):
-        return "any"
+        pool = "any"
+    if memo is not None:
+        memo[key] = pool
+    return pool
 
 
-def _resources(job: Job) -> dict[str, Any]:
-    return ((job.spec or {}).get("train") or {}).get("resources") or {}
-
-
-def as_work(job: Job, pools: dict[str, Pool] | None = None) -> queue.Work:
-    """An active job as the queue sees it."""
+def as_work(job: QueuedWork | Job, pools: dict[str, Pool] | None = None,
+            memo: dict[str, str] | None = None) -> queue.Work:
+    """An active job as the queue sees it (``memo``: see :func:`_pool_estimate`)."""
+    if isinstance(job, Job):
+        job = QueuedWork.of(job)
     return queue.Work(id=job.id, owner=job.owner, priority=job.priority or 0,
                       created_at=jobs.as_utc(job.created_at),
-                      pool=_pool_estimate(job, pools), cpus=queue.job_cpus(_resources(job)),
+                      pool=_pool_estimate(job, pools, memo),
+                      cpus=queue.job_cpus(job.resources or {}),
                       on_ray=job.ray_submission_id is not None)
 
 
 def current_plan(engine: Engine, settings: Settings) -> queue.Plan:
     """The queue now: every active job and every team's quota from the job store."""
-    return _plan_of(jobs.list_active_jobs(engine), engine, settings)
+    return _plan_of(jobs.list_active_work(engine), engine, settings)
 
 
-def plan_with_jobs(engine: Engine, settings: Settings) -> tuple[queue.Plan, dict[str, Job]]:
+def plan_with_jobs(engine: Engine, settings: Settings
+                   ) -> tuple[queue.Plan, dict[str, QueuedWork]]:
     """The queue now, and the active jobs it was made from, by id."""
-    active = jobs.list_active_jobs(engine)
+    active = jobs.list_active_work(engine)
     return _plan_of(active, engine, settings), {j.id: j for j in active}
 
 
-def _plan_of(active: list[Job], engine: Engine, settings: Settings) -> queue.Plan:
+def _plan_of(active: list[QueuedWork], engine: Engine, settings: Settings) -> queue.Plan:
     try:
         pools: dict[str, Pool] | None = load_pools()
     except RailyardError:
         pools = None
-    work = [as_work(j, pools) for j in active
+    memo: dict[str, str] = {}
+    work = [as_work(j, pools, memo) for j in active
             if j.ray_submission_id is not None or j.status == JobStatus.QUEUED.value]
     quotas = {row.team: effective_quota(row, settings)
               for row in team_quotas.list_quotas(engine)}
@@ -145,7 +155,7 @@ def read_quota(engine: Engine, settings: Settings, *, caller: Caller,
     _check_team(caller, team)
     row = team_quotas.get_quota(engine, team=team)
     quota = effective_quota(row, settings)
-    mine = [as_work(j) for j in jobs.list_active_jobs(engine) if j.owner == team]
+    mine = [as_work(j) for j in jobs.list_active_work(engine) if j.owner == team]
     on_ray = [w for w in mine if w.on_ray]
     return TeamQuotaView(team=team, max_jobs=quota.max_jobs, max_cpus=quota.max_cpus,
                          override_max_jobs=row.max_jobs if row else None,
@@ -172,7 +182,7 @@ def visible_queue(engine: Engine, settings: Settings, *, caller: Caller
     """The queue of each pool: how many jobs wait there and the places ``caller`` may see (its
     team's jobs; every job for an admin), with positions among all the pool's jobs; and each
     active job's stored ``status_reason`` (why a job the quotas let go still waits)."""
-    active = jobs.list_active_jobs(engine)
+    active = jobs.list_active_work(engine)
     stored = {j.id: j.status_reason for j in active}
     out = {}
     for pool, places in _plan_of(active, engine, settings).by_pool().items():
@@ -203,12 +213,11 @@ def preemption_victim(engine: Engine, job: Job, min_priority: int) -> Job | None
         pools: dict[str, Pool] | None = load_pools()
     except RailyardError:
         pools = None
-    active = {j.id: j for j in jobs.list_active_jobs(engine)}
-    victim = queue.preemption_victim([as_work(j, pools) for j in active.values()
+    victim = queue.preemption_victim([as_work(j, pools) for j in jobs.list_active_work(engine)
                                       if j.ray_submission_id is not None],
                                      as_work(job, pools), min_priority=min_priority)
     if victim is None:
         return None
     with _locks_guard:
         _preempted_for[job.id] = now
-    return active[victim.id]
+    return jobs.get_job(engine, job_id=victim.id)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from sqlalchemy import delete, tuple_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -124,6 +126,43 @@ def list_jobs(engine: Engine, *, owner: str | None = None, project: str | None =
     return jobs[:limit], next_cursor
 
 
+@dataclass(frozen=True)
+class QueuedWork:
+    """What the queue needs of an active job: its columns and the spec's
+    ``train.resources``, not the whole spec (a plan over thousands of jobs stays cheap)."""
+
+    id: str
+    owner: str
+    priority: int | None
+    created_at: datetime
+    status: str
+    status_reason: str | None
+    pool: str | None
+    ray_submission_id: str | None
+    resources: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, job: Job) -> QueuedWork:
+        """The queue's view of a job already loaded."""
+        return cls(id=job.id, owner=job.owner, priority=job.priority, created_at=job.created_at,
+                   status=job.status, status_reason=job.status_reason, pool=job.pool,
+                   ray_submission_id=job.ray_submission_id,
+                   resources=((job.spec or {}).get("train") or {}).get("resources"))
+
+
+def list_active_work(engine: Engine) -> list[QueuedWork]:
+    """:func:`list_active_jobs` as the queue sees them, in the same order, in one query that
+    reads only the columns and the spec's ``train.resources`` (JSON path in the database)."""
+    resources = col(Job.spec)[("train", "resources")]
+    with session_scope(engine) as session:
+        query = sa_select(col(Job.id), col(Job.owner), col(Job.priority), col(Job.created_at),
+                          col(Job.status), col(Job.status_reason), col(Job.pool),
+                          col(Job.ray_submission_id), resources)\
+            .where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))\
+            .order_by(col(Job.created_at), col(Job.id))
+        return [QueuedWork(*row) for row in session.execute(query).all()]
+
+
 def list_active_jobs(engine: Engine) -> list[Job]:
     """Every job that is not yet terminal, oldest first (queued jobs start in that order)."""
     with session_scope(engine) as session:
@@ -161,6 +200,20 @@ def update_job(engine: Engine, *, job_id: str, **fields: Any) -> None:
     """Set fields on a job regardless of its status (results, phase, artifacts)."""
     with session_scope(engine) as session:
         session.exec(update(Job).where(col(Job.id) == job_id).values(**fields))
+
+
+def set_status_reason(engine: Engine, *, job_id: str, reason: str,
+                      event_kind: str | None = None) -> Job:
+    """Store why the job waits (``status_reason``) and, with ``event_kind``, add that event
+    with the reason to its timeline, in one transaction; the job as stored after it."""
+    with session_scope(engine) as session:
+        if event_kind is not None:
+            session.add(JobEvent(job_id=job_id, kind=event_kind, message=reason))
+        session.exec(update(Job).where(col(Job.id) == job_id).values(status_reason=reason))
+        job = session.get(Job, job_id, populate_existing=True)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id!r}")
+        return job
 
 
 def add_event(engine: Engine, *, job_id: str, kind: str, phase: str | None = None,

@@ -164,3 +164,25 @@ def test_prune_on_postgres_keeps_active_and_recent_jobs(filled):
         assert orphans == 0
     assert _count(filled, "SELECT count(*) FROM job_event") == total_before - old_finished
     assert jobs.prune_jobs(filled, finished_before=cutoff) == 0
+
+
+def test_the_queue_reads_light_rows_equal_to_the_whole_jobs(filled, postgres):
+    """The queue's rows (columns and the spec's train.resources by JSON path in Postgres) are
+    what the whole rows give, for the ~3,000 active jobs of the filled store and for jobs with
+    and without resources in their spec."""
+    from railyard.data.demo import sample_spec
+    from railyard.spec import parse_spec
+
+    wide = sample_spec("s3://b/p", source="s3")
+    wide["train"]["resources"] = {"pool": "highmem", "num_workers": 3, "cpus_per_worker": 2}
+    url = fresh_database(postgres, "railyard_queue_rows")
+    migrate(url)
+    engine = get_engine(url)
+    for spec in (wide, sample_spec("s3://b/p", source="s3")):
+        jobs.create_job(engine, spec=parse_spec(spec))
+    for store in (engine, filled):
+        light = jobs.list_active_work(store)
+        assert light == [jobs.QueuedWork.of(j) for j in jobs.list_active_jobs(store)]
+    assert light and len(light) > 2_000
+    resources = [w.resources for w in jobs.list_active_work(engine)]
+    assert resources[0]["num_workers"] == 3 and resources[0]["pool"] == "highmem"

@@ -226,3 +226,29 @@ def test_prune_cli_keeps_the_jobs_that_registered_a_model_version(cli_engine):
     assert done.exit_code == 0 and "deleted 1 " in done.stdout, done.output
     left = {j.id for j in jobs.list_jobs(engine)[0]}
     assert registered in left and plain not in left
+
+
+def test_the_queues_light_rows_equal_the_whole_jobs(tmp_path):
+    """jobs.list_active_work (columns and train.resources by JSON path) is the queue's view
+    of jobs.list_active_jobs, on SQLite (tests/integration/test_store_at_scale: Postgres)."""
+    from railyard.data.demo import sample_spec
+    from railyard.jobstore.engine import get_engine, migrate
+    from railyard.jobstore.tables import JobStatus
+    from railyard.spec import parse_spec
+
+    url = f"sqlite:///{tmp_path}/q.db"
+    migrate(url)
+    engine = get_engine(url)
+    wide = sample_spec("/data/x")
+    wide["train"]["resources"] = {"num_workers": 3, "cpus_per_worker": 2}
+    made = [jobs.create_job(engine, spec=parse_spec(s)) for s in (wide, sample_spec("/data/x"))]
+    done = jobs.create_job(engine, spec=parse_spec(sample_spec("/data/x")))
+    jobs.transition(engine, job_id=done.id, status=JobStatus.SUCCEEDED)
+    jobs.set_status_reason(engine, job_id=made[1].id, reason="queued: position 1",
+                           event_kind="queued")
+    light = jobs.list_active_work(engine)
+    assert light == [jobs.QueuedWork.of(j) for j in jobs.list_active_jobs(engine)]
+    assert [w.id for w in light] == [j.id for j in made]
+    assert light[0].resources["num_workers"] == 3 and light[1].status_reason == \
+        "queued: position 1"
+    assert [e.kind for e in jobs.list_events(engine, job_id=made[1].id)] == ["status", "queued"]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -61,13 +62,17 @@ def effective_quota(row: TeamQuota | None, settings: Settings) -> queue.Quota:
 
 
 def _pool_estimate(job: QueuedWork, pools: dict[str, Pool] | None,
-                   memo: dict[str, str] | None = None) -> str:
+                   memo: dict[Any, str] | None = None) -> str:
     """The job's pool: where it was placed, else what its resources ask for (the data size
     can still move an unplaced job to highmem when it is submitted). ``memo``: estimates by
     resources already made against the same ``pools`` (a burst's jobs mostly ask alike)."""
     if job.pool:
         return job.pool
-    key = json.dumps(job.resources, sort_keys=True)
+    try:   # the fields of ResourcesSpec are scalars
+        key: Any = tuple(sorted((job.resources or {}).items()))
+        hash(key)
+    except TypeError:
+        key = json.dumps(job.resources, sort_keys=True)
     if memo is not None and key in memo:
         return memo[key]
     try:
@@ -80,7 +85,7 @@ def _pool_estimate(job: QueuedWork, pools: dict[str, Pool] | None,
 
 
 def as_work(job: QueuedWork | Job, pools: dict[str, Pool] | None = None,
-            memo: dict[str, str] | None = None) -> queue.Work:
+            memo: dict[Any, str] | None = None) -> queue.Work:
     """An active job as the queue sees it (``memo``: see :func:`_pool_estimate`)."""
     if isinstance(job, Job):
         job = QueuedWork.of(job)
@@ -108,7 +113,7 @@ def _plan_of(active: list[QueuedWork], engine: Engine, settings: Settings) -> qu
         pools: dict[str, Pool] | None = load_pools()
     except RailyardError:
         pools = None
-    memo: dict[str, str] = {}
+    memo: dict[Any, str] = {}
     work = [as_work(j, pools, memo) for j in active
             if j.ray_submission_id is not None or j.status == JobStatus.QUEUED.value]
     quotas = {row.team: effective_quota(row, settings)

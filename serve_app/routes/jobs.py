@@ -12,9 +12,10 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from railyard.control.service import JobService
 from railyard.errors import ConflictError, SpecError
 from railyard.jobstore import jobs
-from railyard.jobstore.tables import JobStatus
+from railyard.jobstore.tables import Job, JobStatus
 from serve_app.deps import CurrentCaller, Service
 from serve_app.errors import error_responses
 from serve_app.json_body import read_body
@@ -47,12 +48,12 @@ async def create_job(request: Request, response: Response, svc: Service,
     header, a repeat with the same body answers 200 with the first job
     (``Idempotent-Replayed: true``); the same key with another body is a 409."""
     payload = _parse_json(await read_body(request, svc.settings.max_body_bytes))
-    job, replayed = await _in_thread(
+    created = await _in_thread(
         lambda: svc.create(payload, caller=caller, idempotency_key=idempotency_key))
-    if replayed:
+    if created.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return to_public(job, jobs.list_events(svc.engine, job_id=job.id))
+    return await _in_thread(_public, svc, created.job)
 
 
 @router.get("", response_model=JobList, responses=error_responses(403))
@@ -192,7 +193,7 @@ async def rerun_job(job_id: str, request: Request, svc: Service,
     job = await _in_thread(lambda: rerun(svc, caller=caller, job_id=job_id,
                                          allow_changed_data=payload.get("allow_changed_data",
                                                                         False)))
-    return to_public(job, jobs.list_events(svc.engine, job_id=job.id))
+    return await _in_thread(_public, svc, job)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
@@ -219,6 +220,12 @@ def _parse_json(body: bytes) -> Any:
         raise SpecError(f"request body is not valid JSON: {exc}; send the training spec as a "
                         "JSON object", details=[{"field": "(body)", "message": str(exc)}]) \
             from None
+
+
+def _public(svc: JobService, job: Job) -> JobPublic:
+    """The job as the API shows it, with its timeline (a database read: call it off the
+    event loop, as :func:`_in_thread` does)."""
+    return to_public(job, jobs.list_events(svc.engine, job_id=job.id))
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:

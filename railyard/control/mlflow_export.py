@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from railyard.config import Settings
+from railyard.errors import ConflictError
 from railyard.jobstore import jobs, mlflow_exports, registry
 from railyard.jobstore.tables import Job, MlflowExport, utcnow
 
@@ -66,6 +67,37 @@ class ExportResult:
     experiment_id: str
     registered_name: str
     version: int | None       # None: the run has no model of a flavour to register
+
+
+STATE_FIELDS = ("status", "attempts", "error", "run_id", "experiment_id", "registered_name",
+                "mlflow_version", "next_attempt_at", "exported_at")
+
+
+def export_state(engine: Engine, settings: Settings, *, job_id: str) -> dict[str, Any]:
+    """A job's export as the API shows it: ``enabled`` (MLflow configured) and the export's
+    fields; ``status`` ``none`` with 0 attempts while it has no export."""
+    row = mlflow_exports.get(engine, job_id=job_id)
+    state: dict[str, Any] = dict.fromkeys(STATE_FIELDS)
+    state.update({"status": "none", "attempts": 0})
+    if row is not None:
+        state.update({k: getattr(row, k) for k in STATE_FIELDS})
+    return {"job_id": job_id, "enabled": bool(settings.mlflow_tracking_uri), **state}
+
+
+def retry_export(engine: Engine, settings: Settings, *, job_id: str) -> dict[str, Any]:
+    """Make a failed (or waiting) export pending and due now, its attempts counted afresh;
+    the new state. ConflictError when there is nothing to retry: MLflow is off, the job has
+    no export (it did not succeed), or it was exported."""
+    state = export_state(engine, settings, job_id=job_id)
+    if not state["enabled"] or state["status"] in ("none", "exported"):
+        why = ("MLflow export is off (RAILYARD_MLFLOW_TRACKING_URI is not set)"
+               if not state["enabled"] else
+               "the job has no MLflow export (only SUCCEEDED jobs are exported)"
+               if state["status"] == "none" else "the job is exported already")
+        raise ConflictError(f"nothing to retry for job {job_id}: {why}",
+                            details=[{"field": "status", "message": state["status"]}])
+    mlflow_exports.retry_now(engine, job_id=job_id)
+    return export_state(engine, settings, job_id=job_id)
 
 
 def retry_delay(attempts: int, base_s: float) -> float:

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from railyard.control.mlflow_export import export_state, retry_export
 from railyard.control.service import JobService
-from railyard.errors import ConflictError, SpecError
+from railyard.errors import SpecError
 from railyard.jobstore import jobs
 from railyard.jobstore.tables import Job, JobStatus
 from serve_app.deps import CurrentCaller, Service
@@ -126,28 +127,12 @@ def job_lineage(job_id: str, svc: Service) -> dict[str, Any]:
             "rerun_of": job.rerun_of, "pinned": job.pinned_files is not None}
 
 
-MLFLOW_STATE_FIELDS = ("status", "attempts", "error", "run_id", "experiment_id",
-                       "registered_name", "mlflow_version", "next_attempt_at", "exported_at")
-
-
-def _mlflow_state(svc: Any, job_id: str) -> dict[str, Any]:
-    """The answer of the /mlflow routes for a job the caller may read."""
-    from railyard.jobstore import mlflow_exports
-
-    row = mlflow_exports.get(svc.engine, job_id=job_id)
-    state: dict[str, Any] = dict.fromkeys(MLFLOW_STATE_FIELDS)
-    state.update({"status": "none", "attempts": 0})
-    if row is not None:
-        state.update({k: getattr(row, k) for k in MLFLOW_STATE_FIELDS})
-    return {"job_id": job_id, "enabled": bool(svc.settings.mlflow_tracking_uri), **state}
-
-
 @router.get("/{job_id}/mlflow")
 def job_mlflow(job_id: str, svc: Service) -> dict[str, Any]:
     """The job's export to MLflow (railyard.control.mlflow_export): ``status`` pending,
     exported or failed (``none`` while there is no export: MLflow is off, or the job did
     not succeed), its attempts, last error, run id, experiment id and registered version."""
-    return _mlflow_state(svc, svc.get(job_id).id)
+    return export_state(svc.engine, svc.settings, job_id=svc.get(job_id).id)
 
 
 @router.post("/{job_id}/mlflow/retry", responses=error_responses(409))
@@ -155,19 +140,7 @@ def retry_job_mlflow(job_id: str, svc: Service) -> dict[str, Any]:
     """Export the job to MLflow again now: a failed (or waiting) export becomes pending and
     due at once, its attempts counted afresh. 409 when there is nothing to retry: MLflow is
     off, the job has no export (it did not succeed), or it was exported."""
-    from railyard.jobstore import mlflow_exports
-
-    job = svc.get(job_id)
-    state = _mlflow_state(svc, job.id)
-    if not state["enabled"] or state["status"] in ("none", "exported"):
-        why = ("MLflow export is off (RAILYARD_MLFLOW_TRACKING_URI is not set)"
-               if not state["enabled"] else
-               "the job has no MLflow export (only SUCCEEDED jobs are exported)"
-               if state["status"] == "none" else "the job is exported already")
-        raise ConflictError(f"nothing to retry for job {job.id}: {why}",
-                            details=[{"field": "status", "message": state["status"]}])
-    mlflow_exports.retry_now(svc.engine, job_id=job.id)
-    return _mlflow_state(svc, job.id)
+    return retry_export(svc.engine, svc.settings, job_id=svc.get(job_id).id)
 
 
 @router.post("/{job_id}/rerun", status_code=201, response_model=JobPublic,

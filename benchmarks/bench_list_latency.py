@@ -41,7 +41,7 @@ from railyard.config import Settings  # noqa: E402
 from railyard.control.service import JobService  # noqa: E402
 from railyard.jobstore import tokens  # noqa: E402
 from railyard.jobstore.engine import get_engine, migrate  # noqa: E402
-from serve_app.app import create_app  # noqa: E402
+from serve_app.app import create_app, freeze_startup_objects  # noqa: E402
 from tests.fakes import fresh_database  # noqa: E402
 from tests.servers import postgres_server  # noqa: E402
 
@@ -272,6 +272,7 @@ def main() -> None:
                 "WHERE status IN ('SUCCEEDED', 'FAILED', 'CANCELLED') LIMIT 2000").fetchall()]
         http = TestClient(create_app(lambda: service),
                           headers={"Authorization": f"Bearer {admin}"})
+        freeze_startup_objects()     # as the Serve replica does once it has started
         cases = scenarios(http, args.limit)
         started = time.perf_counter()
         indexed = measure(http, cases, job_ids, args.requests, args.limit)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_list_latency import filled_store, timed  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serve_app.app import create_app  # noqa: E402
+from serve_app.app import create_app, freeze_startup_objects  # noqa: E402
 from tests.servers import postgres_server  # noqa: E402
 
 
@@ -49,6 +49,7 @@ def main() -> None:
         store = filled_store(pg, "railyard_ui_jobs_page", args.jobs)
         filled, backend, service, admin = store.filled, store.backend, store.service, store.admin
         app = create_app(lambda: service)
+        freeze_startup_objects()     # as the Serve replica does once it has started
         api = TestClient(app, headers={"Authorization": f"Bearer {admin}"})
         ui = TestClient(app, follow_redirects=False)
         signed = ui.post("/signin", data={"token": admin})

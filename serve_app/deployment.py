@@ -25,7 +25,7 @@ from ray import serve
 from ray.serve import Deployment
 
 from railyard.config import get_settings
-from serve_app.app import create_app
+from serve_app.app import create_app, freeze_startup_objects
 from serve_app.deps import TokenCache
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ class RailyardAPI:
                                         args=("MLflow exporter", _mlflow_exporter),
                                         daemon=True)
         self._mlflow.start()
+        freeze_startup_objects()
 
     def _while_leading(self, what: str, build: Callable[[JobService], Any]) -> None:
         """Build a background worker (the webhook dispatcher, the MLflow exporter) once the

@@ -42,4 +42,3 @@ def freeze_startup_objects() -> None:
     once, when the process is ready to serve: what is frozen is never collected."""
     gc.collect()
     gc.freeze()
-

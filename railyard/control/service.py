@@ -76,6 +76,7 @@ class JobService:
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.engine, self.backend, self.settings = engine, backend, settings
         self.clock = clock
+        self._registry_swept_at: datetime | None = None   # railyard.jobstore.registry sweep
 
     def create(self, payload: Any, *, caller: Caller = SYSTEM,
                idempotency_key: str | None = None,
@@ -85,7 +86,8 @@ class JobService:
 
         With ``idempotency_key``, the caller's team gets one job per key: the same body again
         returns that job (``replayed``), another body is a 409. ``extra``: more job columns
-        stored before it is submitted (a rerun's ``rerun_of`` and ``pinned_files``).
+        stored with it, in the same transaction (a rerun's ``rerun_of`` and ``pinned_files``:
+        never a rerun without its pins).
         """
         body_hash = stored_key = None
         if idempotency_key is not None:
@@ -118,7 +120,7 @@ class JobService:
                                    idempotency_key=stored_key, request_hash=body_hash,
                                    data_prefixes=list(caller.data_prefixes) or None,
                                    sql_connections=None if granted is None
-                                   else list(granted))
+                                   else list(granted), **(extra or {}))
         except IntegrityError:
             # A concurrent request with the same key stored its job first.
             if not idempotency_key or not stored_key:
@@ -128,8 +130,6 @@ class JobService:
             if existing is None:
                 raise
             return Created(self._replay(caller, existing, idempotency_key, body_hash), True)
-        if extra:
-            jobs.update_job(self.engine, job_id=job.id, **extra)
         return Created(self._submit(job, spec), False)
 
     @staticmethod
@@ -436,7 +436,7 @@ class JobService:
         from railyard.jobstore import registry
 
         now = self.clock()
-        last = getattr(self, "_registry_swept_at", None)
+        last = self._registry_swept_at
         if last is not None and now - last < timedelta(seconds=60):
             return
         self._registry_swept_at = now

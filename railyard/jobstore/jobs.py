@@ -47,11 +47,12 @@ def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
                ray_submission_id: str | None = None, submitted_by: str | None = None,
                idempotency_key: str | None = None, request_hash: str | None = None,
                data_prefixes: list[str] | None = None,
-               sql_connections: list[str] | None = None) -> Job:
+               sql_connections: list[str] | None = None, **columns: Any) -> Job:
     """Insert a job and its first timeline event in one transaction. A second job with the
     same (``submitted_by``, ``idempotency_key``) raises IntegrityError. ``data_prefixes`` and
     ``sql_connections`` are the submitting token's data access (None: not narrowed), which
-    the driver applies again when it reads."""
+    the driver applies again when it reads; ``columns``: more of the job's columns (a
+    rerun's ``rerun_of`` and ``pinned_files``), stored with it."""
     job = Job(
         id=job_id or new_job_id(), status=status.value, owner=spec.owner, project=spec.project,
         trainer=spec.trainer, model_name=spec.model_name,
@@ -60,7 +61,7 @@ def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
         ray_submission_id=ray_submission_id, submitted_by=submitted_by,
         idempotency_key=idempotency_key, request_hash=request_hash,
         data_prefixes=data_prefixes or None, sql_connections=sql_connections,
-        priority=spec.priority,
+        priority=spec.priority, **columns,
     )
     with session_scope(engine) as session:
         session.add(job)

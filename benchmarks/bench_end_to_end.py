@@ -39,9 +39,21 @@ from tests.servers import free_port  # noqa: E402
 ROUNDS = 500  # the blog's n_estimators; --rounds overrides it for both sides
 
 
-def plain_script(path: Path, workdir: Path) -> tuple[float, int, int]:
-    """The blog's spec written by hand with pyarrow + xgboost; returns (seconds, train, holdout)."""
+def plain_script(path: Path, workdir: Path, *, threads: int | None = None,
+                 steps: dict[str, float] | None = None) -> tuple[float, int, int]:
+    """The blog's spec written by hand with pyarrow + xgboost; returns (seconds, train, holdout).
+    ``threads`` fixes xgboost's nthread (else its default); ``steps`` receives each step's
+    seconds (read and split, train, evaluate, save)."""
     started = time.perf_counter()
+    mark = started
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        if steps is not None:
+            steps[name] = round(now - mark, 3)
+        mark = now
+
     ts = pads.field("created_at")
     ts_type = pa.timestamp("us")
     flt = ((ts >= pa.scalar(dt.datetime(2018, 1, 1), ts_type))
@@ -64,13 +76,19 @@ def plain_script(path: Path, workdir: Path) -> tuple[float, int, int]:
 
     x_train, y_train = frame(train)
     x_hold, y_hold = frame(holdout)
+    step("read_split")
     params = {"objective": "reg:squarederror", "max_depth": 6, "min_child_weight": 50,
               "eta": 0.02}
+    if threads is not None:
+        params["nthread"] = threads
     booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train, enable_categorical=True),
                         num_boost_round=ROUNDS)
+    step("train")
     scores = booster.predict(xgb.DMatrix(x_hold, enable_categorical=True))
     roc_auc_score(y_hold, scores)
+    step("evaluate")
     booster.save_model(str(workdir / "plain-model.json"))
+    step("save")
     return time.perf_counter() - started, train.num_rows, holdout.num_rows
 
 

@@ -355,13 +355,17 @@ class Workflow(ABC):
 
 def node_cpus() -> int:
     """The CPUs this process may use: a container's CPU limit where there is one (as Ray
-    counts them), not the host's core count."""
+    counts them), not the host's core count, and never more than the cores the process is
+    pinned to (``taskset``, a cpuset), which Ray's count does not see."""
     try:
         from ray._private.utils import get_num_cpus
 
-        return max(1, int(get_num_cpus(override_docker_cpu_warning=True)))
+        counted = max(1, int(get_num_cpus(override_docker_cpu_warning=True)))
     except Exception:  # noqa: BLE001 - a private helper; the host's count is the fallback
-        return os.cpu_count() or 1
+        counted = os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        counted = min(counted, max(1, len(os.sched_getaffinity(0))))
+    return counted
 
 
 def infer_task(label: pa.ChunkedArray) -> Task:

@@ -60,3 +60,20 @@ def test_unseen_category_at_predict_time_does_not_crash(tmp_path):
     preds = wf.predict(loaded, pa.table({"c": ["a", "zzz"], "x": [1, 2]}))
     assert preds.shape == (2,)
     assert list(wf.predict(loaded, train.slice(0, 4))) == list(wf.predict(model, train.slice(0, 4)))
+
+
+def test_node_cpus_counts_only_the_cores_the_process_is_pinned_to():
+    """A driver on a node pinned with taskset (or a cpuset) must not start a thread per host
+    core: Ray's own count ignores the affinity mask."""
+    import os
+
+    from railyard.training.workflow import node_cpus
+
+    cores = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(0, {cores[0]})
+        assert node_cpus() == 1
+        assert TrainContext(resources={}).threads == 1
+    finally:
+        os.sched_setaffinity(0, set(cores))
+    assert node_cpus() == min(len(cores), os.cpu_count() or 1)

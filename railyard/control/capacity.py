@@ -118,11 +118,30 @@ def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBacken
         return _decide(job.id, pool, need, used, total)
 
 
+def full_pool(job: Job) -> str | None:
+    """The pool a QUEUED job waits for because the pool is full (its reason says so), else
+    None. The jobs behind it in the queue need not be offered to that pool again this tick."""
+    if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
+        return None
+    reason = job.status_reason or ""
+    if not reason.startswith(_FULL_PREFIX) or _FULL_MARK not in reason:
+        return None
+    return job.pool or _pool_of.get(job.id)
+
+
+def known_pool(job_id: str, pool: str | None = None) -> str | None:
+    """The pool a job was found to go to when last offered (``pool`` when it has one)."""
+    return pool or _pool_of.get(job_id)
+
+
+_FULL_PREFIX, _FULL_MARK = "queued: pool ", " is full ("
+
+
 def _decide(job_id: str, pool: str, need: float, used: float, total: float) -> str | None:
     """Admit (and count the admission) or say why not; call under ``_lock``."""
     if used + need > total + 1e-9:
         _reserved.pop(job_id, None)
-        return (f"queued: pool {pool} is full ({used:g} of {total:g} CPUs in use); it "
+        return (f"{_FULL_PREFIX}{pool}{_FULL_MARK}{used:g} of {total:g} CPUs in use); it "
                 "starts when jobs on the pool finish")
     _reserved[job_id] = (pool, need, time.monotonic())
     return None

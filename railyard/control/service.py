@@ -244,23 +244,37 @@ class JobService:
         """Offer the queued jobs to Ray in the queue's order (each decided again under its
         team's lock), then refresh the place and reason of those still waiting."""
         released = team_limits.current_plan(self.engine, self.settings).released
+        full: set[str] = set()     # pools found full this tick: the jobs behind wait as well
         for work in released:
+            if capacity.known_pool(work.id, work.pool) in full:
+                continue
             try:
                 job = jobs.get_job(self.engine, job_id=work.id)
-                self._submit(job, TrainingSpec.model_validate(job.spec))
+                job = self._submit(job, TrainingSpec.model_validate(job.spec))
+                if (pool := capacity.full_pool(job)) is not None:
+                    full.add(pool)
             except Exception:
                 log.exception("submitting queued job %s failed", work.id)
         plan, stored = team_limits.plan_with_jobs(self.engine, self.settings)
+        moved: dict[str, str] = {}
         for place in plan.places:
             reason = PAUSED_REASON if self.settings.submission_paused else place.reason
-            if place.released or reason is None or stored[place.job.id].status_reason == reason:
+            was = stored[place.job.id].status_reason
+            if place.released or reason is None or was == reason:
                 continue           # released: not held by the queue (a pool's capacity may be)
+            if (was or "").startswith("queued:"):
+                moved[place.job.id] = reason          # stored together, below
+                continue
             try:
                 job = jobs.get_job(self.engine, job_id=place.job.id)
                 if job.status == JobStatus.QUEUED.value and job.ray_submission_id is None:
                     self._note_waiting(job, reason)
             except Exception:
                 log.exception("updating queued job %s failed", place.job.id)
+        try:
+            jobs.refresh_queue_reasons(self.engine, moved)
+        except Exception:
+            log.exception("updating the places of %d queued jobs failed", len(moved))
 
     def _submit_now(self, job: Job, spec: TrainingSpec) -> Job:
         where = self._placement(spec)
@@ -396,28 +410,28 @@ class JobService:
                 log.warning("could not stop Ray job %s", job.ray_submission_id)
 
     def reconcile_all(self) -> int:
-        """Reconcile every non-terminal job (the background reconciler calls this).
+        """Reconcile every non-terminal job (the background reconciler calls this), then
+        release the queue; returns how many jobs past the queue it reconciled.
 
         Ray is asked ONCE per tick: one listing of every Ray job (``list_statuses``), read
         after the job table so every submission id read was already on Ray. A job the listing
         lacks is asked about alone (``status``: Ray lost it, or it was just submitted); with
-        Ray unreachable, the jobs on Ray wait for the next tick and queued jobs stay QUEUED."""
-        active = jobs.list_active_jobs(self.engine)
+        Ray unreachable, the jobs on Ray wait for the next tick and queued jobs stay QUEUED.
+        Jobs that never left the queue are not loaded here: the queue's plan reads them."""
+        active = jobs.list_jobs_to_reconcile(self.engine)
         statuses: dict[str, BackendStatus] | None = {}
         if active:
             try:
                 statuses = self.backend.list_statuses()
+                capacity.note_ray_statuses(statuses)
             except BackendUnavailableError as exc:
                 log.warning("reconcile: cannot list Ray jobs: %s", exc.message)
                 statuses = None
-        if statuses is not None:
-            capacity.note_ray_statuses(statuses)
         count = 0
         for job in active:
             try:
                 if job.ray_submission_id is None:
-                    if job.status != JobStatus.QUEUED.value:   # queued: released below
-                        self.reconcile(job)
+                    self.reconcile(job)
                 elif statuses is not None:
                     self.reconcile(job, ray_status=statuses.get(job.ray_submission_id))
                 count += 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import delete, tuple_, update
+from sqlalchemy import and_, bindparam, delete, not_, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -172,6 +172,19 @@ def list_active_jobs(engine: Engine) -> list[Job]:
         return list(session.exec(query).all())
 
 
+def list_jobs_to_reconcile(engine: Engine) -> list[Job]:
+    """The active jobs the reconciler checks against Ray, oldest first: all but those QUEUED
+    and never submitted (the queue releases those from :func:`list_active_work`'s light rows;
+    a burst leaves thousands of them, each spec a row not worth loading every tick)."""
+    never_submitted = and_(col(Job.status) == JobStatus.QUEUED.value,
+                           col(Job.ray_submission_id).is_(None))
+    with session_scope(engine) as session:
+        query = select(Job).where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]),
+                                  not_(never_submitted))\
+            .order_by(col(Job.created_at), col(Job.id))
+        return list(session.exec(query).all())
+
+
 def transition(engine: Engine, *, job_id: str, status: JobStatus,
                allowed_from: frozenset[JobStatus] = ACTIVE_STATUSES,
                message: str | None = None, attempt: int | None = None,
@@ -215,6 +228,25 @@ def set_status_reason(engine: Engine, *, job_id: str, reason: str,
         if job is None:
             raise NotFoundError(f"no job with id {job_id!r}")
         return job
+
+
+def refresh_queue_reasons(engine: Engine, reasons: Mapping[str, str]) -> int:
+    """Store the new reasons (job id -> ``queued: position …``) of jobs that already wait in
+    the queue, in one statement run for every row: a job released ahead moves every place
+    behind it. Only a job still QUEUED, never submitted and with a ``queued:`` reason changes
+    (its timeline has its ``queued`` event already); the number of jobs changed."""
+    if not reasons:
+        return 0
+    table = Job.__table__   # type: ignore[attr-defined]
+    statement = table.update().where(
+        table.c.id == bindparam("b_id"), table.c.status == JobStatus.QUEUED.value,
+        table.c.ray_submission_id.is_(None), table.c.status_reason.like("queued:%"),
+    ).values(status_reason=bindparam("b_reason"))
+    with session_scope(engine) as session:
+        result = session.connection().execute(
+            statement, [{"b_id": job_id, "b_reason": reason}
+                        for job_id, reason in reasons.items()])
+        return result.rowcount
 
 
 def add_event(engine: Engine, *, job_id: str, kind: str, phase: str | None = None,

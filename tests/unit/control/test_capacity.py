@@ -149,3 +149,28 @@ def test_a_stale_view_of_ray_is_read_again_instead_of_holding_jobs_forever(plat,
     assert plat.http.get(f"/v1/jobs/{third['id']}",
                          headers=plat.headers(TEAM_A)).json()["status"] == "PENDING"
     assert plat.backend.list_calls > calls
+
+
+def test_a_tick_stops_offering_a_pool_once_the_pool_is_full(plat, monkeypatch):
+    """A burst leaves a thousand jobs queued for one full pool: the tick offers the first and
+    not the rest behind it (each offer plans the queue and asks the pool again)."""
+    running = [_submit(plat, who) for who in (TEAM_A, TEAM_B)]
+    queued = [_submit(plat, who) for who in (TEAM_A, TEAM_B) * 3]
+    assert [j["status"] for j in running + queued] == ["PENDING"] * 2 + ["QUEUED"] * 6
+    offered: list[str] = []
+    offer = plat.service._submit
+
+    def counted(job, spec):
+        offered.append(job.id)
+        return offer(job, spec)
+
+    monkeypatch.setattr(plat.service, "_submit", counted)
+    plat.service.reconcile_all()
+    assert offered == [queued[0]["id"]]
+    _finish(plat, running[0])
+    offered.clear()
+    plat.service.reconcile_all()
+    # The first is admitted into the freed CPU; the second finds the pool full again.
+    assert offered == [queued[0]["id"], queued[1]["id"]]
+    assert [_status(plat, j)[0] for j in queued[:3]] == ["PENDING", "QUEUED", "QUEUED"]
+    assert _status(plat, queued[1])[1].startswith("queued: pool cpu is full (2 of 2 CPUs")

@@ -24,7 +24,9 @@ def test_one_tick_is_one_call_to_ray_for_every_active_job(env):
     backend.statuses[made[1]["ray_submission_id"]] = BackendStatus("STOPPED")
     backend.status_calls = backend.list_calls = 0
 
-    assert service.reconcile_all() == 12
+    on_ray = [job for job in made if job["ray_submission_id"]]   # the pool queues the rest
+    assert 0 < len(on_ray) < 12
+    assert service.reconcile_all() == len(on_ray)
     assert (backend.list_calls, backend.status_calls) == (1, 0)
     stored = {job["id"]: jobs.get_job(service.engine, job_id=job["id"]) for job in made}
     assert stored[made[0]["id"]].status == "FAILED"

@@ -97,6 +97,37 @@ def test_quota_holds_and_a_later_high_priority_job_starts_first(plat):
     assert [status(plat, j["id"]) for j in low] == ["PENDING", "QUEUED"]
 
 
+def test_a_tick_moves_every_place_behind_a_released_job_in_one_statement(plat):
+    """A released job moves every queued job behind it up one place; with a thousand queued
+    that was a thousand transactions per tick, now one statement for them all."""
+    from sqlalchemy import event
+
+    put_quota(plat, TEAM_A, max_jobs=1)
+    first = submit(plat, TEAM_A)
+    queued = [submit(plat, TEAM_A) for _ in range(6)]
+    finish(plat, first["id"])
+    statements: list[bool] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if " ".join(statement.split()).upper().startswith("UPDATE JOB SET STATUS_REASON"):
+            statements.append(executemany)
+
+    event.listen(plat.service.engine, "before_cursor_execute", seen)
+    try:
+        plat.service.reconcile_all()
+    finally:
+        event.remove(plat.service.engine, "before_cursor_execute", seen)
+    assert status(plat, queued[0]["id"]) == "PENDING"
+    reasons = [jobs.get_job(plat.service.engine, job_id=j["id"]).status_reason
+               for j in queued[1:]]
+    assert [r.split(" in pool")[0] for r in reasons] == [
+        f"queued: position {i} of 5" for i in range(1, 6)]
+    assert statements == [True]
+    # The timeline keeps one ``queued`` event per job: moving up is not a new event.
+    events = jobs.list_events(plat.service.engine, job_id=queued[-1]["id"])
+    assert [e.kind for e in events].count("queued") == 1
+
+
 def test_cpu_quota_holds(plat):
     put_quota(plat, TEAM_A, max_cpus=4)
     wide = submit(plat, TEAM_A, num_workers=3)

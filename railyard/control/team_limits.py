@@ -123,7 +123,13 @@ def _plan_of(active: list[QueuedWork], engine: Engine, settings: Settings) -> qu
 
 
 def wait_reason(engine: Engine, settings: Settings, job: Job) -> str | None:
-    """None when the queue releases ``job`` now; else why it waits and where it is."""
+    """None when the queue releases ``job`` now; else why it waits and where it is. The
+    queue holds a job only for its team's quotas (or a pause), so a team without limits is
+    answered without planning the whole queue (a burst's every submit did)."""
+    if not settings.submission_paused:
+        quota = effective_quota(team_quotas.get_quota(engine, team=job.owner), settings)
+        if not quota.max_jobs and not quota.max_cpus:
+            return None
     place = current_plan(engine, settings).place_of(job.id)
     return None if place is None else place.reason
 

@@ -128,6 +128,19 @@ def test_a_tick_moves_every_place_behind_a_released_job_in_one_statement(plat):
     assert [e.kind for e in events].count("queued") == 1
 
 
+def test_a_team_without_limits_is_released_without_planning_the_queue(plat, monkeypatch):
+    def whole_queue(engine):
+        raise AssertionError("the whole queue was planned")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(jobs, "list_active_work", whole_queue)
+        assert [submit(plat, TEAM_B)["status"] for _ in range(3)] == ["PENDING"] * 3
+    put_quota(plat, TEAM_B, max_jobs=3)
+    held = submit(plat, TEAM_B)
+    assert held["status"] == "QUEUED"
+    assert held["status_reason"].startswith("queued: position 1 of 1 in pool cpu (team")
+
+
 def test_cpu_quota_holds(plat):
     put_quota(plat, TEAM_A, max_cpus=4)
     wide = submit(plat, TEAM_A, num_workers=3)

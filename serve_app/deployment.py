@@ -52,6 +52,9 @@ DEPLOYMENT_OPTIONS: dict[str, Any] = {
 # t * (1 - duty) / duty (and at least RAILYARD_RECONCILE_INTERVAL_S).
 RECONCILER_DUTY = 0.2
 RECONCILER_NICE = 10
+# Between ticks, the leading replica checks this often whether a full pool that jobs wait
+# for has room again (one or two database queries; JobService.release_if_room).
+RELEASE_CHECK_S = 0.25
 
 
 def reconcile_pause(interval_s: float, pass_s: float, duty: float = RECONCILER_DUTY) -> float:
@@ -143,9 +146,14 @@ class RailyardAPI:
         lower_thread_priority()
         interval = get_settings().reconcile_interval_s
         lease: ReconcilerLease | None = None
-        pause = interval
-        while not self._stop.wait(pause):
+        next_tick = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, min(RELEASE_CHECK_S,
+                                               next_tick - time.monotonic()))):
             started = time.monotonic()
+            if started < next_tick:          # between ticks: only a freed pool's queue
+                if self._leading.is_set():
+                    self._release_between_ticks()
+                continue
             try:
                 service = api.state.service_factory()
                 lease = lease or ReconcilerLease(service.engine)
@@ -156,9 +164,16 @@ class RailyardAPI:
                     self._leading.clear()
             except Exception:  # keep the loop alive through outages
                 log.exception("background reconcile failed")
-            pause = reconcile_pause(interval, time.monotonic() - started)
+            next_tick = time.monotonic() + reconcile_pause(interval,
+                                                           time.monotonic() - started)
         if lease is not None:
             lease.release()
+
+    def _release_between_ticks(self) -> None:
+        try:
+            api.state.service_factory().release_if_room()
+        except Exception:  # the next tick tries again
+            log.exception("releasing the queue between ticks failed")
 
     def __del__(self) -> None:
         self._stop.set()

@@ -80,9 +80,16 @@ def forget() -> None:
         _ray_alive, _noted_at = frozenset(), float("-inf")
 
 
-def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBackend) -> str | None:
+def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBackend, *,
+                behind_queue: bool = False) -> str | None:
     """None when ``job`` may go to Ray now (its admission is then counted until the database
-    shows it on Ray); else why it waits, as a ``queued: …`` reason."""
+    shows it on Ray); else why it waits, as a ``queued: …`` reason.
+
+    ``behind_queue`` (a new submit): when jobs already wait for the job's pool because it was
+    full, the job waits behind them, decided by one query: the reconciler's tick admits the
+    pool's queue in order, so a CPU freed between two ticks goes to the job that waited
+    longest, not to a newcomer, and a burst's submits neither ask Ray nor take the pool's
+    shared count (the lock every team's submits would wait on)."""
     try:
         pool_cpus = backend.pool_cpus()
     except BackendUnavailableError:
@@ -93,6 +100,9 @@ def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBacken
     total = pool_cpus.get(pool or "", 0.0)
     if pool is None or total <= 0:
         return None
+    if behind_queue and _others_wait_for(engine, pool, exclude=job.id):
+        return (f"{_FULL_PREFIX}{pool}{_FULL_MARK}jobs submitted earlier wait for it); it "
+                "starts when jobs on the pool finish")
     need = min(job_cpus(spec), total)    # a job wider than the pool runs alone
     global _noted_at
     with _lock:
@@ -135,6 +145,47 @@ def known_pool(job_id: str, pool: str | None = None) -> str | None:
 
 
 _FULL_PREFIX, _FULL_MARK = "queued: pool ", " is full ("
+
+
+def room_for_queue(engine: Engine, backend: JobBackend) -> bool:
+    """Whether jobs wait because their pool was full while that pool has room now, or Ray's
+    view of it is too old to tell: the reconciler then releases the queue between its ticks.
+    A query for the pools waited for and one per such pool; Ray is not asked here (the
+    release refreshes the view, at most once a second, as a submit does)."""
+    prefix = col(Job.status_reason).startswith(_FULL_PREFIX, autoescape=True)
+    with session_scope(engine) as session:
+        reasons = session.exec(select(Job.status_reason).distinct().where(
+            col(Job.status) == JobStatus.QUEUED.value, col(Job.ray_submission_id).is_(None),
+            prefix)).all()
+    pools = {r[len(_FULL_PREFIX):r.index(_FULL_MARK)] for r in reasons
+             if r and _FULL_MARK in r}
+    if not pools:
+        return False
+    try:
+        pool_cpus = backend.pool_cpus()
+    except BackendUnavailableError:
+        return False
+    with _lock:
+        stale = time.monotonic() - _noted_at > RAY_VIEW_MAX_AGE_S
+        for pool in pools:
+            total = pool_cpus.get(pool, 0.0)
+            if total <= 0:
+                continue
+            used, by_view = _in_use(engine, pool, total, exclude="")
+            if used < total - 1e-9 or (by_view > 0 and stale):
+                return True
+    return False
+
+
+def _others_wait_for(engine: Engine, pool: str, *, exclude: str) -> bool:
+    """Whether a job other than ``exclude`` waits in the queue because ``pool`` is full."""
+    reason = col(Job.status_reason).startswith(f"{_FULL_PREFIX}{pool}{_FULL_MARK}",
+                                               autoescape=True)
+    with session_scope(engine) as session:
+        query = select(Job.id).where(col(Job.status) == JobStatus.QUEUED.value,
+                                     col(Job.ray_submission_id).is_(None), reason,
+                                     col(Job.id) != exclude).limit(1)
+        return session.exec(query).first() is not None
 
 
 def _decide(job_id: str, pool: str, need: float, used: float, total: float) -> str | None:

@@ -130,7 +130,7 @@ class JobService:
             if existing is None:
                 raise
             return Created(self._replay(caller, existing, idempotency_key, body_hash), True)
-        return Created(self._submit(job, spec), False)
+        return Created(self._submit(job, spec, new=True), False)
 
     @staticmethod
     def _replay(caller: Caller, job: Job, key: str, body_hash: str | None) -> Job:
@@ -190,10 +190,11 @@ class JobService:
             data_bytes = 0
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
 
-    def _submit(self, job: Job, spec: TrainingSpec) -> Job:
+    def _submit(self, job: Job, spec: TrainingSpec, *, new: bool = False) -> Job:
         """Submit a QUEUED job to Ray if the queue releases it now (railyard.control.queue:
-        priority, fair share, first in first out, within its team's quotas); otherwise leave it
-        QUEUED with the reason and its place in the queue."""
+        priority, fair share, first in first out, within its team's quotas) and its pool can
+        start it (a ``new`` job waits behind those already waiting for a full pool); otherwise
+        leave it QUEUED with the reason and its place in the queue."""
         with team_limits.team_lock(job.owner):
             job = jobs.get_job(self.engine, job_id=job.id)
             if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
@@ -201,7 +202,8 @@ class JobService:
             waiting = PAUSED_REASON if self.settings.submission_paused else \
                 team_limits.wait_reason(self.engine, self.settings, job)
             if waiting is None:   # what the pool can start now (railyard.control.capacity)
-                waiting = capacity.wait_reason(self.engine, job, spec, self.backend)
+                waiting = capacity.wait_reason(self.engine, job, spec, self.backend,
+                                               behind_queue=new)
                 if waiting is not None and self.settings.preemption:
                     self._preempt_for(job)
             if waiting is None:
@@ -240,9 +242,21 @@ class JobService:
         return jobs.set_status_reason(self.engine, job_id=job.id, reason=waiting,
                                       event_kind="queued" if first else None)
 
-    def _release_queue(self) -> None:
+    def release_if_room(self) -> bool:
+        """Between the reconciler's ticks: when jobs wait for a full pool that has room now
+        (railyard.control.capacity.room_for_queue: the database only, no call to Ray),
+        release the queue at once, so a job's end frees its CPUs for the next in line within
+        the fast check's interval rather than at the next tick. True when it released."""
+        if self.settings.submission_paused or not capacity.room_for_queue(self.engine,
+                                                                           self.backend):
+            return False
+        self._release_queue(refresh_places=False)
+        return True
+
+    def _release_queue(self, *, refresh_places: bool = True) -> None:
         """Offer the queued jobs to Ray in the queue's order (each decided again under its
-        team's lock), then refresh the place and reason of those still waiting."""
+        team's lock), then (``refresh_places``) refresh the place and reason of those still
+        waiting."""
         released = team_limits.current_plan(self.engine, self.settings).released
         full: set[str] = set()     # pools found full this tick: the jobs behind wait as well
         for work in released:
@@ -255,6 +269,8 @@ class JobService:
                     full.add(pool)
             except Exception:
                 log.exception("submitting queued job %s failed", work.id)
+        if not refresh_places:
+            return
         plan, stored = team_limits.plan_with_jobs(self.engine, self.settings)
         moved: dict[str, str] = {}
         for place in plan.places:

@@ -174,3 +174,35 @@ def test_a_tick_stops_offering_a_pool_once_the_pool_is_full(plat, monkeypatch):
     assert offered == [queued[0]["id"], queued[1]["id"]]
     assert [_status(plat, j)[0] for j in queued[:3]] == ["PENDING", "QUEUED", "QUEUED"]
     assert _status(plat, queued[1])[1].startswith("queued: pool cpu is full (2 of 2 CPUs")
+
+
+def test_a_new_job_waits_behind_the_pools_queue_when_a_cpu_frees_between_ticks(plat):
+    running = [_submit(plat, who) for who in (TEAM_A, TEAM_B)]
+    waiting = _submit(plat, TEAM_A)
+    assert waiting["status"] == "QUEUED"
+    _finish(plat, running[0])                 # a CPU is free; the reconciler has not ticked
+    late = _submit(plat, TEAM_B)
+    assert late["status"] == "QUEUED"
+    assert late["status_reason"] == ("queued: pool cpu is full (jobs submitted earlier wait "
+                                     "for it); it starts when jobs on the pool finish")
+    plat.service.reconcile_all()              # the tick admits the queue in its order
+    assert [_status(plat, j)[0] for j in (waiting, late)] == ["PENDING", "QUEUED"]
+    _finish(plat, running[1])
+    plat.service.reconcile_all()
+    assert _status(plat, late)[0] == "PENDING"
+
+
+def test_between_ticks_a_freed_pool_takes_the_next_queued_job_without_asking_ray(plat):
+    running = [_submit(plat, who) for who in (TEAM_A, TEAM_B)]
+    queued = [_submit(plat, who) for who in (TEAM_A, TEAM_B)]
+    plat.backend.status_calls = plat.backend.list_calls = 0
+    assert plat.service.release_if_room() is False            # the pool is still full
+    assert [_status(plat, j)[0] for j in queued] == ["QUEUED", "QUEUED"]
+    _finish(plat, running[0])
+    assert plat.service.release_if_room() is True
+    assert [_status(plat, j)[0] for j in queued] == ["PENDING", "QUEUED"]
+    assert plat.backend.status_calls == 0
+    assert plat.service.release_if_room() is False            # full again
+    plat.service.settings.submission_paused = True
+    _finish(plat, running[1])
+    assert plat.service.release_if_room() is False            # paused: nothing goes out

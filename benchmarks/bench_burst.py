@@ -10,8 +10,10 @@ waited for in the job table. Railyard hands Ray only what the pool can start
 (railyard.control.capacity); the rest waits QUEUED.
 
 Reported (and written to benchmarks/results/burst.json): wall time, jobs/min and the ratio to
-the serial rate; each job exactly once (one row per accepted POST, every one SUCCEEDED, Ray's
-submissions per job <= its attempts); none stuck; the peak number of Ray jobs alive at once
+the serial rate; the machine's busy CPU seconds per job in each phase (/proc/stat, every
+process counted, and the jobs/min the cores could give at the burst's cost); each job
+exactly once (one row per accepted POST, every one SUCCEEDED, Ray's submissions per job <= its
+attempts); none stuck; the peak number of Ray jobs alive at once
 (Ray's list_jobs polled through the burst); the GCS/dashboard health (/api/gcs_healthz polled:
 failures, slowest answer); the RSS of a running job's Ray supervisor actor and driver.
 """
@@ -144,6 +146,13 @@ class Watcher:
                                  "driver_mib": statistics.median(entry.values()) / 2**20})
 
 
+def machine_busy_s() -> float:
+    """Busy (non-idle) CPU seconds of the whole machine since boot, from /proc/stat: what a
+    phase cost, short-lived processes (entrypoints, forked drivers, new Ray workers) included."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_serial(http: httpx.Client, data: Path, count: int) -> float:
     """Seconds per job, jobs POSTed one after another, each waited for to SUCCEEDED."""
     started = time.perf_counter()
@@ -265,12 +274,16 @@ def main() -> None:
             with httpx.Client(base_url=api, timeout=60,
                               headers={"Authorization": f"Bearer {token}"}) as http:
                 run_serial(http, data, 1)                       # warm-up
+                busy = machine_busy_s()
                 serial_s = run_serial(http, data, args.serial)
+                serial_cpu = (machine_busy_s() - busy) / args.serial
             serial_rate = 60 / serial_s
             print(f"serial: {serial_s:.2f}s per job ({serial_rate:.1f} jobs/min)", flush=True)
             with Watcher(address) as watch:
+                busy = machine_busy_s()
                 burst = run_burst(api, token, data, engine, args.jobs, args.clients,
                                   args.timeout)
+                burst_cpu = (machine_busy_s() - busy) / max(1, len(burst["accepted"]))
             check = check_once(engine, address, burst["accepted"])
         finally:
             local_cluster.stop_local_cluster(settings)
@@ -283,10 +296,14 @@ def main() -> None:
                    f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "pool": {"cpu": {"nodes": 1, "cpus": args.cpus}}, "teams": len(TEAMS),
         "serial": {"jobs": args.serial, "s_per_job": round(serial_s, 3),
-                   "jobs_per_min": round(serial_rate, 1)},
+                   "jobs_per_min": round(serial_rate, 1),
+                   "machine_cpu_s_per_job": round(serial_cpu, 2)},
         "burst": {"jobs": args.jobs, "accepted": done, "refused": burst["refused"][:5],
                   "post_s": round(burst["post_s"], 1), "wall_s": round(burst["wall_s"], 1),
                   "jobs_per_min": round(rate, 1), "ratio_to_serial": round(rate / serial_rate, 2),
+                  "machine_cpu_s_per_job": round(burst_cpu, 2),
+                  "machine_cpu_bound_jobs_per_min": round(
+                      60 * (psutil.cpu_count() or 1) / burst_cpu, 1) if burst_cpu else None,
                   **check},
         "ray": {"peak_jobs_alive": watch.peak_alive,
                 "median_jobs_alive": statistics.median(watch.alive_samples or [0]),

@@ -77,7 +77,7 @@ def tick_before() -> Iterator[None]:
         return len(reasons)
 
     jobs.list_jobs_to_reconcile, jobs.refresh_queue_reasons = whole_rows, one_by_one
-    capacity.known_pool = lambda job_id, pool=None: None   # type: ignore[assignment]
+    capacity.known_pool = lambda job_id: None   # type: ignore[assignment]
     try:
         yield
     finally:

@@ -139,9 +139,11 @@ def full_pool(job: Job) -> str | None:
     return job.pool or _pool_of.get(job.id)
 
 
-def known_pool(job_id: str, pool: str | None = None) -> str | None:
-    """The pool a job was found to go to when last offered (``pool`` when it has one)."""
-    return pool or _pool_of.get(job_id)
+def known_pool(job_id: str) -> str | None:
+    """The pool this process found a job goes to when it was last offered; None when it was
+    never offered here (the queue's own estimate can differ: the data's size may send a job
+    to highmem, so an unknown job is offered rather than skipped)."""
+    return _pool_of.get(job_id)
 
 
 _FULL_PREFIX, _FULL_MARK = "queued: pool ", " is full ("

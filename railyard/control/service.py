@@ -260,7 +260,7 @@ class JobService:
         released = team_limits.current_plan(self.engine, self.settings).released
         full: set[str] = set()     # pools found full this tick: the jobs behind wait as well
         for work in released:
-            if capacity.known_pool(work.id, work.pool) in full:
+            if capacity.known_pool(work.id) in full:
                 continue
             try:
                 job = jobs.get_job(self.engine, job_id=work.id)

@@ -206,3 +206,14 @@ def test_between_ticks_a_freed_pool_takes_the_next_queued_job_without_asking_ray
     plat.service.settings.submission_paused = True
     _finish(plat, running[1])
     assert plat.service.release_if_room() is False            # paused: nothing goes out
+
+
+def test_a_job_never_offered_here_has_no_known_pool(plat):
+    """The tick skips only jobs whose pool this process decided (a restarted replica offers
+    each queued job once rather than trusting the queue's estimate)."""
+    running = [_submit(plat, who) for who in (TEAM_A, TEAM_B)]
+    queued = _submit(plat)
+    assert capacity.known_pool(queued["id"]) == "cpu"
+    assert capacity.known_pool(running[0]["id"]) == "cpu"
+    capacity.forget()
+    assert capacity.known_pool(queued["id"]) is None

@@ -18,11 +18,13 @@ the queue, whose ``status_reason`` says its place.
 
 - baseline (the tick before this change): every active job loaded as a whole row (its spec
   included) though the queued ones are not asked about; every job the queue releases offered
-  to its pool (each offer re-plans the queue under its team's lock), even after the pool was
-  found full; each queued job whose place changed re-read and updated in its own transaction;
-- now: the queued jobs are read only as the queue's light rows; a pool found full is not
-  offered the jobs behind; the new places are stored by one statement run for every moved
-  row (railyard.jobstore.jobs.refresh_queue_reasons).
+  to its pool, each offer re-planning the whole queue under its team's lock, even after the
+  pool was found full; each queued job whose place changed re-read and updated in its own
+  transaction;
+- now: the queued jobs are read only as the queue's light rows; a released job's team quota
+  re-checked from the team's jobs on Ray alone (railyard.control.team_limits.has_room); a pool
+  found full is not offered the jobs behind; the new places stored by one statement run for
+  every moved row (railyard.jobstore.jobs.refresh_queue_reasons).
 
 Prints the tick p50/p99 and the ratio; writes benchmarks/results/reconcile_tick.json.
 """
@@ -46,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from bench_queue_plan import percentile  # noqa: E402
 
 from railyard.config import Settings  # noqa: E402
-from railyard.control import capacity  # noqa: E402
+from railyard.control import capacity, team_limits  # noqa: E402
 from railyard.control.access import Caller  # noqa: E402
 from railyard.control.backend import BackendStatus  # noqa: E402
 from railyard.control.service import JobService  # noqa: E402
@@ -63,7 +65,7 @@ def tick_before() -> Iterator[None]:
     """The baseline tick: whole rows for every active job, every released job offered, one
     transaction per moved place."""
     light, refresh = jobs.list_jobs_to_reconcile, jobs.refresh_queue_reasons
-    known_pool = capacity.known_pool
+    known_pool, has_room = capacity.known_pool, team_limits.has_room
 
     def whole_rows(engine: Any) -> list[Job]:
         return [j for j in jobs.list_active_jobs(engine)
@@ -78,11 +80,12 @@ def tick_before() -> Iterator[None]:
 
     jobs.list_jobs_to_reconcile, jobs.refresh_queue_reasons = whole_rows, one_by_one
     capacity.known_pool = lambda job_id: None   # type: ignore[assignment]
+    team_limits.has_room = lambda engine, settings, job: False   # type: ignore[assignment]
     try:
         yield
     finally:
         jobs.list_jobs_to_reconcile, jobs.refresh_queue_reasons = light, refresh
-        capacity.known_pool = known_pool  # type: ignore[assignment]
+        capacity.known_pool, team_limits.has_room = known_pool, has_room  # type: ignore
 
 
 def run(url: str, data: Path, args: argparse.Namespace, scenario: str) -> dict[str, Any]:

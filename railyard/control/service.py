@@ -190,17 +190,23 @@ class JobService:
             data_bytes = 0
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
 
-    def _submit(self, job: Job, spec: TrainingSpec, *, new: bool = False) -> Job:
+    def _submit(self, job: Job, spec: TrainingSpec, *, new: bool = False,
+                released: bool = False) -> Job:
         """Submit a QUEUED job to Ray if the queue releases it now (railyard.control.queue:
         priority, fair share, first in first out, within its team's quotas) and its pool can
         start it (a ``new`` job waits behind those already waiting for a full pool); otherwise
-        leave it QUEUED with the reason and its place in the queue."""
+        leave it QUEUED with the reason and its place in the queue. A job a plan of the queue
+        has just ``released`` needs only its team's quotas checked again."""
         with team_limits.team_lock(job.owner):
             job = jobs.get_job(self.engine, job_id=job.id)
             if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
                 return job                                # submitted or cancelled meanwhile
-            waiting = PAUSED_REASON if self.settings.submission_paused else \
-                team_limits.wait_reason(self.engine, self.settings, job)
+            if self.settings.submission_paused:
+                waiting: str | None = PAUSED_REASON
+            elif released and team_limits.has_room(self.engine, self.settings, job):
+                waiting = None
+            else:
+                waiting = team_limits.wait_reason(self.engine, self.settings, job)
             if waiting is None:   # what the pool can start now (railyard.control.capacity)
                 waiting = capacity.wait_reason(self.engine, job, spec, self.backend,
                                                behind_queue=new)
@@ -264,7 +270,8 @@ class JobService:
                 continue
             try:
                 job = jobs.get_job(self.engine, job_id=work.id)
-                job = self._submit(job, TrainingSpec.model_validate(job.spec))
+                job = self._submit(job, TrainingSpec.model_validate(job.spec),
+                                   released=True)
                 if (pool := capacity.full_pool(job)) is not None:
                     full.add(pool)
             except Exception:

@@ -122,6 +122,23 @@ def _plan_of(active: list[QueuedWork], engine: Engine, settings: Settings) -> qu
                       paused=settings.submission_paused)
 
 
+def has_room(engine: Engine, settings: Settings, job: Job) -> bool:
+    """Whether ``job``'s team is still within its quotas with the job added, from the team's
+    jobs on Ray alone (one query, no plan of the whole queue). For a job a plan just released:
+    the reconciler releases in that plan's order and re-checks, under the team's lock, only
+    what a concurrent submit of the same team could have taken meanwhile."""
+    quota = effective_quota(team_quotas.get_quota(engine, team=job.owner), settings)
+    if not quota.max_jobs and not quota.max_cpus:
+        return True
+    on_ray = [w for w in jobs.list_active_work(engine, owner=job.owner)
+              if w.ray_submission_id is not None and w.id != job.id]
+    if quota.max_jobs and len(on_ray) >= quota.max_jobs:
+        return False
+    used = sum(queue.job_cpus(w.resources) for w in on_ray)
+    need = queue.job_cpus(((job.spec or {}).get("train") or {}).get("resources"))
+    return not quota.max_cpus or used + need <= quota.max_cpus + 1e-9
+
+
 def wait_reason(engine: Engine, settings: Settings, job: Job) -> str | None:
     """None when the queue releases ``job`` now; else why it waits and where it is. The
     queue holds a job only for its team's quotas (or a pause), so a team without limits is

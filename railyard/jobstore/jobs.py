@@ -151,16 +151,19 @@ class QueuedWork:
                    resources=((job.spec or {}).get("train") or {}).get("resources"))
 
 
-def list_active_work(engine: Engine) -> list[QueuedWork]:
-    """:func:`list_active_jobs` as the queue sees them, in the same order, in one query that
-    reads only the columns and the spec's ``train.resources`` (JSON path in the database)."""
+def list_active_work(engine: Engine, *, owner: str | None = None) -> list[QueuedWork]:
+    """:func:`list_active_jobs` (of one ``owner`` when given) as the queue sees them, in the
+    same order, in one query that reads only the columns and the spec's ``train.resources``
+    (JSON path in the database)."""
     resources = col(Job.spec)[("train", "resources")]
+    conditions: list[Any] = [col(Job.status).in_([s.value for s in ACTIVE_STATUSES])]
+    if owner is not None:
+        conditions.append(col(Job.owner) == owner)
     with session_scope(engine) as session:
         query = sa_select(col(Job.id), col(Job.owner), col(Job.priority), col(Job.created_at),
                           col(Job.status), col(Job.status_reason), col(Job.pool),
                           col(Job.ray_submission_id), resources)\
-            .where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))\
-            .order_by(col(Job.created_at), col(Job.id))
+            .where(*conditions).order_by(col(Job.created_at), col(Job.id))
         return [QueuedWork(*row) for row in session.execute(query).all()]
 
 

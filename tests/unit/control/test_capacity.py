@@ -160,9 +160,9 @@ def test_a_tick_stops_offering_a_pool_once_the_pool_is_full(plat, monkeypatch):
     offered: list[str] = []
     offer = plat.service._submit
 
-    def counted(job, spec):
+    def counted(job, spec, **how):
         offered.append(job.id)
-        return offer(job, spec)
+        return offer(job, spec, **how)
 
     monkeypatch.setattr(plat.service, "_submit", counted)
     plat.service.reconcile_all()

@@ -113,7 +113,7 @@ def test_job_page_sweep_metrics_charts_and_log(platform, teams, new_browser):
     assert page.locator("#trials tbody tr").count() == 2
     page.click("#trials thead th:nth-child(3)")                     # sort by the metric
     assert "sorted-asc" in page.get_attribute("#trials thead th:nth-child(3)", "class")
-    page.wait_for_function("document.getElementById('log').textContent.length > 0")
+    page.wait_for_function("(document.getElementById('log')?.textContent ?? '').length > 0")
     assert job["id"] in page.inner_text("#log") or "xgboost" in page.inner_text("#log").lower()
     assert page.locator("#artifacts a").count() >= 2
     with page.expect_download() as download:
@@ -150,15 +150,16 @@ def test_log_tail_grows_and_cancel_from_the_ui(platform, teams, new_browser):
         browser = new_browser()
         page = browser.sign_in(teams[TEAM])
         page.goto(f"/jobs/{job_id}")
-        page.wait_for_function("document.getElementById('log').textContent.length > 0",
+        page.wait_for_function("(document.getElementById('log')?.textContent ?? '').length > 0",
                                timeout=60_000)
         first = len(page.inner_text("#log"))
         page.wait_for_function(
-            f"document.getElementById('log').textContent.length > {first}", timeout=60_000)
+            f"(document.getElementById('log')?.textContent ?? '').length > {first}", timeout=60_000)
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#cancel")
+        # The cancel reloads the page: between the two documents there is no #job-status.
         page.wait_for_function(
-            "document.getElementById('job-status').textContent === 'CANCELLED'",
+            "document.getElementById('job-status')?.textContent === 'CANCELLED'",
             timeout=60_000)
         assert mine.get(job_id)["status"] == "CANCELLED"
         assert page.locator("#cancel").count() == 0

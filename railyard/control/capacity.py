@@ -32,6 +32,7 @@ from sqlmodel import col, select
 from railyard.cluster import placement
 from railyard.control.backend import BackendStatus, JobBackend
 from railyard.errors import BackendUnavailableError
+from railyard.jobstore import jobs
 from railyard.jobstore.engine import session_scope
 from railyard.jobstore.tables import Job, JobStatus
 from railyard.spec import ParquetSource, TrainingSpec
@@ -133,8 +134,7 @@ def full_pool(job: Job) -> str | None:
     None. The jobs behind it in the queue need not be offered to that pool again this tick."""
     if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
         return None
-    reason = job.status_reason or ""
-    if not reason.startswith(_FULL_PREFIX) or _FULL_MARK not in reason:
+    if _pool_named(job.status_reason) is None:
         return None
     return job.pool or _pool_of.get(job.id)
 
@@ -149,6 +149,13 @@ def known_pool(job_id: str) -> str | None:
 _FULL_PREFIX, _FULL_MARK = "queued: pool ", " is full ("
 
 
+def _pool_named(reason: str | None) -> str | None:
+    """The pool a ``queued: pool X is full (…`` reason names; None for any other reason."""
+    if not reason or not reason.startswith(_FULL_PREFIX) or _FULL_MARK not in reason:
+        return None
+    return reason[len(_FULL_PREFIX):reason.index(_FULL_MARK)]
+
+
 def room_for_queue(engine: Engine, backend: JobBackend) -> bool:
     """Whether jobs wait because their pool was full while that pool has room now, or Ray's
     view of it is too old to tell: the reconciler then releases the queue between its ticks.
@@ -157,10 +164,8 @@ def room_for_queue(engine: Engine, backend: JobBackend) -> bool:
     prefix = col(Job.status_reason).startswith(_FULL_PREFIX, autoescape=True)
     with session_scope(engine) as session:
         reasons = session.exec(select(Job.status_reason).distinct().where(
-            col(Job.status) == JobStatus.QUEUED.value, col(Job.ray_submission_id).is_(None),
-            prefix)).all()
-    pools = {r[len(_FULL_PREFIX):r.index(_FULL_MARK)] for r in reasons
-             if r and _FULL_MARK in r}
+            jobs.waiting_in_queue(), prefix)).all()
+    pools = {pool for pool in map(_pool_named, reasons) if pool is not None}
     if not pools:
         return False
     try:
@@ -184,8 +189,7 @@ def _others_wait_for(engine: Engine, pool: str, *, exclude: str) -> bool:
     reason = col(Job.status_reason).startswith(f"{_FULL_PREFIX}{pool}{_FULL_MARK}",
                                                autoescape=True)
     with session_scope(engine) as session:
-        query = select(Job.id).where(col(Job.status) == JobStatus.QUEUED.value,
-                                     col(Job.ray_submission_id).is_(None), reason,
+        query = select(Job.id).where(jobs.waiting_in_queue(), reason,
                                      col(Job.id) != exclude).limit(1)
         return session.exec(query).first() is not None
 

@@ -48,6 +48,11 @@ class Quota:
     max_jobs: int = 0
     max_cpus: float = 0.0
 
+    @property
+    def unlimited(self) -> bool:
+        """Neither limit set: the queue never holds this team's jobs (unless paused)."""
+        return not self.max_jobs and not self.max_cpus
+
 
 @dataclass(frozen=True)
 class Place:

@@ -61,6 +61,11 @@ def effective_quota(row: TeamQuota | None, settings: Settings) -> queue.Quota:
                        max_cpus=default.max_cpus if row.max_cpus is None else row.max_cpus)
 
 
+def team_quota(engine: Engine, settings: Settings, team: str) -> queue.Quota:
+    """The quota in force for ``team`` (its override, else the server's default)."""
+    return effective_quota(team_quotas.get_quota(engine, team=team), settings)
+
+
 def _pool_estimate(job: QueuedWork, pools: dict[str, Pool] | None,
                    memo: dict[Any, str] | None = None) -> str:
     """The job's pool: where it was placed, else what its resources ask for (the data size
@@ -127,8 +132,8 @@ def has_room(engine: Engine, settings: Settings, job: Job) -> bool:
     jobs on Ray alone (one query, no plan of the whole queue). For a job a plan just released:
     the reconciler releases in that plan's order and re-checks, under the team's lock, only
     what a concurrent submit of the same team could have taken meanwhile."""
-    quota = effective_quota(team_quotas.get_quota(engine, team=job.owner), settings)
-    if not quota.max_jobs and not quota.max_cpus:
+    quota = team_quota(engine, settings, job.owner)
+    if quota.unlimited:
         return True
     on_ray = [w for w in jobs.list_active_work(engine, owner=job.owner)
               if w.ray_submission_id is not None and w.id != job.id]
@@ -143,10 +148,8 @@ def wait_reason(engine: Engine, settings: Settings, job: Job) -> str | None:
     """None when the queue releases ``job`` now; else why it waits and where it is. The
     queue holds a job only for its team's quotas (or a pause), so a team without limits is
     answered without planning the whole queue (a burst's every submit did)."""
-    if not settings.submission_paused:
-        quota = effective_quota(team_quotas.get_quota(engine, team=job.owner), settings)
-        if not quota.max_jobs and not quota.max_cpus:
-            return None
+    if not settings.submission_paused and team_quota(engine, settings, job.owner).unlimited:
+        return None
     place = current_plan(engine, settings).place_of(job.id)
     return None if place is None else place.reason
 
@@ -183,7 +186,7 @@ def read_quota(engine: Engine, settings: Settings, *, caller: Caller,
     _check_team(caller, team)
     row = team_quotas.get_quota(engine, team=team)
     quota = effective_quota(row, settings)
-    mine = [as_work(j) for j in jobs.list_active_work(engine) if j.owner == team]
+    mine = [as_work(j) for j in jobs.list_active_work(engine, owner=team)]
     on_ray = [w for w in mine if w.on_ray]
     return TeamQuotaView(team=team, max_jobs=quota.max_jobs, max_cpus=quota.max_cpus,
                          override_max_jobs=row.max_jobs if row else None,

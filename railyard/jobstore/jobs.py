@@ -175,15 +175,18 @@ def list_active_jobs(engine: Engine) -> list[Job]:
         return list(session.exec(query).all())
 
 
+def waiting_in_queue() -> Any:
+    """The condition of a job that waits in Railyard's queue: QUEUED and never submitted."""
+    return and_(col(Job.status) == JobStatus.QUEUED.value, col(Job.ray_submission_id).is_(None))
+
+
 def list_jobs_to_reconcile(engine: Engine) -> list[Job]:
     """The active jobs the reconciler checks against Ray, oldest first: all but those QUEUED
     and never submitted (the queue releases those from :func:`list_active_work`'s light rows;
     a burst leaves thousands of them, each spec a row not worth loading every tick)."""
-    never_submitted = and_(col(Job.status) == JobStatus.QUEUED.value,
-                           col(Job.ray_submission_id).is_(None))
     with session_scope(engine) as session:
         query = select(Job).where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]),
-                                  not_(never_submitted))\
+                                  not_(waiting_in_queue()))\
             .order_by(col(Job.created_at), col(Job.id))
         return list(session.exec(query).all())
 
@@ -242,8 +245,8 @@ def refresh_queue_reasons(engine: Engine, reasons: Mapping[str, str]) -> int:
         return 0
     table = Job.__table__   # type: ignore[attr-defined]
     statement = table.update().where(
-        table.c.id == bindparam("b_id"), table.c.status == JobStatus.QUEUED.value,
-        table.c.ray_submission_id.is_(None), table.c.status_reason.like("queued:%"),
+        table.c.id == bindparam("b_id"), waiting_in_queue(),
+        table.c.status_reason.like("queued:%"),
     ).values(status_reason=bindparam("b_reason"))
     with session_scope(engine) as session:
         result = session.connection().execute(

@@ -153,7 +153,11 @@ def test_an_api_restart_between_attempts_loses_no_delivery(platform, client, rec
     receiver = Receiver(status=[500])
     hook = hooks(receivers(receiver), ["CANCELLED"])
     job_id = cancelled_job(platform, client, "webhook-across-a-restart")
-    wait_for(lambda: receiver.for_job(job_id), 60, "the first attempt", interval=0.2)
+    # Kill only once the failed attempt is in the log: a replica killed between the receiver's
+    # 500 and the log's write sends the delivery again with no record of that attempt.
+    wait_for(lambda: [d for d in deliveries(client, hook["id"])
+                      if d["job_id"] == job_id and d["attempts"]],
+             60, "the first attempt to be logged", interval=0.2)
     replicas = serve_replicas()
     assert replicas, "no Serve replica process found"
     for proc in replicas:

@@ -153,6 +153,88 @@ def machine_busy_s() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
+class ProcessCpu:
+    """CPU seconds by kind of process over a phase: every process's own utime+stime
+    (/proc/PID/stat), sampled every ``interval_s`` so that short-lived ones (each job's Ray
+    worker for its supervisor, its entrypoint, its forked driver: orphans whose time no
+    parent of ours reaps) are counted up to their last sample."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.baseline: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> ProcessCpu:
+        self.baseline = {pid: cpu for pid, (_, cpu) in self._sample().items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.last.update(self._sample())
+
+    def per_job(self, jobs: int) -> dict[str, float]:
+        """CPU seconds per job by kind, largest first (kinds under 5 ms left out)."""
+        spent: dict[str, float] = {}
+        for pid, (kind, cpu) in self.last.items():
+            spent[kind] = spent.get(kind, 0.0) + cpu - self.baseline.get(pid, 0.0)
+        return {k: round(v / jobs, 3) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+                if v / jobs >= 0.005}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.last.update(self._sample())
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        tick = os.sysconf("SC_CLK_TCK")
+        found: dict[int, tuple[str, float]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                stat = (entry / "stat").read_text()
+                # Classified on every sample: a Ray worker renames itself once it holds an
+                # actor, a forked driver once it runs a job; its last name is what it was.
+                kind = process_kind(stat[stat.index("(") + 1:stat.rindex(")")],
+                                    (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                                    .decode(errors="replace"))
+            except (OSError, ValueError):
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            found[pid] = (kind, (int(fields[11]) + int(fields[12])) / tick)
+        return found
+
+
+def process_kind(comm: str, cmdline: str) -> str:
+    """A short name for what a process is in this benchmark."""
+    if comm.startswith("ry-"):                 # a forked driver keeps its server's cmdline
+        return "forked driver"
+    for mark, kind in (("gcs_server", "ray gcs"), ("/raylet", "raylet"),
+                       ("dashboard/agent.py", "ray dashboard agent"),
+                       ("dashboard/dashboard.py", "ray dashboard"),
+                       ("log_monitor", "ray log monitor"), ("monitor.py", "ray monitor"),
+                       ("runtime_env/agent", "ray runtime env agent"),
+                       ("ServeReplica", "serve replica (API)"), ("ProxyActor", "serve proxy"),
+                       ("ServeController", "serve controller"),
+                       ("JobSupervi", "job supervisor"), ("DashboardA", "ray dashboard agent"),
+                       ("ray-dashboard-", "ray dashboard"),
+                       ("warm_runner", "warm runner"),
+                       ("postgres", "postgres"), ("bench_burst", "this benchmark")):
+        if mark in cmdline or mark in comm:
+            return kind
+    if "railyard.execution.entrypoint" in cmdline:
+        return "entrypoint"
+    if "standby_supervisor" in cmdline:
+        return "standby prestart helper"
+    if cmdline.startswith("ray::IDLE") or "default_worker.py" in cmdline:
+        return "ray worker (idle or starting)"
+    return f"other: {comm}"
+
+
 def run_serial(http: httpx.Client, data: Path, count: int) -> float:
     """Seconds per job, jobs POSTed one after another, each waited for to SUCCEEDED."""
     started = time.perf_counter()
@@ -275,15 +357,19 @@ def main() -> None:
                               headers={"Authorization": f"Bearer {token}"}) as http:
                 run_serial(http, data, 1)                       # warm-up
                 busy = machine_busy_s()
-                serial_s = run_serial(http, data, args.serial)
+                with ProcessCpu() as processes:
+                    serial_s = run_serial(http, data, args.serial)
                 serial_cpu = (machine_busy_s() - busy) / args.serial
+                serial_kinds = processes.per_job(args.serial)
             serial_rate = 60 / serial_s
             print(f"serial: {serial_s:.2f}s per job ({serial_rate:.1f} jobs/min)", flush=True)
             with Watcher(address) as watch:
                 busy = machine_busy_s()
-                burst = run_burst(api, token, data, engine, args.jobs, args.clients,
-                                  args.timeout)
+                with ProcessCpu(interval_s=0.25) as processes:
+                    burst = run_burst(api, token, data, engine, args.jobs, args.clients,
+                                      args.timeout)
                 burst_cpu = (machine_busy_s() - busy) / max(1, len(burst["accepted"]))
+                burst_kinds = processes.per_job(max(1, len(burst["accepted"])))
             check = check_once(engine, address, burst["accepted"])
         finally:
             local_cluster.stop_local_cluster(settings)
@@ -297,11 +383,13 @@ def main() -> None:
         "pool": {"cpu": {"nodes": 1, "cpus": args.cpus}}, "teams": len(TEAMS),
         "serial": {"jobs": args.serial, "s_per_job": round(serial_s, 3),
                    "jobs_per_min": round(serial_rate, 1),
-                   "machine_cpu_s_per_job": round(serial_cpu, 2)},
+                   "machine_cpu_s_per_job": round(serial_cpu, 2),
+                   "cpu_s_per_job_by_process": serial_kinds},
         "burst": {"jobs": args.jobs, "accepted": done, "refused": burst["refused"][:5],
                   "post_s": round(burst["post_s"], 1), "wall_s": round(burst["wall_s"], 1),
                   "jobs_per_min": round(rate, 1), "ratio_to_serial": round(rate / serial_rate, 2),
                   "machine_cpu_s_per_job": round(burst_cpu, 2),
+                  "cpu_s_per_job_by_process": burst_kinds,
                   "machine_cpu_bound_jobs_per_min": round(
                       60 * (psutil.cpu_count() or 1) / burst_cpu, 1) if burst_cpu else None,
                   **check},

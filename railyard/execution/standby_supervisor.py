@@ -14,10 +14,14 @@ exactly as Ray's ``JobManager`` builds it: the job's ``env_vars`` plus Ray's own
 environment is simply never used, and expires after ``KEEP_ALIVE_S``; nothing depends on one
 being there.
 
-    python -m railyard.execution.standby_supervisor --gcs ADDRESS --node-id HEX --runtime-env JSON
+    python -m railyard.execution.standby_supervisor --serve
 
-is the one-shot call the warm runner makes in a subprocess (gRPC stays out of the process
-that forks drivers). ``RAILYARD_STANDBY_SUPERVISOR=false`` turns it off.
+is the helper process the warm runner starts once and keeps (``PrestartHelper``): it reads one
+JSON request per line on stdin (``gcs``, ``node_id``, ``runtime_env``) and answers ``ok`` or
+``error: ...`` per line. gRPC stays out of the process that forks drivers, and Ray's gRPC
+modules are imported once rather than in a new process after every job (~0.3 CPU-seconds
+each on a 2-core node). It exits when its stdin closes. ``RAILYARD_STANDBY_SUPERVISOR=false``
+turns standbys off.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import argparse
 import json
 import os
 import re
+import select
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ENABLED_ENV = "RAILYARD_STANDBY_SUPERVISOR"
 KEEP_ALIVE_S = 3600
+ANSWER_TIMEOUT_S = 60.0
 # What Ray's JobManager adds to a supervisor's runtime env (ray.dashboard.modules.job.
 # job_manager._get_supervisor_runtime_env), and JobSupervisor removes again for the driver
 # when the job was submitted without entrypoint resources.
@@ -112,9 +118,68 @@ def _processes(proc: Path, wanted: Callable[[bytes], bool]
         yield int(entry.name), cmdline, environ
 
 
-def replenish(runtime_env: dict[str, Any] | None, warm_socket: str | None) -> bool:
-    """Ask this node's raylet for a standby supervisor worker unless one is idle already;
-    True if one was asked for. Never raises: a standby only saves time."""
+class PrestartHelper:
+    """The warm runner's long-lived ``--serve`` process that makes the ``PrestartWorkers``
+    calls; started on first use and again if it died."""
+
+    def __init__(self, command: list[str] | None = None,
+                 answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
+        self.command = command or [sys.executable, "-m", __name__, "--serve"]
+        self.answer_timeout_s = answer_timeout_s
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The helper's pid while it runs."""
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def request(self, payload: dict[str, Any]) -> None:
+        """Send one request and wait for its answer; raises RuntimeError with the helper's
+        error, or when it did not answer (it is then stopped, and started again next time)."""
+        proc = self._running()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(payload) + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self.answer_timeout_s)
+            answer = proc.stdout.readline() if ready else ""
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise RuntimeError(f"the standby helper is gone: {exc}") from None
+        if not answer:
+            self.close()
+            raise RuntimeError("the standby helper did not answer")
+        if answer.strip() != "ok":
+            raise RuntimeError(answer.strip())
+
+    def _running(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(self.command, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, text=True, bufsize=1)
+        return self._proc
+
+    def inherited_fds(self) -> list[int]:
+        """The pipes to the helper, for a forked child to close."""
+        proc = self._proc
+        if proc is None:
+            return []
+        return [f.fileno() for f in (proc.stdin, proc.stdout) if f is not None and not f.closed]
+
+    def close(self) -> None:
+        """Stop the helper (it would also exit once this process is gone)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+            for f in (proc.stdin, proc.stdout):
+                if f is not None:
+                    f.close()
+
+
+def replenish(runtime_env: dict[str, Any] | None, warm_socket: str | None,
+              helper: PrestartHelper) -> bool:
+    """Ask this node's raylet, through ``helper``, for a standby supervisor worker unless one
+    is idle already; True if one was asked for. Never raises: a standby only saves time."""
     if runtime_env is None or not enabled():
         return False
     try:
@@ -123,19 +188,32 @@ def replenish(runtime_env: dict[str, Any] | None, warm_socket: str | None) -> bo
         raylet = find_raylet(warm_socket)
         if raylet is None:
             return False
-        # The runtime env goes on stdin: a command line is readable by every local user.
-        result = subprocess.run(
-            [sys.executable, "-m", "railyard.execution.standby_supervisor", "--gcs", raylet[0],
-             "--node-id", raylet[1], "--runtime-env", "-"],
-            input=json.dumps(runtime_env), capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            print(f"railyard warm: no standby supervisor: {result.stderr.strip()[-500:]}",
-                  file=sys.stderr, flush=True)
-            return False
+        # The runtime env goes through the pipe: a command line is readable by every local user.
+        helper.request({"gcs": raylet[0], "node_id": raylet[1], "runtime_env": runtime_env})
         return True
     except Exception as exc:  # noqa: BLE001
-        print(f"railyard warm: no standby supervisor: {exc}", file=sys.stderr, flush=True)
+        print(f"railyard warm: no standby supervisor: {exc}"[:1000], file=sys.stderr,
+              flush=True)
         return False
+
+
+def serve_requests(lines: Iterable[str], out: IO[str],
+                   prestart_one: Callable[[str, str, dict[str, Any]], None] | None = None
+                   ) -> None:
+    """The helper's loop: one ``prestart`` per request line, one answer line each, until the
+    lines end."""
+    call = prestart_one or prestart
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            call(request["gcs"], request["node_id"], request["runtime_env"])
+            answer = "ok"
+        except Exception as exc:  # noqa: BLE001 - one failed call must not end the helper
+            answer = " ".join(f"error: {type(exc).__name__}: {exc}".split())[:1000]
+        out.write(answer + "\n")
+        out.flush()
 
 
 def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
@@ -166,16 +244,12 @@ def prestart(gcs_address: str, node_id: str, runtime_env: dict[str, Any],
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m railyard.execution.standby_supervisor --gcs ADDRESS --node-id HEX --runtime-env
-    JSON`` (``-``: read the JSON from stdin)."""
+    """``python -m railyard.execution.standby_supervisor --serve``: the helper's loop on
+    stdin and stdout."""
     parser = argparse.ArgumentParser(prog="python -m railyard.execution.standby_supervisor")
-    parser.add_argument("--gcs", required=True)
-    parser.add_argument("--node-id", required=True)
-    parser.add_argument("--runtime-env", required=True)
-    parser.add_argument("--keep-alive-s", type=int, default=KEEP_ALIVE_S)
-    args = parser.parse_args(argv)
-    runtime_env = sys.stdin.read() if args.runtime_env == "-" else args.runtime_env
-    prestart(args.gcs, args.node_id, json.loads(runtime_env), args.keep_alive_s)
+    parser.add_argument("--serve", action="store_true", required=True)
+    parser.parse_args(argv)
+    serve_requests(sys.stdin, sys.stdout)
     return 0
 
 

@@ -112,6 +112,7 @@ def serve(socket_path: str) -> None:
         """In a forked child: what belongs to the server and to other jobs' launchers."""
         selector.close()
         server.close()
+        standby.close_in_child()
         for other in list(pending.values()):
             other.close()
         for other_conn in list(open_connections):
@@ -272,8 +273,11 @@ class _Standby:
     other."""
 
     def __init__(self, socket_path: str) -> None:
+        from railyard.execution.standby_supervisor import PrestartHelper
+
         self.socket_path = socket_path
         self.runtime_env: dict | None = None
+        self.helper = PrestartHelper()
         self._lock = threading.Lock()
 
     def saw_job(self, env: dict[str, str]) -> None:
@@ -286,9 +290,18 @@ class _Standby:
 
         if self._lock.acquire(blocking=False):
             try:
-                replenish(self.runtime_env, self.socket_path)
+                replenish(self.runtime_env, self.socket_path, self.helper)
             finally:
                 self._lock.release()
+
+    def close_in_child(self) -> None:
+        """In a forked driver: close the pipes to the prestart helper, so that the helper
+        sees its end of input when the server is gone."""
+        for fd in self.helper.inherited_fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _report_exit(conn: socket.socket, pid: int, open_connections: set,

@@ -4,7 +4,12 @@ directory."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +18,10 @@ from railyard.execution.standby_supervisor import (
     JOB_CONFIG_ENV,
     NICENESS,
     NOSET,
+    PrestartHelper,
     enabled,
     find_raylet,
+    serve_requests,
     standby_pids,
     supervisor_runtime_env,
 )
@@ -88,3 +95,57 @@ def test_only_idle_workers_with_every_variable_are_standbys(tmp_path: Path) -> N
 def test_a_raylet_without_its_flags_is_skipped(tmp_path: Path, argv: list[str]) -> None:
     fake_process(tmp_path, 10, argv, {})
     assert find_raylet(None, tmp_path) is None
+
+
+def test_the_helper_loop_answers_each_request_and_survives_a_failed_one() -> None:
+    calls: list[tuple[str, str, dict]] = []
+
+    def prestart_one(gcs: str, node_id: str, runtime_env: dict) -> None:
+        if node_id == "gone":
+            raise LookupError("node gone is not in the GCS")
+        calls.append((gcs, node_id, runtime_env))
+
+    lines = [json.dumps({"gcs": "127.0.0.1:1", "node_id": node, "runtime_env": {"a": 1}})
+             for node in ("n1", "gone", "n2")]
+    out = io.StringIO()
+    serve_requests([*lines, "\n"], out, prestart_one)
+    assert out.getvalue().splitlines() == [
+        "ok", "error: LookupError: node gone is not in the GCS", "ok"]
+    assert [c[1] for c in calls] == ["n1", "n2"] and calls[0][2] == {"a": 1}
+
+
+# A stand-in for ``--serve`` with the same protocol: ok, unless the request asks for an error.
+ECHO_HELPER = ("import json, sys\n"
+               "for line in sys.stdin:\n"
+               "    r = json.loads(line)\n"
+               "    print('error: ' + r['fail'] if 'fail' in r else 'ok', flush=True)\n")
+
+
+def test_one_helper_process_serves_every_request_and_is_started_again_if_it_died() -> None:
+    helper = PrestartHelper([sys.executable, "-c", ECHO_HELPER], answer_timeout_s=30)
+    try:
+        helper.request({"n": 1})
+        first = helper.pid
+        helper.request({"n": 2})
+        assert first is not None and helper.pid == first       # no new process per request
+        with pytest.raises(RuntimeError, match="error: no raylet"):
+            helper.request({"fail": "no raylet"})
+        assert helper.pid == first                              # an error keeps the helper
+        os.kill(first, signal.SIGKILL)
+        for _ in range(100):
+            if helper.pid is None:
+                break
+            time.sleep(0.05)
+        helper.request({"n": 3})
+        assert helper.pid not in (None, first)
+    finally:
+        helper.close()
+    assert helper.pid is None
+
+
+def test_a_helper_that_does_not_answer_is_stopped() -> None:
+    helper = PrestartHelper([sys.executable, "-c", "import time; time.sleep(60)"],
+                            answer_timeout_s=0.5)
+    with pytest.raises(RuntimeError, match="did not answer"):
+        helper.request({"n": 1})
+    assert helper.pid is None

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     run_timeout_s: int = 86_400
     max_run_timeout_s: int = 7 * 86_400
     reconcile_interval_s: float = 5.0
+    # Ray keeps every job it ever ran in its job list, which the reconciler reads every tick.
+    # This long after a Railyard job's Ray job ended (and the Railyard job finished), the
+    # reconciler deletes Ray's record of it (railyard.control.ray_history); Railyard's store
+    # keeps the job, its log and its timeline. 0: never delete.
+    ray_job_retention_s: float = Field(default=3600.0, ge=0)
     # How long the Ray Serve deployment trusts a checked token without asking the database
     # again (per replica): a revoked token keeps working that long. 0: every request checks.
     token_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)

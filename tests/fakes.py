@@ -37,6 +37,9 @@ class InMemoryBackend:
         self.placements: list[dict] = []
         self.status_calls = 0                 # how often Ray would have been asked
         self.list_calls = 0
+        self.ended_at: dict[str, float] = {}  # submission id -> epoch seconds it ended
+        self.deleted: list[str] = []
+        self.job_ids: dict[str, str] = {}     # submission id -> Railyard job id
 
     def submit(self, job_id, *, env_vars, placement=None, attempt=1):
         if not self.available:
@@ -45,6 +48,7 @@ class InMemoryBackend:
         if sid not in self.submitted:
             self.submitted.append(sid)
             self.placements.append(placement or {})
+            self.job_ids[sid] = job_id
         return sid
 
     def status(self, submission_id):
@@ -61,6 +65,16 @@ class InMemoryBackend:
 
     def stop(self, submission_id):
         self.stopped.append(submission_id)
+
+    def list_ended(self, ended_before):
+        if not self.available:
+            raise BackendUnavailableError("cluster down")
+        return {sid: self.job_ids[sid] for sid, at in self.ended_at.items()
+                if at < ended_before and sid in self.job_ids and sid not in self.deleted
+                and self.statuses.get(sid, BackendStatus("PENDING")).is_terminal}
+
+    def delete(self, submission_id):
+        self.deleted.append(submission_id)
 
     def logs(self, submission_id):
         return f"live log of {submission_id}"

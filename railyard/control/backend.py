@@ -44,6 +44,15 @@ class JobBackend(Protocol):
 
     def stop(self, submission_id: str) -> None: ...
 
+    def list_ended(self, ended_before: float) -> dict[str, str]:
+        """Railyard's submissions that ended before ``ended_before`` (epoch seconds), by
+        submission id: the Railyard job id each ran."""
+        ...
+
+    def delete(self, submission_id: str) -> None:
+        """Delete the backend's own record of an ended submission."""
+        ...
+
     def logs(self, submission_id: str) -> str: ...
 
     def node_pools(self) -> dict[str, int]: ...
@@ -172,6 +181,38 @@ class RayJobsBackend:
                 raise BackendUnavailableError(f"cannot stop Ray job: {exc}") from None
         if self.status(submission_id).status == "PENDING":
             _kill_unscheduled_supervisor(submission_id)
+
+    def list_ended(self, ended_before: float) -> dict[str, str]:
+        """The Ray jobs Railyard submitted (their metadata names the Railyard job) that ended
+        before ``ended_before`` (epoch seconds): submission id -> Railyard job id."""
+        try:
+            details = self.client.list_jobs()
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"cannot list Ray jobs: {exc}") from None
+        cutoff_ms = ended_before * 1000
+        ended: dict[str, str] = {}
+        for info in details:
+            job_id = (info.metadata or {}).get("railyard_job_id")
+            status = BackendStatus(str(getattr(info.status, "value", info.status)))
+            if info.submission_id and job_id and status.is_terminal \
+                    and info.end_time is not None and info.end_time < cutoff_ms:
+                ended[info.submission_id] = job_id
+        return ended
+
+    def delete(self, submission_id: str) -> None:
+        """Delete Ray's record of an ended job: its entry in Ray's job list (and so in
+        `ray job status` and `ray job logs`). Ray leaves the log file on the node. A job Ray
+        no longer has is already deleted."""
+        self._status_cache.pop(submission_id, None)
+        try:
+            self.client.delete_job(submission_id)
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if "does not exist" not in str(exc):
+                raise BackendUnavailableError(f"cannot delete Ray job: {exc}") from None
 
     def logs(self, submission_id: str) -> str:
         """The driver's log as Ray holds it."""

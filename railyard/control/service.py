@@ -77,6 +77,7 @@ class JobService:
         self.engine, self.backend, self.settings = engine, backend, settings
         self.clock = clock
         self._registry_swept_at: datetime | None = None   # railyard.jobstore.registry sweep
+        self._ray_pruned_at: datetime | None = None       # railyard.control.ray_history
 
     def create(self, payload: Any, *, caller: Caller = SYSTEM,
                idempotency_key: str | None = None,
@@ -462,7 +463,29 @@ class JobService:
                 log.exception("reconciling job %s failed", job.id)
         self._release_queue()            # in the queue's order, after the jobs that ended
         self._register_missed()
+        self._prune_ray_history()
         return count
+
+    def _prune_ray_history(self) -> None:
+        """At most once every PRUNE_INTERVAL_S: delete Ray's record of the jobs that finished
+        longer than RAILYARD_RAY_JOB_RETENTION_S ago (railyard.control.ray_history)."""
+        from datetime import timedelta
+
+        from railyard.control import ray_history
+
+        now = self.clock()
+        last = self._ray_pruned_at
+        if self.settings.ray_job_retention_s <= 0 or (
+                last is not None and now - last < timedelta(seconds=ray_history.PRUNE_INTERVAL_S)):
+            return
+        self._ray_pruned_at = now
+        try:
+            ray_history.prune(self.engine, self.backend, now=now,
+                              retention_s=self.settings.ray_job_retention_s)
+        except BackendUnavailableError as exc:
+            log.warning("reconcile: cannot list Ray's ended jobs: %s", exc.message)
+        except Exception:
+            log.exception("deleting Ray's record of finished jobs failed")
 
     def _register_missed(self) -> None:
         """At most once a minute: register the SUCCEEDED jobs of the last day whose driver

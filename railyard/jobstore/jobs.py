@@ -437,6 +437,19 @@ def requeue_for_retry(engine: Engine, *, job_id: str, from_attempt: int,
 
 
 # ---------------------------------------------------------------------- retention
+def finished_job_ids(engine: Engine, job_ids: Collection[str], *,
+                     chunk: int = 1000) -> set[str]:
+    """Those of ``job_ids`` whose jobs are in a terminal status."""
+    ids = sorted(set(job_ids))
+    found: set[str] = set()
+    with session_scope(engine) as session:
+        for start in range(0, len(ids), chunk):
+            found.update(session.exec(select(Job.id).where(
+                col(Job.id).in_(ids[start:start + chunk]),
+                col(Job.status).in_(sorted(s.value for s in TERMINAL_STATUSES)))).all())
+    return found
+
+
 def prune_jobs(engine: Engine, *, finished_before: datetime,
                statuses: Collection[JobStatus] = TERMINAL_STATUSES, batch_size: int = 1000,
                dry_run: bool = False,

@@ -105,3 +105,45 @@ def test_a_drivers_scratch_directory_is_removed_when_it_ends(platform, client):
     # SUCCEEDED is written by the driver before it exits and cleans up; wait for the exit.
     wait_for(lambda: not runner_processes(job["id"]), 60, "the job's driver to exit")
     assert glob.glob(os.path.join(tempfile.gettempdir(), f"railyard-{job['id']}-*")) == []
+
+
+def test_rays_record_of_a_finished_job_is_deleted_after_retention_and_railyards_stays(
+        platform, client):
+    """railyard.control.ray_history over Ray's real Jobs API: the ended job is listed with its
+    Railyard job id, deleted from Ray's job list, and Railyard still has its status and log."""
+    from datetime import timedelta
+
+    from ray.job_submission import JobSubmissionClient
+
+    from railyard.control import ray_history
+    from railyard.control.backend import RayJobsBackend
+    from railyard.jobstore.tables import utcnow
+
+    job = client.wait(client.submit(noop_spec(platform, "ray-history"))["id"], timeout=180)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    sid = job["ray_submission_id"]
+    ray = JobSubmissionClient(platform.ray_address)
+    wait_for(lambda: ray.get_job_info(sid).end_time, 60, "Ray to record the job's end")
+    backend = RayJobsBackend(platform.ray_address)
+
+    class OnlyThisJob:
+        """The real backend, with the other tests' jobs left out of the listing."""
+
+        def list_ended(self, ended_before: float) -> dict[str, str]:
+            return {s: j for s, j in backend.list_ended(ended_before).items() if j == job["id"]}
+
+        def delete(self, submission_id: str) -> None:
+            backend.delete(submission_id)
+
+    retention = 60.0
+    assert ray_history.prune(platform.engine, OnlyThisJob(), now=utcnow(),
+                             retention_s=retention) == 0          # ended just now: kept
+    later = utcnow() + timedelta(seconds=retention + 5)
+    assert backend.list_ended(later.timestamp() - retention)[sid] == job["id"]
+    assert ray_history.prune(platform.engine, OnlyThisJob(), now=later,
+                             retention_s=retention) == 1
+    assert sid not in {info.submission_id for info in ray.list_jobs()}
+    backend.delete(sid)                                   # deleting again is not an error
+    kept = client.get(job["id"])
+    assert kept["status"] == "SUCCEEDED" and kept["ray_submission_id"] == sid
+    assert client.logs(job["id"]).strip()                 # the durable log, not Ray's

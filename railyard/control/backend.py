@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from railyard.errors import BackendUnavailableError
 from railyard.jobstore.jobs import submission_id_for
@@ -138,12 +139,7 @@ class RayJobsBackend:
         one call per active job was one dashboard request and one GCS read each, every tick.
         Ray keeps ended jobs in the list; their answers are final. Live answers refresh the
         cache ``status`` reads from."""
-        try:
-            details = self.client.list_jobs()
-        except BackendUnavailableError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise BackendUnavailableError(f"cannot list Ray jobs: {exc}") from None
+        details = self._list_jobs()
         now = time.monotonic()
         found: dict[str, BackendStatus] = {}
         for info in details:
@@ -169,31 +165,38 @@ class RayJobsBackend:
             raise BackendUnavailableError(f"cannot read Ray job status: {exc}") from None
         return BackendStatus(str(info.status.value), info.message)
 
-    def stop(self, submission_id: str) -> None:
-        """Stop the Ray job (driver and its workers)."""
+    def _list_jobs(self) -> list[Any]:
+        """Every job Ray has a record of, in one request."""
+        try:
+            return self.client.list_jobs()
+        except BackendUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"cannot list Ray jobs: {exc}") from None
+
+    def _on_job(self, call: Callable[[str], object], submission_id: str, what: str) -> None:
+        """``call(submission_id)`` on Ray's SDK; a job Ray no longer has is not an error."""
         self._status_cache.pop(submission_id, None)
         try:
-            self.client.stop_job(submission_id)
+            call(submission_id)
         except BackendUnavailableError:
             raise
         except Exception as exc:  # noqa: BLE001
             if "does not exist" not in str(exc):
-                raise BackendUnavailableError(f"cannot stop Ray job: {exc}") from None
+                raise BackendUnavailableError(f"cannot {what} Ray job: {exc}") from None
+
+    def stop(self, submission_id: str) -> None:
+        """Stop the Ray job (driver and its workers)."""
+        self._on_job(self.client.stop_job, submission_id, "stop")
         if self.status(submission_id).status == "PENDING":
             _kill_unscheduled_supervisor(submission_id)
 
     def list_ended(self, ended_before: float) -> dict[str, str]:
         """The Ray jobs Railyard submitted (their metadata names the Railyard job) that ended
         before ``ended_before`` (epoch seconds): submission id -> Railyard job id."""
-        try:
-            details = self.client.list_jobs()
-        except BackendUnavailableError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise BackendUnavailableError(f"cannot list Ray jobs: {exc}") from None
         cutoff_ms = ended_before * 1000
         ended: dict[str, str] = {}
-        for info in details:
+        for info in self._list_jobs():
             job_id = (info.metadata or {}).get("railyard_job_id")
             status = BackendStatus(str(getattr(info.status, "value", info.status)))
             if info.submission_id and job_id and status.is_terminal \
@@ -205,14 +208,7 @@ class RayJobsBackend:
         """Delete Ray's record of an ended job: its entry in Ray's job list (and so in
         `ray job status` and `ray job logs`). Ray leaves the log file on the node. A job Ray
         no longer has is already deleted."""
-        self._status_cache.pop(submission_id, None)
-        try:
-            self.client.delete_job(submission_id)
-        except BackendUnavailableError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if "does not exist" not in str(exc):
-                raise BackendUnavailableError(f"cannot delete Ray job: {exc}") from None
+        self._on_job(self.client.delete_job, submission_id, "delete")
 
     def logs(self, submission_id: str) -> str:
         """The driver's log as Ray holds it."""

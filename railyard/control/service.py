@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from railyard.cluster import placement
 from railyard.cluster.pools import choose_pool
 from railyard.config import Settings
-from railyard.control import capacity, team_limits
+from railyard.control import capacity, ray_history, team_limits
 from railyard.control.access import SYSTEM, Caller, check_job, check_submit, owner_filter
 from railyard.control.backend import BackendStatus, JobBackend
 from railyard.errors import BackendUnavailableError, ConflictError, NotFoundError, SpecError
@@ -470,8 +470,6 @@ class JobService:
         """At most once every PRUNE_INTERVAL_S: delete Ray's record of the jobs that finished
         longer than RAILYARD_RAY_JOB_RETENTION_S ago (railyard.control.ray_history)."""
         from datetime import timedelta
-
-        from railyard.control import ray_history
 
         now = self.clock()
         last = self._ray_pruned_at

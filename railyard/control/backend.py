@@ -145,8 +145,7 @@ class RayJobsBackend:
         for info in details:
             if not info.submission_id:
                 continue                         # a driver started outside the Jobs API
-            status = BackendStatus(str(getattr(info.status, "value", info.status)),
-                                   info.message)
+            status = _status_of(info)
             found[info.submission_id] = status
             if status.is_terminal:
                 self._status_cache.pop(info.submission_id, None)
@@ -163,7 +162,7 @@ class RayJobsBackend:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return BackendStatus("UNKNOWN", f"Ray has no job {submission_id}")
             raise BackendUnavailableError(f"cannot read Ray job status: {exc}") from None
-        return BackendStatus(str(info.status.value), info.message)
+        return _status_of(info)
 
     def _list_jobs(self) -> list[Any]:
         """Every job Ray has a record of, in one request."""
@@ -198,8 +197,7 @@ class RayJobsBackend:
         ended: dict[str, str] = {}
         for info in self._list_jobs():
             job_id = (info.metadata or {}).get("railyard_job_id")
-            status = BackendStatus(str(getattr(info.status, "value", info.status)))
-            if info.submission_id and job_id and status.is_terminal \
+            if info.submission_id and job_id and _status_of(info).is_terminal \
                     and info.end_time is not None and info.end_time < cutoff_ms:
                 ended[info.submission_id] = job_id
         return ended
@@ -266,6 +264,11 @@ def _client_with_timeout(address: str, timeout_s: float) -> JobSubmissionClient:
             return super()._do_request(method, endpoint, **kwargs)
 
     return TimedJobSubmissionClient(address)
+
+
+def _status_of(info: Any) -> BackendStatus:
+    """The status of one of Ray's job records (JobDetails or JobInfo)."""
+    return BackendStatus(str(getattr(info.status, "value", info.status)), info.message)
 
 
 def _kill_unscheduled_supervisor(submission_id: str) -> None:

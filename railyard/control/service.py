@@ -473,8 +473,7 @@ class JobService:
 
         now = self.clock()
         last = self._ray_pruned_at
-        if self.settings.ray_job_retention_s <= 0 or (
-                last is not None and now - last < timedelta(seconds=ray_history.PRUNE_INTERVAL_S)):
+        if last is not None and now - last < timedelta(seconds=ray_history.PRUNE_INTERVAL_S):
             return
         self._ray_pruned_at = now
         try:

@@ -140,7 +140,7 @@ def has_room(engine: Engine, settings: Settings, job: Job) -> bool:
     if quota.max_jobs and len(on_ray) >= quota.max_jobs:
         return False
     used = sum(queue.job_cpus(w.resources) for w in on_ray)
-    need = queue.job_cpus(((job.spec or {}).get("train") or {}).get("resources"))
+    need = queue.job_cpus(QueuedWork.of(job).resources)
     return not quota.max_cpus or used + need <= quota.max_cpus + 1e-9
 
 

@@ -87,7 +87,7 @@ def test_deletes_stop_at_the_cap_and_the_rest_go_next_time(env):
 def details(submission_id, status, end_time_s, metadata):
     return SimpleNamespace(submission_id=submission_id, status=SimpleNamespace(value=status),
                            end_time=None if end_time_s is None else int(end_time_s * 1000),
-                           metadata=metadata)
+                           message=None, metadata=metadata)
 
 
 def test_ray_backend_lists_only_railyards_ended_jobs_before_the_cutoff():

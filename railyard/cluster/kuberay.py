@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from railyard.cluster import node_env
 from railyard.cluster.pools import Pool, load_pools
 
 DEFAULT_IMAGE = "rayproject/ray:2.60.0-py311"
@@ -65,7 +66,9 @@ def _container(name: str, image: str, *, requests: dict[str, str], limits: dict[
         "image": image,
         "env": [{"name": "RAILYARD_RAY_ADDRESS", "value": ray_address},
                 {"name": "RAILYARD_SECRETS_DIR", "value": SECRETS_MOUNT_PATH},
-                {"name": "RAILYARD_WARM_SOCKET", "value": WARM_SOCKET}],
+                {"name": "RAILYARD_WARM_SOCKET", "value": WARM_SOCKET},
+                # The standby supervisor worker starts with Ray's job supervisor imported.
+                *({"name": k, "value": v} for k, v in node_env.preload_env({}).items())],
         "resources": {"requests": dict(requests), "limits": dict(limits)},
         # A warm runner beside the Ray node: job drivers fork from it already imported
         # (railyard.execution.warm_runner); until it listens, or if it dies, drivers start cold.

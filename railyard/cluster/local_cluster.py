@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from railyard import secrets
+from railyard.cluster import node_env
 from railyard.config import Settings
 
 SERVE_IMPORT_PATH = "serve_app.deployment:app"
@@ -111,8 +112,9 @@ def cluster_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
 
 def start_warm_runner(settings: Settings, node: str) -> dict[str, str]:
     """Start a warm runner (railyard.execution.warm_runner) for one local node; returns the
-    environment that node's ``ray start`` needs for job drivers to find it. Nothing when
-    disabled."""
+    environment that node's ``ray start`` needs for job drivers to find it, and for its standby
+    supervisor worker to start with Ray's job supervisor imported (railyard.cluster.node_env).
+    Nothing when disabled."""
     if not settings.warm_runners:
         return {}
     import hashlib
@@ -130,7 +132,7 @@ def start_warm_runner(settings: Settings, node: str) -> dict[str, str]:
             env=cluster_env(settings), stdout=log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, umask=PRIVATE_UMASK)
     (directory / f"{node}.pid").write_text(f"{process.pid} {socket_path}")
-    return {"RAILYARD_WARM_SOCKET": str(socket_path)}
+    return {"RAILYARD_WARM_SOCKET": str(socket_path), **node_env.preload_env()}
 
 
 def warm_dir(settings: Settings) -> Path:

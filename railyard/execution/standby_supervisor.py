@@ -21,14 +21,14 @@ JSON request per line on stdin (``gcs``, ``node_id``, ``runtime_env``) and answe
 ``error: ...`` per line. gRPC stays out of the process that forks drivers, and Ray's gRPC
 modules are imported once rather than in a new process after every job (~0.3 CPU-seconds
 each on a 2-core node). It exits when its stdin closes. ``RAILYARD_STANDBY_SUPERVISOR=false``
-turns standbys off.
+turns standbys off. The node's Python workers import Ray's job supervisor module as they start
+(railyard.cluster.node_env), so a standby has it imported before the job comes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import select
 import subprocess
@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-ENABLED_ENV = "RAILYARD_STANDBY_SUPERVISOR"
+from railyard.cluster.node_env import standby_enabled
+
 KEEP_ALIVE_S = 3600
 ANSWER_TIMEOUT_S = 60.0
 # What Ray's JobManager adds to a supervisor's runtime env (ray.dashboard.modules.job.
@@ -47,11 +48,6 @@ NICENESS = "RAY_worker_niceness"
 NOSET = ("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES",
          "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES")
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-
-
-def enabled(env: Mapping[str, str] = os.environ) -> bool:
-    """Whether the warm runner keeps a standby supervisor worker (default: yes)."""
-    return env.get(ENABLED_ENV, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def supervisor_runtime_env(driver_env: Mapping[str, str]) -> dict[str, Any] | None:
@@ -180,7 +176,7 @@ def replenish(runtime_env: dict[str, Any] | None, warm_socket: str | None,
               helper: PrestartHelper) -> bool:
     """Ask this node's raylet, through ``helper``, for a standby supervisor worker unless one
     is idle already; True if one was asked for. Never raises: a standby only saves time."""
-    if runtime_env is None or not enabled():
+    if runtime_env is None or not standby_enabled():
         return False
     try:
         if standby_pids(runtime_env.get("env_vars", {})):

@@ -4,6 +4,7 @@ the S3 server → XGBoost → model, metrics and logs in the artifact store."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -81,9 +82,11 @@ def test_drivers_fork_from_the_nodes_warm_runner(platform, client):
 def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, client):
     """After a job, the node's warm runner asks its raylet for an idle worker with the Ray
     job supervisor's runtime env (railyard.execution.standby_supervisor); the next job's
-    JobSupervisor actor starts in that worker instead of a new Python process."""
+    JobSupervisor actor starts in that worker instead of a new Python process, and the worker
+    imported Ray's job supervisor module as it started (railyard.cluster.node_env)."""
     from ray.util.state import list_actors
 
+    from railyard.cluster.node_env import JOB_SUPERVISOR_MODULE
     from railyard.execution.standby_supervisor import NICENESS, standby_pids
     from tests.polling import wait_for
 
@@ -94,8 +97,16 @@ def test_the_next_jobs_ray_supervisor_starts_in_a_standby_worker(platform, clien
     assert first["status"] == "SUCCEEDED", first["error"]
     ours = {NICENESS: "0",
             "RAILYARD_SECRETS_DIR": str(platform.settings.resolved_secrets_dir)}
-    standbys = wait_for(lambda: standby_pids(ours), timeout=60,
-                        what="a standby supervisor worker")
+
+    def preloaded(pid: int) -> bool:
+        # The supervisor module brings aiohttp's C parser, which an idle Ray worker otherwise
+        # never loads; the worker imports it after it shows as idle.
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"RAY_preload_python_modules={JOB_SUPERVISOR_MODULE}".encode() in environ
+        return "aiohttp/_http_parser" in Path(f"/proc/{pid}/maps").read_text()
+
+    standbys = wait_for(lambda: [pid for pid in standby_pids(ours) if preloaded(pid)],
+                        timeout=60, what="a standby supervisor worker, supervisor imported")
     second = client.wait(client.submit(spec)["id"], timeout=120)
     assert second["status"] == "SUCCEEDED", second["error"]
     actors = list_actors(address=platform.ray_address, raise_on_missing_output=False,

@@ -83,6 +83,8 @@ def test_raycluster_shape(rendered):
         assert mounted["readOnly"] is True
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["RAILYARD_SECRETS_DIR"] == mounted["mountPath"]
+        # the standby supervisor worker starts with Ray's job supervisor imported
+        assert env["RAY_preload_python_modules"] == "ray.dashboard.modules.job.job_supervisor"
         volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
         assert volumes[SECRET_NAME]["secret"]["secretName"] == SECRET_NAME
     assert spec["authOptions"] == {"mode": "token"}

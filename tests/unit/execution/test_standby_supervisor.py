@@ -19,7 +19,6 @@ from railyard.execution.standby_supervisor import (
     NICENESS,
     NOSET,
     PrestartHelper,
-    enabled,
     find_raylet,
     serve_requests,
     standby_pids,
@@ -48,11 +47,6 @@ def test_a_job_submitted_with_resources_has_the_supervisors_env_as_is() -> None:
 def test_a_driver_not_started_by_ray_jobs_has_no_supervisor() -> None:
     assert supervisor_runtime_env({}) is None
     assert supervisor_runtime_env({JOB_CONFIG_ENV: "not json"}) is None
-
-
-def test_enabled_unless_turned_off() -> None:
-    assert enabled({}) and enabled({"RAILYARD_STANDBY_SUPERVISOR": "true"})
-    assert not enabled({"RAILYARD_STANDBY_SUPERVISOR": "false"})
 
 
 def fake_process(proc: Path, pid: int, argv: list[str], environ: dict[str, str]) -> None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from railyard.serving.published import PartitionedModel, PublishedModel
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+# How long one long-poll read of a job may wait for a change (the API allows up to 60 s).
+LONG_POLL_S = 20.0
 # A read that lost its connection (reset, a keep-alive connection the server had just closed,
 # refused while the API restarts) is sent again after these pauses: about 4 s in all, so that
 # `railyard logs -f` and `wait` ride out a blip. Writes are never resent (a submit has its
@@ -61,6 +63,7 @@ class RailyardClient:
                  read_retry_delays_s: Sequence[float] = READ_RETRY_DELAYS_S) -> None:
         self.base_url = (base_url or get_settings().api_url).rstrip("/")
         self.read_retry_delays_s = tuple(read_retry_delays_s)
+        self._timeout = timeout
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
                                   auth=BearerToken(token))
 
@@ -98,9 +101,18 @@ class RailyardClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._request("POST", "/v1/jobs", json=spec, headers=headers).json()
 
-    def get(self, job_id: str) -> dict[str, Any]:
-        """One job."""
-        return self._request("GET", f"/v1/jobs/{job_id}").json()
+    def get(self, job_id: str, *, wait_s: float = 0.0, since: str | None = None
+            ) -> dict[str, Any]:
+        """One job. With ``wait_s``, a long poll: the API answers once the job's status or
+        phase is no longer ``since`` (``STATUS`` or ``STATUS:PHASE``; default: as it is when
+        the request arrives), or the job ends, or after ``wait_s`` seconds (60 at most)."""
+        if not wait_s:
+            return self._request("GET", f"/v1/jobs/{job_id}").json()
+        params: dict[str, Any] = {"wait_s": wait_s}
+        if since:
+            params["since"] = since
+        return self._request("GET", f"/v1/jobs/{job_id}", params=params,
+                             timeout=self._timeout + wait_s).json()
 
     def list(self, **filters: Any) -> dict[str, Any]:
         """A page of jobs: ``owner``, ``project``, ``status``, ``limit``, ``cursor``."""
@@ -268,18 +280,33 @@ class RailyardClient:
 
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 0.5,
              on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Poll until the job is terminal; ``on_update`` sees every poll's job."""
+        """Wait until the job is terminal; ``on_update`` sees the job as first read and after
+        each change. Each read is a long poll (``get(wait_s=...)``): the API answers within
+        ~0.1 s of a change, with no request in between. ``poll`` only spaces out the reads of a
+        job that did not change when the API answered at once (one older than long polls, or
+        with every waiting slot taken)."""
         deadline = time.monotonic() + timeout
+        job = self.get(job_id)
         while True:
-            job = self.get(job_id)
             if on_update:
                 on_update(job)
             if job["status"] in TERMINAL:
                 return job
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s; "
                                    f"timeline: {self.events(job_id)}")
-            time.sleep(poll)
+            seen = _state_key(job)
+            asked = time.monotonic()
+            job = self.get(job_id, wait_s=min(LONG_POLL_S, left), since=seen)
+            unchanged_at_once = poll - (time.monotonic() - asked)
+            if _state_key(job) == seen and unchanged_at_once > 0:
+                time.sleep(min(unchanged_at_once, max(0.0, deadline - time.monotonic())))
+
+
+def _state_key(job: dict[str, Any]) -> str:
+    """A job's state as the API's long poll names it (``since``): STATUS or STATUS:PHASE."""
+    return f"{job['status']}:{job['phase']}" if job.get("phase") else str(job["status"])
 
 
 def _alias_path(owner: str, name: str, alias: str) -> str:

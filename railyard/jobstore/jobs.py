@@ -450,6 +450,17 @@ def finished_job_ids(engine: Engine, job_ids: Collection[str], *,
     return found
 
 
+def job_states(engine: Engine, job_ids: Collection[str]) -> dict[str, tuple[str, str | None]]:
+    """The status and phase of each of ``job_ids`` that exists, in one query (the API's long
+    poll, railyard.control.job_watch)."""
+    if not job_ids:
+        return {}
+    with session_scope(engine) as session:
+        rows = session.exec(select(Job.id, Job.status, Job.phase).where(
+            col(Job.id).in_(sorted(set(job_ids))))).all()
+    return {job_id: (status, phase) for job_id, status, phase in rows}
+
+
 def prune_jobs(engine: Engine, *, finished_before: datetime,
                statuses: Collection[JobStatus] = TERMINAL_STATUSES, batch_size: int = 1000,
                dry_run: bool = False,

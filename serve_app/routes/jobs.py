@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from railyard.control.job_watch import MAX_WAIT_S, JobWatch, state_key
 from railyard.control.mlflow_export import export_state, retry_export
 from railyard.control.service import JobService
 from railyard.errors import SpecError
@@ -72,10 +73,40 @@ def list_jobs(svc: Service, caller: CurrentCaller, owner: str | None = None,
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, svc: Service) -> JobPublic:
-    """A job: status, phases, data stats, metrics, artifacts, spec."""
-    job = svc.get(job_id)
-    return to_public(job, jobs.list_events(svc.engine, job_id=job.id))
+async def get_job(
+        job_id: str, request: Request, svc: Service,
+        wait_s: Annotated[float, Query(
+            ge=0, le=MAX_WAIT_S, description="long poll: answer once the job's status or "
+            "phase is no longer `since`, or it ends, or after this many seconds")] = 0,
+        since: Annotated[str | None, Query(
+            max_length=80, description="with wait_s: the state last seen, `STATUS` or "
+            "`STATUS:PHASE` (default: the job's state now)")] = None) -> JobPublic:
+    """A job: status, phases, data stats, metrics, artifacts, spec. With ``wait_s`` the
+    answer waits for the job to change (railyard.control.job_watch), so a client waiting for
+    a job learns of each change within ~0.1 s without asking again and again."""
+    if wait_s > 0:
+        if since is None:
+            current = await _in_thread(lambda: jobs.get_job(svc.engine, job_id=job_id))
+            since = state_key(current.status, current.phase)
+        elif since.partition(":")[0] not in JOB_STATUSES:
+            raise SpecError(f"since: {since!r} does not start with a job status; send the "
+                            "status (and phase) of the job as last read, e.g. RUNNING:train",
+                            details=[{"field": "since", "message": "expected STATUS or "
+                                      f"STATUS:PHASE, STATUS one of {sorted(JOB_STATUSES)}"}])
+        await _job_watch(request, svc).wait(job_id, since, wait_s)
+    return await _in_thread(lambda: _public(svc, svc.get(job_id)))
+
+
+JOB_STATUSES = frozenset(s.value for s in JobStatus)
+
+
+def _job_watch(request: Request, svc: JobService) -> JobWatch:
+    """The app's long-poll waiters, one JobWatch per job database."""
+    state = request.app.state
+    held = getattr(state, "job_watch", None)
+    if held is None or held[0] is not svc.engine:
+        state.job_watch = held = (svc.engine, JobWatch(svc.engine))
+    return cast(JobWatch, held[1])
 
 
 @router.get("/{job_id}/events", response_model=list[EventPublic])

@@ -71,6 +71,24 @@ def test_trigger_fires_once_the_job_is_terminal(live_api: LiveApi) -> None:
                      "error_phase": None}
 
 
+def test_the_trigger_sees_the_job_end_through_long_polls(live_api: LiveApi) -> None:
+    """With a 600 s poll interval, only the API's long poll (each read answered when the job
+    changes) lets the trigger fire within the timeout."""
+    hook = RailyardHook()
+    spec = copy.deepcopy(live_api.spec)
+    spec["model_name"] = "airflow_trigger_long_poll"
+    spec["train"]["custom_params"] = {"train_s": 2}
+    job = hook.submit_job(spec)
+
+    async def first_event() -> dict[str, Any]:
+        async for event in RailyardJobTrigger(job["id"], poll_interval=600).run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=240))
+    assert event["status"] == "SUCCEEDED" and event["job_id"] == job["id"], event
+
+
 def test_trigger_reports_a_job_the_api_does_not_know(live_api: LiveApi) -> None:
     async def first_event() -> dict[str, Any]:
         async for event in RailyardJobTrigger("no-such-job", poll_interval=0.1).run():

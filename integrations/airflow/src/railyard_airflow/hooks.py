@@ -105,19 +105,25 @@ class RailyardHook(BaseHook):
         conn = await self.aget_connection(self.railyard_conn_id)
         return api_base_url(conn.host, port=conn.port, schema=conn.schema), conn.password
 
-    async def _arequest(self, method: str, path: str) -> httpx.Response:
+    async def _arequest(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                        wait_s: float = 0.0) -> httpx.Response:
         base_url, token = await self._aconnection()
         async with httpx.AsyncClient(base_url=base_url, headers=self._headers(token),
-                                     timeout=self.timeout) as client:
+                                     timeout=self.timeout + wait_s) as client:
             try:
-                response = await client.request(method, path)
+                response = await client.request(method, path, params=params)
             except httpx.TransportError as exc:
                 raise RailyardApiError.unreachable(base_url, exc) from None
         return raise_for_error(response)
 
-    async def aget_job(self, job_id: str) -> dict[str, Any]:
-        """:meth:`get_job`, async."""
-        job: dict[str, Any] = (await self._arequest("GET", f"/v1/jobs/{job_id}")).json()
+    async def aget_job(self, job_id: str, *, wait_s: float = 0.0,
+                       since: str | None = None) -> dict[str, Any]:
+        """:meth:`get_job`, async. With ``wait_s``, a long poll: the API answers once the
+        job's status or phase is no longer ``since`` (``STATUS`` or ``STATUS:PHASE``), or it
+        ends, or after ``wait_s`` seconds; an API without long polls answers at once."""
+        params = {"wait_s": wait_s, **({"since": since} if since else {})} if wait_s else None
+        job: dict[str, Any] = (await self._arequest("GET", f"/v1/jobs/{job_id}", params=params,
+                                                    wait_s=wait_s)).json()
         return job
 
     async def acancel_job(self, job_id: str) -> dict[str, Any]:

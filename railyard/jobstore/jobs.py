@@ -167,11 +167,14 @@ def list_active_work(engine: Engine, *, owner: str | None = None) -> list[Queued
         return [QueuedWork(*row) for row in session.execute(query).all()]
 
 
-def list_active_jobs(engine: Engine) -> list[Job]:
-    """Every job that is not yet terminal, oldest first (queued jobs start in that order)."""
+def list_active_jobs(engine: Engine, *, waiting_in_queue_too: bool = True) -> list[Job]:
+    """Every job that is not yet terminal, oldest first (queued jobs start in that order);
+    without those QUEUED and never submitted unless ``waiting_in_queue_too``."""
+    conditions = [col(Job.status).in_([s.value for s in ACTIVE_STATUSES])]
+    if not waiting_in_queue_too:
+        conditions.append(not_(waiting_in_queue()))
     with session_scope(engine) as session:
-        query = select(Job).where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]))\
-            .order_by(col(Job.created_at), col(Job.id))
+        query = select(Job).where(*conditions).order_by(col(Job.created_at), col(Job.id))
         return list(session.exec(query).all())
 
 
@@ -184,11 +187,7 @@ def list_jobs_to_reconcile(engine: Engine) -> list[Job]:
     """The active jobs the reconciler checks against Ray, oldest first: all but those QUEUED
     and never submitted (the queue releases those from :func:`list_active_work`'s light rows;
     a burst leaves thousands of them, each spec a row not worth loading every tick)."""
-    with session_scope(engine) as session:
-        query = select(Job).where(col(Job.status).in_([s.value for s in ACTIVE_STATUSES]),
-                                  not_(waiting_in_queue()))\
-            .order_by(col(Job.created_at), col(Job.id))
-        return list(session.exec(query).all())
+    return list_active_jobs(engine, waiting_in_queue_too=False)
 
 
 def transition(engine: Engine, *, job_id: str, status: JobStatus,

@@ -24,7 +24,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,17 @@ class Quota:
     def unlimited(self) -> bool:
         """Neither limit set: the queue never holds this team's jobs (unless paused)."""
         return not self.max_jobs and not self.max_cpus
+
+    def holding_limit(self, jobs_on: int, cpus_on: float, cpus: float
+                      ) -> Literal["jobs", "cpus"] | None:
+        """The limit that holds back a job of ``cpus`` CPUs while the team has ``jobs_on``
+        jobs using ``cpus_on`` CPUs on Ray; None when it fits. (CPU sums are floats: a
+        billionth of a CPU over is still within.)"""
+        if self.max_jobs and jobs_on >= self.max_jobs:
+            return "jobs"
+        if self.max_cpus and cpus_on + cpus > self.max_cpus + 1e-9:
+            return "cpus"
+        return None
 
 
 @dataclass(frozen=True)
@@ -172,12 +183,13 @@ def plan(work: Iterable[Work], quotas: Mapping[str, Quota], default: Quota,
                    f"the quota: railyard team set {w.owner} --max-cpus N")
         elif w.owner in blocked:
             why = blocked[w.owner]
-        elif quota.max_jobs and jobs_on[w.owner] >= quota.max_jobs:
+        elif (limit := quota.holding_limit(jobs_on[w.owner], cpus_on[w.owner],
+                                           w.cpus)) == "jobs":
             over = jobs_on[w.owner] - quota.max_jobs
             why = blocked[w.owner] = (f"team {w.owner!r} at its limit of {quota.max_jobs} "
                                       "running" + (f"; {jobs_on[w.owner]} on Ray" if over
                                                    else ""))
-        elif quota.max_cpus and cpus_on[w.owner] + w.cpus > quota.max_cpus:
+        elif limit == "cpus":
             why = blocked[w.owner] = (
                 f"team {w.owner!r} at its limit of {_fmt(quota.max_cpus)} CPUs: "
                 f"{_fmt(cpus_on[w.owner])} in use on Ray, this job needs {_fmt(w.cpus)}")

@@ -137,11 +137,9 @@ def has_room(engine: Engine, settings: Settings, job: Job) -> bool:
         return True
     on_ray = [w for w in jobs.list_active_work(engine, owner=job.owner)
               if w.ray_submission_id is not None and w.id != job.id]
-    if quota.max_jobs and len(on_ray) >= quota.max_jobs:
-        return False
     used = sum(queue.job_cpus(w.resources) for w in on_ray)
     need = queue.job_cpus(QueuedWork.of(job).resources)
-    return not quota.max_cpus or used + need <= quota.max_cpus + 1e-9
+    return quota.holding_limit(len(on_ray), used, need) is None
 
 
 def wait_reason(engine: Engine, settings: Settings, job: Job) -> str | None:

@@ -15,6 +15,12 @@ without the server. Without a server the entrypoint runs the job itself.
 
 The server never initialises Ray; each child connects as the job's own driver.
 
+The preloaded objects (~460,000 after the imports) are moved out of the garbage collector's
+reach (``gc.freeze()``) before any fork. Otherwise the first full collection in each driver
+walks them all, ~0.3 s on a busy core, and writing their collector headers copies ~130 MB of
+the server's pages into the driver (copy-on-write): measured in a forked child, a full
+collection took 295 ms and dirtied 128 MiB; frozen, 1 ms and 2.7 MiB.
+
 One stalled client never holds up the others: the server reads every connection's request at
 the same time (one selector, in the thread that forks) and drops a connection that has not
 sent a whole request within REQUEST_TIMEOUT_S, or sent more than MAX_REQUEST bytes. The socket
@@ -24,6 +30,7 @@ is its owner's alone (mode 0600): whoever may connect may run a driver as the se
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import selectors
@@ -97,6 +104,8 @@ def serve(socket_path: str) -> None:
     """Preload, then fork a driver for every request until killed (or until the socket is
     removed or taken over by a newer server)."""
     preload()
+    gc.collect()             # what is garbage now would stay, frozen, in every driver
+    gc.freeze()
     path = Path(socket_path)
     server = listen(path)
     inode = path.stat().st_ino
@@ -248,6 +257,7 @@ def _drop(selector: selectors.BaseSelector, pending: dict[int, _Pending],
 def _start(conn: socket.socket, request: dict, fds: list[int], open_connections: set,
            standby: _Standby, close_inherited: Callable[[], None]) -> None:
     """Fork the job's driver for ``request``; a thread reports its pid and exit code."""
+    gc.freeze()           # what the server made since, out of the drivers' collections too
     try:
         pid = os.fork()
     except OSError as exc:                     # the launcher then sees the server hang up

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import socket
 import stat
@@ -137,6 +138,9 @@ def test_a_stalled_client_holds_up_no_job_and_is_dropped(home, warm_server):
         output, _ = run.communicate(timeout=120)
         assert run.returncode == 0, output
         assert "running in a warm driver (forked from pid" in output
+        # the server's imports are frozen: no collection in the driver walks (and copies) them
+        frozen = re.search(r"; (\d+) preloaded objects kept out of garbage collection", output)
+        assert frozen and int(frozen.group(1)) > 100_000, output
         job = jobs.get_job(get_engine(settings.resolved_database_url), job_id=job_id)
         assert job.status == "SUCCEEDED"
         for client in stalled:                  # the server gave up on them

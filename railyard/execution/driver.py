@@ -12,7 +12,6 @@ gathered, streamed, sweep or fan-out); this module keeps the attempt's lifecycle
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -191,8 +190,9 @@ class JobRun:
                                   ray_submission_id=mine or job.ray_submission_id)
             warm = os.environ.get("RAILYARD_WARM_FORKED_FROM")
             log.info("job %s attempt %d running in a %s", self.job_id, self.attempt,
-                     f"warm driver (forked from pid {warm}; {gc.get_freeze_count()} preloaded "
-                     "objects kept out of garbage collection)" if warm else "cold driver")
+                     f"warm driver (forked from pid {warm}; "
+                     f"{os.environ.get('RAILYARD_WARM_FROZEN_OBJECTS', 0)} preloaded objects "
+                     "kept out of garbage collection)" if warm else "cold driver")
             with Heartbeat(self.engine, self.job_id, self.settings.heartbeat_interval_s):
                 return self._execute(job)
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 SOCKET_ENV = "RAILYARD_WARM_SOCKET"
 FORKED_ENV = "RAILYARD_WARM_FORKED_FROM"     # set in a forked driver: the server's pid
+FROZEN_ENV = "RAILYARD_WARM_FROZEN_OBJECTS"  # and how many objects the server froze
 MAX_MESSAGE = 1 << 20
 MAX_REQUEST = 16 * MAX_MESSAGE    # a request's environment is far smaller
 REQUEST_TIMEOUT_S = 5.0           # to send a whole request, from the moment it connects
@@ -106,10 +107,13 @@ def serve(socket_path: str) -> None:
     preload()
     gc.collect()             # what is garbage now would stay, frozen, in every driver
     gc.freeze()
+    frozen = gc.get_freeze_count()      # a walk of every object: counted once, here
+    os.environ[FROZEN_ENV] = str(frozen)
     path = Path(socket_path)
     server = listen(path)
     inode = path.stat().st_ino
-    print(f"railyard warm: serving on {path} (pid {os.getpid()})", flush=True)
+    print(f"railyard warm: serving on {path} (pid {os.getpid()}, {frozen} preloaded objects "
+          "frozen)", flush=True)
     selector = selectors.DefaultSelector()
     selector.register(server, selectors.EVENT_READ)
     pending: dict[int, _Pending] = {}         # by descriptor
@@ -354,9 +358,11 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
             os.dup2(fd, target)
             os.close(fd)
         conn.close()
+        frozen = os.environ.get(FROZEN_ENV, "0")
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ[FORKED_ENV] = str(os.getppid())
+        os.environ[FROZEN_ENV] = frozen
         os.chdir(request["cwd"])
         sys.argv = ["railyard.execution.driver", *request["argv"]]
         if request["argv"] and not request["argv"][0].startswith("-"):

@@ -271,6 +271,9 @@ def started_local_cluster(settings: Settings) -> bool:
     return state_file(settings).exists()
 
 
+PROXY_LOCATION = "HeadOnly"
+
+
 def serve_config(settings: Settings, *, host: str, port: int) -> dict:
     """The Serve config that runs the API (the RayService manifest carries the same)."""
     env_vars = settings.runtime_env_vars()
@@ -279,6 +282,10 @@ def serve_config(settings: Settings, *, host: str, port: int) -> dict:
     env_vars["RAILYARD_MAX_RETRIES"] = str(settings.max_retries)
     env_vars["RAILYARD_HEARTBEAT_TIMEOUT_S"] = str(settings.heartbeat_timeout_s)
     return {
+        # One proxy, the head's. Nodes of a local cluster share one host, so the proxies of
+        # "EveryNode" would share the port (SO_REUSEPORT) and a proxy draining away from a
+        # node the replica left drops the connections the kernel handed it.
+        "proxy_location": PROXY_LOCATION,
         "http_options": {"host": host, "port": port},
         "applications": [{
             "name": APP_NAME, "route_prefix": "/", "import_path": SERVE_IMPORT_PATH,

@@ -408,15 +408,18 @@ def serve_config_with(details: dict[str, Any], app: dict[str, Any] | None, *,
                       drop: str | Collection[str], host: str, port: int) -> dict[str, Any]:
     """A Serve deploy config keeping every running application except those named in
     ``drop``, plus ``app``; the HTTP options of a running Serve are kept (Serve cannot change
-    them live)."""
+    them live, and so is where its proxies run)."""
     dropped = {drop} if isinstance(drop, str) else set(drop)
     running = details.get("applications") or {}
     apps = [a["deployed_app_config"] for name, a in running.items()
             if name not in dropped and a.get("deployed_app_config")]
     http = details.get("http_options") if running else None
-    return {"http_options": {"host": (http or {}).get("host", host),
-                             "port": (http or {}).get("port", port)},
-            "applications": apps + ([app] if app else [])}
+    config: dict[str, Any] = {"http_options": {"host": (http or {}).get("host", host),
+                                               "port": (http or {}).get("port", port)},
+                              "applications": apps + ([app] if app else [])}
+    if running and details.get("proxy_location"):
+        config["proxy_location"] = details["proxy_location"]
+    return config
 
 
 def wait_until_serving(url: str, *, token: str | None, timeout: float,

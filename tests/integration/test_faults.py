@@ -12,6 +12,7 @@ import time
 import httpx
 import psutil
 import pytest
+from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from ray.job_submission import JobStatus as RayJobStatus
 from ray.job_submission import JobSubmissionClient
 
@@ -203,6 +204,11 @@ def test_serve_app_killed_mid_run(platform, client):
                     == 200 and time.monotonic(), 180, "the API to come back",
                     interval=0.5, ignore=OUTAGE_ERRORS)
     assert client.get(finishing["id"])["status"] == "SUCCEEDED"
+    # One proxy, the head's, wherever the replica restarted: a second proxy on this host would
+    # share the API's port and drop connections while it drains away.
+    details = ServeSubmissionClient(platform.ray_address).get_serve_details()
+    assert details["proxy_location"] == "HeadOnly"
+    assert len(details["proxies"]) == 1, details["proxies"]
     failed = wait_for(lambda: (j := client.get(dying["id"]))["status"] == "FAILED" and j, 30,
                       "the dead driver's job to be FAILED", interval=0.5, ignore=OUTAGE_ERRORS)
     print(f"\nAPI back -> dead driver's job FAILED: {time.monotonic() - back:.1f}s")

@@ -307,7 +307,7 @@ def test_client_load_model_and_predict_command(monkeypatch, tmp_path, job_databa
 def test_serve_config_keeps_running_apps_and_http_options(monkeypatch, tmp_path):
     api_app = {"name": "railyard", "route_prefix": "/", "import_path": "serve_app.deployment:app"}
     old = {"name": model_server.app_name("job-1")}
-    details = {"http_options": {"host": "0.0.0.0", "port": 8123},
+    details = {"http_options": {"host": "0.0.0.0", "port": 8123}, "proxy_location": "HeadOnly",
                "applications": {"railyard": {"deployed_app_config": api_app},
                                 # a deploy from before serving keys, then the current one
                                 "model-job-1": {"deployed_app_config": {"name": "model-job-1"}},
@@ -344,6 +344,7 @@ def test_serve_config_keeps_running_apps_and_http_options(monkeypatch, tmp_path)
     assert asked == [(f"{url}/", {"Authorization": "Bearer ry_secret"})]
     config = deployed[0]
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8123}
+    assert config["proxy_location"] == "HeadOnly"
     assert [a["name"] for a in config["applications"]] == ["railyard", "model-x", f"model-{key}"]
     assert config["applications"][0] == api_app
     model_app = config["applications"][2]
@@ -367,6 +368,7 @@ def test_serve_config_keeps_running_apps_and_http_options(monkeypatch, tmp_path)
     # With Serve not running yet, the asked-for port is used.
     fresh = model_server.serve_config_with({}, model_app, drop="", host="127.0.0.1", port=9999)
     assert fresh["http_options"] == {"host": "127.0.0.1", "port": 9999}
+    assert "proxy_location" not in fresh
 
 
 def test_serving_helpers():

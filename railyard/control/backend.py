@@ -255,13 +255,29 @@ class RayJobsBackend:
 
 def _client_with_timeout(address: str, timeout_s: float) -> JobSubmissionClient:
     """A JobSubmissionClient whose every HTTP request (the version check in its constructor
-    included) gives up after ``timeout_s``."""
+    included) gives up after ``timeout_s``, and which asks the cluster its Ray version once.
+
+    Ray's SDK checks the version again before every submit that places its entrypoint
+    (``entrypoint_num_cpus``, a label selector: every Railyard submit), one more request to
+    the dashboard per job; the version its constructor read is checked instead."""
+    from packaging.version import parse
     from ray.job_submission import JobSubmissionClient
 
     class TimedJobSubmissionClient(JobSubmissionClient):
         def _do_request(self, method: str, endpoint: str, **kwargs):  # type: ignore[no-untyped-def]
             kwargs.setdefault("timeout", timeout_s)
             return super()._do_request(method, endpoint, **kwargs)
+
+        def _check_connection_and_version(self, min_version: str = "1.9",
+                                          version_error_message: str | None = None) -> None:
+            known = getattr(self, "_server_ray_version", None)
+            if known is None:
+                super()._check_connection_and_version(
+                    min_version, version_error_message)  # type: ignore[arg-type]
+            elif parse(known) < parse(min_version):
+                raise RuntimeError(f"Ray version {known} is running on the cluster. "
+                                   + (version_error_message or f"Please ensure the cluster "
+                                      f"is running Ray {min_version} or higher."))
 
     return TimedJobSubmissionClient(address)
 

@@ -271,13 +271,11 @@ def _client_with_timeout(address: str, timeout_s: float) -> JobSubmissionClient:
         def _check_connection_and_version(self, min_version: str = "1.9",
                                           version_error_message: str | None = None) -> None:
             known = getattr(self, "_server_ray_version", None)
-            if known is None:
-                super()._check_connection_and_version(
-                    min_version, version_error_message)  # type: ignore[arg-type]
-            elif parse(known) < parse(min_version):
-                raise RuntimeError(f"Ray version {known} is running on the cluster. "
-                                   + (version_error_message or f"Please ensure the cluster "
-                                      f"is running Ray {min_version} or higher."))
+            if known is not None and parse(known) >= parse(min_version):
+                return
+            # Not read yet, or too old: Ray's own check asks, and raises its own error.
+            super()._check_connection_and_version(
+                min_version, version_error_message)  # type: ignore[arg-type]
 
     return TimedJobSubmissionClient(address)
 

@@ -275,7 +275,8 @@ PROXY_LOCATION = "HeadOnly"
 
 
 def serve_config(settings: Settings, *, host: str, port: int) -> dict:
-    """The Serve config that runs the API (the RayService manifest carries the same)."""
+    """The Serve config that runs the API (the RayService manifest carries the same, but for
+    the proxy's location: its pods have an address each, so a proxy on every node)."""
     env_vars = settings.runtime_env_vars()
     # Server-only switches (a job's driver has no use for them).
     env_vars["RAILYARD_SUBMISSION_PAUSED"] = str(settings.submission_paused).lower()

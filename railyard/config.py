@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     # A queued job of priority >= 90 that its pool is too full to start stops the pool's
     # lowest-priority job on Ray, which goes back to the queue (no retry budget used).
     preemption: bool = False
+    # Up to this many jobs the queue releases together to one pool run in ONE Ray job (a
+    # pack: one JobSupervisor, one driver process per job), for many tiny jobs. 1: each job
+    # is its own Ray job. A packed job stops itself when cancelled (railyard.execution.driver).
+    pack_max_jobs: int = Field(default=1, ge=1, le=64)
     # Operator switch: accept and store jobs but submit none to Ray (maintenance, load tests);
     # they wait QUEUED and go out once it is switched off again.
     submission_paused: bool = False

@@ -40,6 +40,7 @@ class InMemoryBackend:
         self.ended_at: dict[str, float] = {}  # submission id -> epoch seconds it ended
         self.deleted: list[str] = []
         self.job_ids: dict[str, str] = {}     # submission id -> Railyard job id
+        self.packs: dict[str, list] = {}      # a pack's submission id -> (job id, attempt)s
 
     def submit(self, job_id, *, env_vars, placement=None, attempt=1):
         if not self.available:
@@ -49,6 +50,17 @@ class InMemoryBackend:
             self.submitted.append(sid)
             self.placements.append(placement or {})
             self.job_ids[sid] = job_id
+        return sid
+
+    def submit_pack(self, members, *, env_vars, placement=None):
+        if not self.available:
+            raise BackendUnavailableError("cluster down")
+        sid = jobs.pack_submission_id(members)
+        if sid not in self.submitted:
+            self.submitted.append(sid)
+            self.placements.append(placement or {})
+            self.job_ids[sid] = members[0][0]
+            self.packs[sid] = list(members)
         return sid
 
     def status(self, submission_id):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from railyard.errors import BackendUnavailableError
-from railyard.jobstore.jobs import submission_id_for
+from railyard.jobstore.jobs import pack_submission_id, submission_id_for
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -36,6 +36,12 @@ class JobBackend(Protocol):
 
     def submit(self, job_id: str, *, env_vars: dict[str, str], placement: dict | None = None,
                attempt: int = 1) -> str: ...
+
+    def submit_pack(self, members: list[tuple[str, int]], *, env_vars: dict[str, str],
+                    placement: dict | None = None) -> str:
+        """Submit several jobs' attempts (``(job id, attempt)``) as one pack; its submission
+        id (``jobs.pack_submission_id``). A repeated submit of the same pack is a no-op."""
+        ...
 
     def status(self, submission_id: str) -> BackendStatus: ...
 
@@ -96,19 +102,39 @@ class RayJobsBackend:
     def submit(self, job_id: str, *, env_vars: dict[str, str], placement: dict | None = None,
                attempt: int = 1) -> str:
         """Submit one attempt of the job; a repeated submit of the same attempt is a no-op."""
-        submission_id = submission_id_for(job_id, attempt)
+        # railyard.execution.entrypoint runs the job in a warm runner's forked driver when the
+        # node has one (railyard.execution.warm_runner), else in this process as
+        # railyard.execution.driver.
+        return self._submit(f"python -m railyard.execution.entrypoint {job_id}",
+                            submission_id_for(job_id, attempt), env_vars, placement,
+                            {"railyard_job_id": job_id, "railyard_attempt": str(attempt)},
+                            f"job {job_id}")
+
+    def submit_pack(self, members: list[tuple[str, int]], *, env_vars: dict[str, str],
+                    placement: dict | None = None) -> str:
+        """Submit several jobs' attempts as one Ray job, ``python -m
+        railyard.execution.entrypoint --pack JOB...``: one driver process per job, at once.
+        Its metadata names the first job (Ray's history retention, railyard.control.
+        ray_history) and all of them (``railyard_pack``)."""
+        ids = [job_id for job_id, _ in members]
+        return self._submit(f"python -m railyard.execution.entrypoint --pack {' '.join(ids)}",
+                            pack_submission_id(members), env_vars, placement,
+                            {"railyard_job_id": ids[0],
+                             "railyard_pack": ",".join(f"{job_id}:{attempt}"
+                                                       for job_id, attempt in members)},
+                            f"the pack of jobs {', '.join(ids)}")
+
+    def _submit(self, entrypoint: str, submission_id: str, env_vars: dict[str, str],
+                placement: dict | None, metadata: dict[str, str], what: str) -> str:
         try:
             self.client.submit_job(
-                # railyard.execution.entrypoint runs the job in a warm runner's forked driver when
-                # the node has one (railyard.execution.warm_runner), else in this process as
-                # railyard.execution.driver.
-                entrypoint=f"python -m railyard.execution.entrypoint {job_id}",
+                entrypoint=entrypoint,
                 submission_id=submission_id,
                 # The job's Ray workers load the secrets directory as they start (only its
                 # path is in env_vars: railyard.secrets).
                 runtime_env={"env_vars": env_vars,
                              "worker_process_setup_hook": "railyard.secrets.load_in_worker"},
-                metadata={"railyard_job_id": job_id, "railyard_attempt": str(attempt)},
+                metadata=metadata,
                 **(placement or {}),
             )
         except BackendUnavailableError:
@@ -116,7 +142,7 @@ class RayJobsBackend:
         except Exception as exc:  # noqa: BLE001
             if "already exists" in str(exc):
                 return submission_id
-            raise BackendUnavailableError(f"Ray refused job {job_id}: {exc}") from None
+            raise BackendUnavailableError(f"Ray refused {what}: {exc}") from None
         return submission_id
 
     def status(self, submission_id: str) -> BackendStatus:

@@ -22,6 +22,7 @@ from railyard.config import Settings
 from railyard.control import capacity, ray_history, team_limits
 from railyard.control.access import SYSTEM, Caller, check_job, check_submit, owner_filter
 from railyard.control.backend import BackendStatus, JobBackend
+from railyard.control.packing import Packer
 from railyard.errors import BackendUnavailableError, ConflictError, NotFoundError, SpecError
 from railyard.jobstore import jobs
 from railyard.jobstore.retries import end_failed_attempt
@@ -192,12 +193,13 @@ class JobService:
         return placement.decide(spec, data_bytes=data_bytes, cluster_pools=cluster_pools)
 
     def _submit(self, job: Job, spec: TrainingSpec, *, new: bool = False,
-                released: bool = False) -> Job:
+                released: bool = False, packer: Packer | None = None) -> Job:
         """Submit a QUEUED job to Ray if the queue releases it now (railyard.control.queue:
         priority, fair share, first in first out, within its team's quotas) and its pool can
         start it (a ``new`` job waits behind those already waiting for a full pool); otherwise
         leave it QUEUED with the reason and its place in the queue. A job a plan of the queue
-        has just ``released`` needs only its team's quotas checked again."""
+        has just ``released`` needs only its team's quotas checked again. With a ``packer``,
+        an admitted job is held there for a pack (``_submit_packs``) instead of submitted."""
         with team_limits.team_lock(job.owner):
             job = jobs.get_job(self.engine, job_id=job.id)
             if job.status != JobStatus.QUEUED.value or job.ray_submission_id is not None:
@@ -213,6 +215,9 @@ class JobService:
                                                behind_queue=new)
                 if waiting is not None and self.settings.preemption:
                     self._preempt_for(job)
+            if waiting is None and packer is not None:
+                packer.add(job, spec, self._placement(spec))
+                return job
             if waiting is None:
                 return self._submit_now(job, spec)
             return self._note_waiting(job, waiting)
@@ -266,17 +271,23 @@ class JobService:
         waiting."""
         released = team_limits.current_plan(self.engine, self.settings).released
         full: set[str] = set()     # pools found full this tick: the jobs behind wait as well
+        packer = Packer(self.settings.pack_max_jobs) if self.settings.pack_max_jobs > 1 \
+            else None
         for work in released:
             if capacity.known_pool(work.id) in full:
                 continue
             try:
                 job = jobs.get_job(self.engine, job_id=work.id)
                 job = self._submit(job, TrainingSpec.model_validate(job.spec),
-                                   released=True)
+                                   released=True, packer=packer)
+                if packer is not None and packer.holds(job.id):
+                    continue
                 if (pool := capacity.full_pool(job)) is not None:
                     full.add(pool)
             except Exception:
                 log.exception("submitting queued job %s failed", work.id)
+        if packer is not None:
+            self._submit_packs(packer)
         if not refresh_places:
             return
         plan, stored = team_limits.plan_with_jobs(self.engine, self.settings)
@@ -300,28 +311,61 @@ class JobService:
         except Exception:
             log.exception("updating the places of %d queued jobs failed", len(moved))
 
-    def _submit_now(self, job: Job, spec: TrainingSpec) -> Job:
-        where = self._placement(spec)
+    def _submit_now(self, job: Job, spec: TrainingSpec,
+                    where: placement.Placement | None = None) -> Job:
+        where = where or self._placement(spec)
         try:
             submission_id = self.backend.submit(job.id, attempt=job.attempt or 1,
                                                 env_vars=self.settings.runtime_env_vars(),
                                                 placement=where.submit_kwargs)
         except BackendUnavailableError as exc:
-            # The job stays QUEUED; reconcile() submits it once the cluster answers.
-            log.warning("job %s queued, Ray unavailable: %s", job.id, exc.message)
-            jobs.add_event(self.engine, job_id=job.id, kind="submit_deferred",
-                            message=exc.message)
+            self._submit_deferred(job, exc)
             return jobs.get_job(self.engine, job_id=job.id)
+        self._mark_submitted(job, submission_id, where)
+        return jobs.get_job(self.engine, job_id=job.id)
+
+    def _submit_packs(self, packer: Packer) -> None:
+        """Submit the jobs a release held for packs: a group of one as its own Ray job,
+        larger ones as one Ray job each (railyard.execution.pack)."""
+        for pack in packer.packs():
+            try:
+                if len(pack) == 1:
+                    self._submit_now(pack[0].job, pack[0].spec, pack[0].where)
+                    continue
+                members = [(held.job.id, held.job.attempt or 1) for held in pack]
+                try:
+                    submission_id = self.backend.submit_pack(
+                        members, env_vars=self.settings.runtime_env_vars(),
+                        placement=pack[0].where.submit_kwargs)
+                except BackendUnavailableError as exc:
+                    for held in pack:
+                        self._submit_deferred(held.job, exc)
+                    continue
+                for held in pack:
+                    self._mark_submitted(held.job, submission_id, held.where,
+                                         packed_with=len(pack) - 1)
+            except Exception:
+                log.exception("submitting a pack of %d queued jobs failed", len(pack))
+
+    def _submit_deferred(self, job: Job, exc: BackendUnavailableError) -> None:
+        """The job stays QUEUED; reconcile() submits it once the cluster answers."""
+        log.warning("job %s queued, Ray unavailable: %s", job.id, exc.message)
+        jobs.add_event(self.engine, job_id=job.id, kind="submit_deferred",
+                       message=exc.message)
+
+    def _mark_submitted(self, job: Job, submission_id: str, where: placement.Placement, *,
+                        packed_with: int = 0) -> None:
         jobs.transition(self.engine, job_id=job.id, status=JobStatus.PENDING,
                          allowed_from=frozenset({JobStatus.QUEUED}),
                          message=f"submitted to Ray as {submission_id} (pool: "
                                  f"{where.pool or 'any'}; {where.reason})"
+                                 + (f", packed with {packed_with} other job(s)"
+                                    if packed_with else "")
                                  + (f", attempt {job.attempt}" if (job.attempt or 1) > 1
                                     else ""),
                          ray_submission_id=submission_id, submitted_at=self.clock(),
                          pool=where.pool, pool_enforced=where.enforced,
                          placement_reason=where.reason, status_reason=None)
-        return jobs.get_job(self.engine, job_id=job.id)
 
     def reconcile(self, job: Job, *, ray_status: BackendStatus | None = None) -> Job:
         """Bring a non-terminal job in line with what Ray knows about it: ``ray_status`` when
@@ -344,7 +388,9 @@ class JobService:
             return fresh
         if (fresh.attempt, fresh.ray_submission_id) != (job.attempt, job.ray_submission_id):
             return fresh                  # the runner queued a retry itself as its driver ended
-        if ray_status.status == "STOPPED":
+        if ray_status.status == "STOPPED" and not jobs.is_pack(job.ray_submission_id):
+            # A pack is stopped whole only for one of its jobs (a hung driver): the others
+            # are retried like jobs whose node was lost.
             return self._end_job(job, JobStatus.CANCELLED, "Ray job was stopped")
         reason = (f"the Ray driver ended ({ray_status.status}) without recording a result"
                   + (f": {ray_status.message}" if ray_status.message else ""))
@@ -416,7 +462,7 @@ class JobService:
         silent = (self.clock() - beat).total_seconds()
         if silent <= self.settings.heartbeat_timeout_s:
             return job
-        self._stop_quietly(job)
+        self._stop_quietly(job, whole_pack=True)     # a hung driver cannot stop itself
         return self._infrastructure_failure(
             job, f"no heartbeat from the job's driver for {silent:.0f}s "
                  f"(limit {self.settings.heartbeat_timeout_s:.0f}s); it was stopped")
@@ -426,12 +472,24 @@ class JobService:
         jobs.get_job(self.engine, job_id=job_id)          # 404 for an unknown job
         return jobs.list_attempts(self.engine, job_id=job_id)
 
-    def _stop_quietly(self, job: Job) -> None:
-        if job.ray_submission_id:
-            try:
-                self.backend.stop(job.ray_submission_id)
-            except BackendUnavailableError:
-                log.warning("could not stop Ray job %s", job.ray_submission_id)
+    def _stop_quietly(self, job: Job, *, whole_pack: bool = False) -> None:
+        try:
+            self._stop_on_ray(job, whole_pack=whole_pack)
+        except BackendUnavailableError:
+            log.warning("could not stop Ray job %s", job.ray_submission_id)
+
+    def _stop_on_ray(self, job: Job, *, whole_pack: bool = False) -> None:
+        """Stop the job's Ray job. A pack's Ray job runs other live jobs too: a packed job's
+        driver stops itself within a second of its job ending or moving on in the store
+        (railyard.execution.driver.Heartbeat), and the pack is stopped only with its last
+        live job, or ``whole_pack`` (a hung driver, which cannot stop itself)."""
+        submission_id = job.ray_submission_id
+        if not submission_id:
+            return
+        if jobs.is_pack(submission_id) and not whole_pack \
+                and jobs.active_job_ids_on(self.engine, submission_id) - {job.id}:
+            return
+        self.backend.stop(submission_id)
 
     def reconcile_all(self) -> int:
         """Reconcile every non-terminal job (the background reconciler calls this), then
@@ -529,7 +587,7 @@ class JobService:
                                  ray_submission_id=job.ray_submission_id)
         if job.ray_submission_id:
             try:
-                self.backend.stop(job.ray_submission_id)
+                self._stop_on_ray(job)
             except BackendUnavailableError as exc:
                 jobs.add_event(self.engine, job_id=job_id, kind="cancel",
                                 message=f"could not stop the Ray job yet: {exc.message}")

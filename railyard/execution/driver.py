@@ -85,22 +85,59 @@ def peak_rss_mb() -> float:
 
 class Heartbeat:
     """Writes ``job.heartbeat_at`` every ``interval_s`` from a daemon thread while the attempt
-    runs, so the reconciler can tell a live driver from a hung or vanished one."""
+    runs, so the reconciler can tell a live driver from a hung or vanished one.
 
-    def __init__(self, engine: Engine, job_id: str, interval_s: float) -> None:
+    A packed driver (``watch``: its Ray job runs other jobs too, railyard.execution.pack) also
+    reads its job every ``WATCH_INTERVAL_S`` and exits once the job is no longer this
+    attempt's, running: cancelled, failed by a timeout, preempted. Ray's stop would end the
+    pack's every job, so the API leaves the stopping to the driver (JobService._stop_on_ray).
+    """
+
+    WATCH_INTERVAL_S = 1.0
+
+    def __init__(self, engine: Engine, job_id: str, interval_s: float, *,
+                 watch: tuple[int, str] | None = None) -> None:
         import threading
 
         self.engine, self.job_id, self.interval_s = engine, job_id, interval_s
+        self.watch = watch                  # (attempt, submission id) this driver runs
         self._stop = threading.Event()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="railyard-heartbeat",
                                         daemon=True)
 
+    def closing(self) -> None:
+        """The driver writes its attempt's end itself from now on: stop watching."""
+        self._closing.set()
+
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait_s = min(self.interval_s, self.WATCH_INTERVAL_S) if self.watch else self.interval_s
+        next_beat = time.monotonic() + self.interval_s
+        while not self._stop.wait(wait_s):
+            if self.watch and self._superseded():
+                log.info("job %s is no longer this driver's to run (cancelled, ended or "
+                         "moved to another attempt); exiting", self.job_id)
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os._exit(143)
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.interval_s
             try:
                 jobs.update_job(self.engine, job_id=self.job_id, heartbeat_at=utcnow())
             except Exception as exc:  # noqa: BLE001 - the next beat tries again
                 log.warning("heartbeat not written: %s", str(exc).splitlines()[0][:200])
+
+    def _superseded(self) -> bool:
+        try:
+            job = jobs.get_job(self.engine, job_id=self.job_id)
+        except Exception:  # noqa: BLE001 - unreadable now: keep running, ask again
+            return False
+        if self._closing.is_set() or self.watch is None:
+            return False
+        attempt, submission_id = self.watch
+        return (job.status != JobStatus.RUNNING.value or (job.attempt or 1) != attempt
+                or job.ray_submission_id != submission_id)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -123,6 +160,7 @@ class JobRun:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"railyard-{job_id}-"))
         self.log_path = self.workdir / "job.log"
         self.shipper: LogShipper | None = None
+        self.heartbeat: Heartbeat | None = None
 
     # ------------------------------------------------------------------ bookkeeping
     @contextmanager
@@ -159,6 +197,10 @@ class JobRun:
         self.db.add_event(job_id=self.job_id, kind="progress", phase="train",
                         message=message)
 
+    def _closing(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.closing()
+
     def upload_log(self) -> str | None:
         """Upload the job's log now (the shipper also streams it while the job runs); its URI,
         or None if no upload has succeeded."""
@@ -193,7 +235,10 @@ class JobRun:
                      f"warm driver (forked from pid {warm}; "
                      f"{os.environ.get('RAILYARD_WARM_FROZEN_OBJECTS', 0)} preloaded objects "
                      "kept out of garbage collection)" if warm else "cold driver")
-            with Heartbeat(self.engine, self.job_id, self.settings.heartbeat_interval_s):
+            watch = (self.attempt, mine) if jobs.is_pack(mine) and mine else None
+            self.heartbeat = Heartbeat(self.engine, self.job_id,
+                                       self.settings.heartbeat_interval_s, watch=watch)
+            with self.heartbeat:
                 return self._execute(job)
 
     def _execute(self, job: Any) -> int:
@@ -206,6 +251,7 @@ class JobRun:
         except PhaseFailed as failure:
             from railyard.jobstore.retries import classify, end_failed_attempt
 
+            self._closing()
             kind, phase = classify(failure.error), failure.phase
             message = f"{type(failure.error).__name__}: {failure.error}"
             logs_uri = self.upload_log()
@@ -222,6 +268,7 @@ class JobRun:
         logs_uri = self.upload_log()
         results["artifacts"]["logs"] = logs_uri
         results["metrics"]["driver"] = {"peak_rss_mb": round(peak_rss_mb(), 1)}
+        self._closing()
         if self.db.transition(job_id=self.job_id, status=JobStatus.SUCCEEDED, phase=None,
                               **results):
             self.db.finish_attempt(job_id=self.job_id, attempt=self.attempt,

@@ -1,5 +1,6 @@
 """Entrypoint of a job's Ray driver: ``python -m railyard.execution.entrypoint JOB_ID`` (same
-arguments as ``python -m railyard.execution.driver``).
+arguments as ``python -m railyard.execution.driver``), or ``--pack JOB_ID...`` for several
+jobs in one Ray job (railyard.execution.pack).
 
 It imports only the standard library: with a warm runner on the node (``RAILYARD_WARM_SOCKET``,
 railyard.execution.warm_runner) the job runs in a driver forked from it, already imported;
@@ -16,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the job warm if a server answers, else in this process."""
     args = list(sys.argv[1:] if argv is None else argv)
     socket_path = os.environ.get("RAILYARD_WARM_SOCKET")
+    if args[:1] == ["--pack"]:
+        from railyard.execution.pack import run_pack
+
+        return run_pack(args[1:], socket_path)
     if socket_path:
         from railyard.execution.warm_runner import run_warm
 

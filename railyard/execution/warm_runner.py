@@ -419,6 +419,19 @@ def _alive(pid: int) -> bool:
 def run_warm(argv: list[str], socket_path: str, *, connect_timeout_s: float = 2.0) -> int | None:
     """Hand ``railyard.execution.driver``'s arguments to the warm server; its exit code, or
     None when no server answers (the caller then runs the job itself)."""
+    started = start_warm(argv, socket_path, connect_timeout_s=connect_timeout_s)
+    if started is None:
+        return None
+    client, child = started
+    forward_signals([child])
+    return wait_warm(client)
+
+
+def start_warm(argv: list[str], socket_path: str, *,
+               connect_timeout_s: float = 2.0) -> tuple[socket.socket, int] | None:
+    """Have the warm server fork a driver with ``argv`` and this process's stdio, environment
+    and working directory: the connection to wait on (``wait_warm``) and the driver's pid, or
+    None when no server answers or it died before forking."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(connect_timeout_s)
     try:
@@ -432,22 +445,31 @@ def run_warm(argv: list[str], socket_path: str, *, connect_timeout_s: float = 2.
     send_message(client, request, [0, 1, 2])
     started, _ = recv_message(client)
     if started is None:
-        return None                            # the server died before forking
-    child = int(started["pid"])
+        client.close()
+        return None
+    return client, int(started["pid"])
 
+
+def wait_warm(client: socket.socket) -> int:
+    """The exit code of the driver ``start_warm`` started on ``client`` (1 when the server
+    died while it ran)."""
+    ended, _ = recv_message(client)
+    client.close()
+    return 1 if ended is None else int(ended["exit"])
+
+
+def forward_signals(pids: list[int]) -> None:
+    """Pass SIGTERM and SIGINT (Ray's stop) on to ``pids``; a pid added to the list later is
+    included."""
     def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
+        for pid in list(pids):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    ended, _ = recv_message(client)
-    client.close()
-    if ended is None:
-        return 1                               # the server died while the job ran
-    return int(ended["exit"])
 
 
 def main(argv: list[str] | None = None) -> int:

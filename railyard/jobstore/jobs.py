@@ -4,6 +4,7 @@ never changes again, so a late runner write cannot turn a CANCELLED job into SUC
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,22 @@ def submission_id_for(job_id: str, attempt: int = 1) -> str:
     """The Ray submission id of a job's attempt (deterministic, so Ray refuses a second
     submit of the same attempt)."""
     return f"railyard-{job_id}" if attempt <= 1 else f"railyard-{job_id}-attempt-{attempt}"
+
+
+PACK_PREFIX = "railyard-pack-"
+
+
+def pack_submission_id(members: list[tuple[str, int]]) -> str:
+    """The Ray submission id of a pack: one Ray job running several jobs' attempts
+    (``(job id, attempt)`` pairs), deterministic like ``submission_id_for``."""
+    digest = hashlib.sha256(
+        ",".join(f"{job_id}:{attempt}" for job_id, attempt in sorted(members)).encode())
+    return PACK_PREFIX + digest.hexdigest()[:20]
+
+
+def is_pack(submission_id: str | None) -> bool:
+    """True for the submission id of a pack (``pack_submission_id``)."""
+    return submission_id is not None and submission_id.startswith(PACK_PREFIX)
 
 
 def create_job(engine: Engine, *, spec: TrainingSpec, job_id: str | None = None,
@@ -447,6 +464,17 @@ def finished_job_ids(engine: Engine, job_ids: Collection[str], *,
                 col(Job.id).in_(ids[start:start + chunk]),
                 col(Job.status).in_(sorted(s.value for s in TERMINAL_STATUSES)))).all())
     return found
+
+
+def active_job_ids_on(engine: Engine, submission_id: str) -> set[str]:
+    """The jobs not yet in a terminal status whose current attempt runs as ``submission_id``
+    (several for a pack)."""
+    with session_scope(engine) as session:
+        return set(session.exec(select(Job.id).where(
+            col(Job.ray_submission_id) == submission_id,
+            # by the status index: live jobs are few, a store's history is large
+            col(Job.status).in_(sorted(s.value for s in JobStatus
+                                       if s not in TERMINAL_STATUSES)))).all())
 
 
 def job_states(engine: Engine, job_ids: Collection[str]) -> dict[str, tuple[str, str | None]]:

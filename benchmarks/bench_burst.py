@@ -297,9 +297,15 @@ def check_once(engine, address: str, ids: list[str]) -> dict:
         rows = {r[0]: (r[1], r[2]) for r in conn.execute(
             text("SELECT id, status, attempt FROM job WHERE model_name LIKE 'burst_%'")).all()}
     per_job: dict[str, int] = {}
+    pack_sizes: list[int] = []
     for info in JobSubmissionClient(address).list_jobs():
-        job_id = (info.metadata or {}).get("railyard_job_id")
-        if job_id:
+        metadata = info.metadata or {}
+        if "railyard_pack" in metadata:          # one Ray job for several (job:attempt)s
+            members = [m.rsplit(":", 1)[0] for m in metadata["railyard_pack"].split(",")]
+            pack_sizes.append(len(members))
+        else:
+            members = [metadata["railyard_job_id"]] if metadata.get("railyard_job_id") else []
+        for job_id in members:
             per_job[job_id] = per_job.get(job_id, 0) + 1
     statuses: dict[str, int] = {}
     for status, _ in rows.values():
@@ -317,6 +323,9 @@ def check_once(engine, address: str, ids: list[str]) -> dict:
     if stuck:
         problems.append(f"{len(stuck)} jobs stuck (not finished)")
     return {"statuses": statuses, "ray_submissions": sum(per_job.get(j, 0) for j in ids),
+            "ray_jobs_of_packs": len(pack_sizes),
+            "jobs_in_packs": sum(pack_sizes),
+            "mean_pack_size": round(sum(pack_sizes) / len(pack_sizes), 2) if pack_sizes else None,
             "retried": sum(1 for _, attempt in rows.values() if (attempt or 1) > 1),
             "stuck": len(stuck), "problems": problems}
 
@@ -328,6 +337,8 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=6, help="CPUs of the cpu pool's node")
     parser.add_argument("--clients", type=int, default=20, help="threads POSTing the burst")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--pack-max-jobs", type=int, default=1,
+                        help="RAILYARD_PACK_MAX_JOBS for the API (1: every job its own Ray job)")
     parser.add_argument("--out", default="burst.json")
     args = parser.parse_args()
 
@@ -336,7 +347,8 @@ def main() -> None:
     # Inherited by the local nodes, so by the API's Serve replica: no team limit, and the
     # reconciler (which submits queued jobs as others end) ticks every second.
     os.environ.update(RAILYARD_MAX_CONCURRENT_JOBS_PER_TEAM="0",
-                      RAILYARD_RECONCILE_INTERVAL_S="1")
+                      RAILYARD_RECONCILE_INTERVAL_S="1",
+                      RAILYARD_PACK_MAX_JOBS=str(args.pack_max_jobs))
     with postgres_server() as pg:
         database_url = fresh_database(pg, "burst")
         dashboard = free_port()
@@ -381,6 +393,7 @@ def main() -> None:
         "machine": f"{psutil.cpu_count()} cores, "
                    f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "pool": {"cpu": {"nodes": 1, "cpus": args.cpus}}, "teams": len(TEAMS),
+        "pack_max_jobs": args.pack_max_jobs,
         "serial": {"jobs": args.serial, "s_per_job": round(serial_s, 3),
                    "jobs_per_min": round(serial_rate, 1),
                    "machine_cpu_s_per_job": round(serial_cpu, 2),

@@ -82,7 +82,7 @@ def forget() -> None:
 
 
 def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBackend, *,
-                behind_queue: bool = False) -> str | None:
+                behind_queue: bool = False, slot_cpus: float = 0.0) -> str | None:
     """None when ``job`` may go to Ray now (its admission is then counted until the database
     shows it on Ray); else why it waits, as a ``queued: …`` reason.
 
@@ -90,7 +90,12 @@ def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBacken
     full, the job waits behind them, decided by one query: the reconciler's tick admits the
     pool's queue in order, so a CPU freed between two ticks goes to the job that waited
     longest, not to a newcomer, and a burst's submits neither ask Ray nor take the pool's
-    shared count (the lock every team's submits would wait on)."""
+    shared count (the lock every team's submits would wait on).
+
+    ``slot_cpus`` (packs on, ``RAILYARD_PACK_MAX_JOBS``): every Ray job on the pool counts at
+    least this many CPUs, a pack or a job alone, so the pool's room frees a pack's worth at a
+    time and the queue goes out in whole packs; a new submit (not ``released``: it goes to Ray
+    alone) is counted so from its admission."""
     try:
         pool_cpus = backend.pool_cpus()
     except BackendUnavailableError:
@@ -104,10 +109,11 @@ def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBacken
     if behind_queue and _others_wait_for(engine, pool, exclude=job.id):
         return (f"{_FULL_PREFIX}{pool}{_FULL_MARK}jobs submitted earlier wait for it); it "
                 "starts when jobs on the pool finish")
-    need = min(job_cpus(spec), total)    # a job wider than the pool runs alone
+    # A job wider than the pool runs alone.
+    need = min(max(job_cpus(spec), slot_cpus if behind_queue else 0.0), total)
     global _noted_at
     with _lock:
-        used, by_view = _in_use(engine, pool, total, exclude=job.id)
+        used, by_view = _in_use(engine, pool, total, exclude=job.id, slot_cpus=slot_cpus)
         # Deciding on an old view of Ray: about to admit (a job the database shows ended may
         # still be alive on Ray, its driver exiting), or refusing for jobs only that view holds
         # alive. One listing, at most once a second, outside the lock (the first thread to
@@ -125,7 +131,7 @@ def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBacken
     with _lock:
         if statuses is not None:
             _note(statuses)
-        used, _ = _in_use(engine, pool, total, exclude=job.id)
+        used, _ = _in_use(engine, pool, total, exclude=job.id, slot_cpus=slot_cpus)
         return _decide(job.id, pool, need, used, total)
 
 
@@ -156,7 +162,7 @@ def _pool_named(reason: str | None) -> str | None:
     return reason[len(_FULL_PREFIX):reason.index(_FULL_MARK)]
 
 
-def room_for_queue(engine: Engine, backend: JobBackend) -> bool:
+def room_for_queue(engine: Engine, backend: JobBackend, *, slot_cpus: float = 0.0) -> bool:
     """Whether jobs wait because their pool was full while that pool has room now, or Ray's
     view of it is too old to tell: the reconciler then releases the queue between its ticks.
     A query for the pools waited for and one per such pool; Ray is not asked here (the
@@ -178,7 +184,7 @@ def room_for_queue(engine: Engine, backend: JobBackend) -> bool:
             total = pool_cpus.get(pool, 0.0)
             if total <= 0:
                 continue
-            used, by_view = _in_use(engine, pool, total, exclude="")
+            used, by_view = _in_use(engine, pool, total, exclude="", slot_cpus=slot_cpus)
             if used < total - 1e-9 or (by_view > 0 and stale):
                 return True
     return False
@@ -228,10 +234,11 @@ def _pool_for(job: Job, spec: TrainingSpec, backend: JobBackend) -> str | None:
     return pool
 
 
-def _in_use(engine: Engine, pool: str, total: float, *,
-            exclude: str) -> tuple[float, float]:
+def _in_use(engine: Engine, pool: str, total: float, *, exclude: str,
+            slot_cpus: float = 0.0) -> tuple[float, float]:
     """CPUs the pool's jobs on Ray hold (see the module's note), and how many of them only
-    the last view of Ray holds (the database shows those jobs ended); call under ``_lock``."""
+    the last view of Ray holds (the database shows those jobs ended); a Ray job (a pack's
+    jobs together) holds at least ``slot_cpus``. Call under ``_lock``."""
     now = time.monotonic()
     for job_id, (_, _, since) in list(_reserved.items()):
         if now - since > RESERVATION_TTL_S:
@@ -244,7 +251,7 @@ def _in_use(engine: Engine, pool: str, total: float, *,
     with session_scope(engine) as session:    # a few rows: the pool's jobs on Ray
         rows = [(job.id, job.pool, job.status, job.ray_submission_id, job.spec)
                 for job in session.exec(select(Job).where(or_(*conditions))).all()]
-    used = by_view = 0.0
+    held: dict[str, list[float]] = {}     # submission id -> [CPUs, of which only by view]
     seen: set[str] = set()
     for job_id, job_pool, status, submission_id, job_spec in rows:
         reserved = _reserved.get(job_id)
@@ -257,9 +264,15 @@ def _in_use(engine: Engine, pool: str, total: float, *,
             continue
         seen.add(job_id)
         cpus = min(job_cpus(job_spec or {}), total)
-        used += cpus
+        group = held.setdefault(submission_id or job_id, [0.0, 0.0])
+        group[0] += cpus
         if not in_database:
-            by_view += cpus
+            group[1] += cpus
+    used = by_view = 0.0
+    for cpus, only_by_view in held.values():
+        counted = min(max(cpus, slot_cpus), total)
+        used += counted
+        by_view += counted if only_by_view >= cpus else only_by_view
     for job_id, (job_pool, cpus, _) in _reserved.items():
         if job_id != exclude and job_pool == pool and job_id not in seen:
             used += cpus

@@ -212,7 +212,7 @@ class JobService:
                 waiting = team_limits.wait_reason(self.engine, self.settings, job)
             if waiting is None:   # what the pool can start now (railyard.control.capacity)
                 waiting = capacity.wait_reason(self.engine, job, spec, self.backend,
-                                               behind_queue=new)
+                                               behind_queue=new, slot_cpus=self._slot_cpus)
                 if waiting is not None and self.settings.preemption:
                     self._preempt_for(job)
             if waiting is None and packer is not None:
@@ -221,6 +221,12 @@ class JobService:
             if waiting is None:
                 return self._submit_now(job, spec)
             return self._note_waiting(job, waiting)
+
+    @property
+    def _slot_cpus(self) -> float:
+        """With packs on, the CPUs each Ray job on a pool counts at least
+        (railyard.control.capacity.wait_reason): a pack's worth."""
+        return float(self.settings.pack_max_jobs) if self.settings.pack_max_jobs > 1 else 0.0
 
     def _preempt_for(self, job: Job) -> None:
         """RAILYARD_PREEMPTION: a queued job of priority >= PREEMPTING_PRIORITY that its pool
@@ -259,8 +265,8 @@ class JobService:
         (railyard.control.capacity.room_for_queue: the database only, no call to Ray),
         release the queue at once, so a job's end frees its CPUs for the next in line within
         the fast check's interval rather than at the next tick. True when it released."""
-        if self.settings.submission_paused or not capacity.room_for_queue(self.engine,
-                                                                           self.backend):
+        if self.settings.submission_paused or not capacity.room_for_queue(
+                self.engine, self.backend, slot_cpus=self._slot_cpus):
             return False
         self._release_queue(refresh_places=False)
         return True

@@ -135,3 +135,22 @@ def test_without_packing_each_released_job_is_its_own_ray_job(tmp_path):
     plat.backend.pools, plat.backend.cpus = {"cpu": 1}, {"cpu": 4.0}
     ids = queued_then_released(plat, 3)
     assert plat.backend.submitted == [f"railyard-{job_id}" for job_id in ids]
+
+
+def test_with_packs_every_ray_job_counts_a_packs_worth_so_the_queue_goes_out_in_packs(
+        tmp_path):
+    """A pool of 6 CPUs and packs of 3: two jobs submitted alone fill it (each counts 3), the
+    rest wait, and the room one of them frees takes the next three as one pack, not one job
+    at a time as CPUs free."""
+    capacity.forget()
+    plat = ApiPlatform(tmp_path, pack_max_jobs=3, max_concurrent_jobs_per_team=0)
+    plat.backend.pools, plat.backend.cpus = {"cpu": 1}, {"cpu": 6.0}
+    posted = [plat.submit(TEAM_A).json() for _ in range(5)]
+    assert [job["status"] for job in posted] == ["PENDING"] * 2 + ["QUEUED"] * 3
+    first = posted[0]
+    jobs.transition(plat.service.engine, job_id=first["id"], status=JobStatus.SUCCEEDED)
+    plat.backend.statuses[first["ray_submission_id"]] = BackendStatus("SUCCEEDED")
+    plat.service.reconcile_all()
+    pack_id = plat.backend.submitted[-1]
+    assert jobs.is_pack(pack_id)
+    assert plat.backend.packs[pack_id] == [(job["id"], 1) for job in posted[2:]]

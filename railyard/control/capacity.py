@@ -94,8 +94,8 @@ def wait_reason(engine: Engine, job: Job, spec: TrainingSpec, backend: JobBacken
 
     ``slot_cpus`` (packs on, ``RAILYARD_PACK_MAX_JOBS``): every Ray job on the pool counts at
     least this many CPUs, a pack or a job alone, so the pool's room frees a pack's worth at a
-    time and the queue goes out in whole packs; a new submit (not ``released``: it goes to Ray
-    alone) is counted so from its admission."""
+    time and the queue goes out in whole packs; a new submit (``behind_queue``: it goes to
+    Ray alone) is counted so from its admission."""
     try:
         pool_cpus = backend.pool_cpus()
     except BackendUnavailableError:
